@@ -1,0 +1,208 @@
+"""The exception tree. Every error carries fields and builds its message from them.
+
+Each class has a stable ``code`` that tools return to the model (``to_dict``), so a caller
+acts on the code and the fields, never on message text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class LumosError(Exception):
+    """Base of every domain error lumos-mcp raises on purpose."""
+
+    code: ClassVar[str] = "lumos_error"
+    template: ClassVar[str] = "{detail}"
+
+    def __init__(self, detail: str = "", **fields: Any) -> None:
+        self.fields: dict[str, Any] = fields
+        self.detail = detail
+        try:
+            message = self.template.format(detail=detail, **fields)
+        except (KeyError, IndexError, ValueError):
+            message = detail or self.code
+        super().__init__(message.strip())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as data: ``code``, ``message`` and every field."""
+        return {"code": self.code, "message": str(self), **self.fields}
+
+
+# --------------------------------------------------------------------------- knobs
+class KnobError(LumosError):
+    code = "knob_error"
+
+
+class UnknownKnobError(KnobError):
+    code = "unknown_knob"
+    template = "unknown knob {knob!r}: knob ids come from the catalog (list_tunables) {detail}"
+
+
+class KnobUnavailableError(KnobError):
+    """The catalog knows the knob but the running kernel does not have it."""
+
+    code = "not_on_this_kernel"
+    template = "knob {knob!r} is not available on kernel {kernel}: {detail}"
+
+
+class KnobLockedError(KnobError):
+    """EPERM: lockdown (debugfs) or a file the kernel never lets anyone write."""
+
+    code = "locked"
+    template = "knob {knob!r} is locked by the kernel ({path}: EPERM) {detail}"
+
+
+class PermissionDeniedError(KnobError):
+    """EACCES: the server's user may not touch the file (live mode needs root)."""
+
+    code = "permission_denied"
+    template = "permission denied for knob {knob!r} ({path}) {detail}"
+
+
+class InvalidValueError(KnobError):
+    code = "invalid_value"
+    template = "invalid value {value!r} for knob {knob!r}: {detail}"
+
+
+class InvalidParameterError(KnobError):
+    """A parametrised knob's parameter (device, cgroup) failed its pattern or does not exist."""
+
+    code = "invalid_parameter"
+    template = "invalid parameter {parameter!r} for knob {knob!r}: {detail}"
+
+
+class PathEscapeError(KnobError):
+    code = "path_escape"
+    template = "path {path!r} escapes the kernel root {detail}"
+
+
+class ReadbackMismatchError(KnobError):
+    """The kernel holds something other than what was written (clamped or reformatted)."""
+
+    code = "readback_mismatch"
+    template = "knob {knob!r}: wrote {expected!r} but the kernel reads back {actual!r} {detail}"
+
+
+class KernelIOError(KnobError):
+    code = "kernel_io"
+    template = "I/O error on {path}: errno {errno} {detail}"
+
+
+# --------------------------------------------------------------------------- policy
+class PolicyError(LumosError):
+    code = "policy_error"
+
+
+class PolicyLoadError(PolicyError):
+    code = "policy_invalid"
+    template = "policy {file}: field {field!r} breaks rule {rule!r}: {detail}"
+
+
+class PolicyDeniedError(PolicyError):
+    """One or more policy rules deny a change. ``denials`` lists rule, knob, value, limit."""
+
+    code = "policy_denied"
+    template = "denied by policy: {detail}"
+
+
+# --------------------------------------------------------------------------- transactions
+class TransactionError(LumosError):
+    code = "transaction_error"
+
+
+class UnknownTransactionError(TransactionError):
+    code = "unknown_transaction"
+    template = "no transaction {txid!r} {detail}"
+
+
+class TransactionStateError(TransactionError):
+    code = "invalid_state"
+    template = "transaction {txid!r} is {state}, not {wanted} {detail}"
+
+
+class ConflictError(TransactionError):
+    code = "conflict"
+    template = "knob {knob!r} is held by applied transaction {holder!r}: commit or revert it first {detail}"
+
+
+class ExternalChangeError(TransactionError):
+    """A knob's live value is not what this transaction wrote or saw: someone else changed it."""
+
+    code = "external_change"
+    template = "knob {knob!r} changed outside this transaction: expected {expected!r}, found {actual!r} {detail}"
+
+
+class ApplyFailedError(TransactionError):
+    """A write failed; everything already written was rolled back in reverse order."""
+
+    code = "apply_failed"
+    template = "apply of {txid!r} failed at knob {knob!r} and was rolled back: {detail}"
+
+
+class JournalError(TransactionError):
+    """The journal cannot be written or read: the server refuses new writes."""
+
+    code = "journal_unavailable"
+    template = "journal {path}: {detail}"
+
+
+class StateLockedError(TransactionError):
+    code = "state_locked"
+    template = "state directory {path} is in use by another lumos-mcp (pid {pid}) {detail}"
+
+
+# --------------------------------------------------------------------------- approvals and modes
+class ApprovalError(LumosError):
+    code = "approval_error"
+
+
+class ApprovalRequiredError(ApprovalError):
+    code = "approval_required"
+    template = "transaction {txid!r} needs an approval bound to digest {digest}: call request_approval {detail}"
+
+
+class ApprovalInvalidError(ApprovalError):
+    code = "approval_invalid"
+    template = "approval {approval_id!r} cannot be used: {reason} {detail}"
+
+
+class ModeError(LumosError):
+    code = "mode_refused"
+    template = "{mode} mode refuses this: {detail}"
+
+
+class AuditError(LumosError):
+    code = "audit_error"
+    template = "audit log {path}: {detail}"
+
+
+__all__ = [
+    "ApplyFailedError",
+    "ApprovalError",
+    "ApprovalInvalidError",
+    "ApprovalRequiredError",
+    "AuditError",
+    "ConflictError",
+    "ExternalChangeError",
+    "InvalidParameterError",
+    "InvalidValueError",
+    "JournalError",
+    "KernelIOError",
+    "KnobError",
+    "KnobLockedError",
+    "KnobUnavailableError",
+    "LumosError",
+    "ModeError",
+    "PathEscapeError",
+    "PermissionDeniedError",
+    "PolicyDeniedError",
+    "PolicyError",
+    "PolicyLoadError",
+    "ReadbackMismatchError",
+    "StateLockedError",
+    "TransactionError",
+    "TransactionStateError",
+    "UnknownKnobError",
+    "UnknownTransactionError",
+]

@@ -1,0 +1,228 @@
+"""`KernelRoot`: the only code in lumos-mcp that opens files under /proc and /sys.
+
+``KernelRoot("/")`` is the live host. Any other base is a tree laid out like one (a test's
+fake kernel, or the sandbox's shadow tree). Such a tree may hold a behaviours file,
+``.lumos-kernel.json``, mapping relative paths to simulated kernel rules, so that the same
+code meets EPERM, EINVAL and clamping on a fake tree as it would on a real kernel:
+
+```json
+{"sys/kernel/debug/sched/base_slice_ns": {"locked": true},
+ "proc/sys/kernel/nmi_watchdog": {"write_locked": true},
+ "proc/sys/vm/swappiness": {"range": [0, 200]},
+ "proc/sys/net/core/somaxconn": {"clamp": [0, 4096]},
+ "sys/kernel/mm/transparent_hugepage/enabled": {"choice": true},
+ "sys/fs/cgroup/cpu/batch/cpu.shares": {"einval_if": {"sys/fs/cgroup/cpu/batch/cpu.idle": "1"}}}
+```
+
+Every ``OSError`` becomes a domain error here, with the path and errno as fields.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lumos_mcp.errors import (
+    InvalidValueError,
+    KernelIOError,
+    KnobLockedError,
+    KnobUnavailableError,
+    PathEscapeError,
+    PermissionDeniedError,
+)
+
+BEHAVIOURS_FILE = ".lumos-kernel.json"
+_RELEASE_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+
+KernelVersion = tuple[int, int, int]
+
+
+def parse_release(release: str) -> KernelVersion:
+    """``"6.18.44-fc-v669"`` -> ``(6, 18, 44)``.
+
+    Raises:
+        ValueError: the text does not start with a version number.
+    """
+    m = _RELEASE_RE.match(release.strip())
+    if m is None:
+        raise ValueError(f"not a kernel release: {release!r}")
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+
+def _choices(text: str) -> list[str]:
+    return [w.strip("[]") for w in text.split()]
+
+
+class KernelRoot:
+    """A kernel's /proc and /sys seen under ``base``."""
+
+    def __init__(self, base: str | os.PathLike[str] = "/") -> None:
+        self.base = Path(base).resolve()
+        self.is_host = self.base == Path("/")
+
+    def __repr__(self) -> str:
+        return f"KernelRoot({str(self.base)!r})"
+
+    # ------------------------------------------------------------------ paths
+    def path(self, rel: str) -> Path:
+        """The absolute path of ``rel`` (``"proc/sys/vm/swappiness"``) under the root.
+
+        Raises:
+            PathEscapeError: ``rel`` is absolute, has ``..``, NUL, or empty parts.
+        """
+        if not rel or "\x00" in rel or rel.startswith("/"):
+            raise PathEscapeError(path=rel)
+        parts = rel.split("/")
+        if any(p in ("..", ".", "") for p in parts):
+            raise PathEscapeError(path=rel)
+        return self.base.joinpath(*parts)
+
+    def exists(self, rel: str) -> bool:
+        try:
+            return self.path(rel).exists()
+        except OSError:
+            return False
+
+    def is_dir(self, rel: str) -> bool:
+        try:
+            return self.path(rel).is_dir()
+        except OSError:
+            return False
+
+    def listdir(self, rel: str) -> list[str]:
+        """Sorted names in a directory under the root; ``[]`` when it is absent."""
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as e:
+            raise self._map(e, rel, None) from e
+
+    @cached_property
+    def kernel_release(self) -> str:
+        """The running kernel's release string (``proc/sys/kernel/osrelease``)."""
+        return self.read_text("proc/sys/kernel/osrelease").strip()
+
+    @cached_property
+    def kernel_version(self) -> KernelVersion:
+        return parse_release(self.kernel_release)
+
+    # ------------------------------------------------------------------ behaviours
+    @property
+    def behaviours(self) -> dict[str, dict[str, Any]]:
+        """Simulated kernel rules of a fake or sandbox tree (never read on the host)."""
+        if self.is_host:
+            return {}
+        try:
+            data = (self.base / BEHAVIOURS_FILE).read_bytes()
+        except FileNotFoundError:
+            return {}
+        loaded: dict[str, dict[str, Any]] = orjson.loads(data)
+        return loaded
+
+    def set_behaviours(self, rules: dict[str, dict[str, Any]]) -> None:
+        """Replace the simulated kernel rules (fake and sandbox trees only)."""
+        if self.is_host:
+            raise PathEscapeError("behaviours are for fake trees", path=BEHAVIOURS_FILE)
+        (self.base / BEHAVIOURS_FILE).write_bytes(orjson.dumps(rules, option=orjson.OPT_INDENT_2))
+
+    # ------------------------------------------------------------------ I/O
+    def read_text(self, rel: str, *, knob: str | None = None) -> str:
+        """Read a whole file under the root.
+
+        Raises:
+            KnobUnavailableError: the file does not exist.
+            KnobLockedError: EPERM (lockdown, or a simulated locked file).
+            PermissionDeniedError: EACCES.
+            KernelIOError: any other OS error.
+        """
+        rule = self.behaviours.get(rel, {})
+        if rule.get("locked"):
+            raise KnobLockedError(knob=knob or rel, path=rel, errno=errno_mod.EPERM)
+        with self._wrap(rel, knob), open(self.path(rel), encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def write_text(self, rel: str, value: str, *, knob: str | None = None) -> None:
+        """Write ``value`` to an existing file in one ``write`` call, as ``echo v > f`` does.
+
+        Raises:
+            KnobUnavailableError, KnobLockedError, PermissionDeniedError: as for reads.
+            InvalidValueError: EINVAL (the kernel rejected the value).
+            KernelIOError: any other OS error.
+        """
+        path = self.path(rel)
+        data = self._simulate_write(rel, value, knob) if not self.is_host else value
+        with self._wrap(rel, knob, value):
+            if not path.exists():
+                raise FileNotFoundError(errno_mod.ENOENT, "no such file", str(path))
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+            try:
+                encoded = data.encode()
+                written = os.write(fd, encoded)
+                if written != len(encoded):
+                    raise OSError(errno_mod.EIO, f"short write ({written} of {len(encoded)} bytes)")
+            finally:
+                os.close(fd)
+
+    def _simulate_write(self, rel: str, value: str, knob: str | None) -> str:
+        rule = self.behaviours.get(rel)
+        if not rule:
+            return value
+        who = knob or rel
+        if rule.get("locked") or rule.get("write_locked"):
+            raise KnobLockedError(knob=who, path=rel, errno=errno_mod.EPERM)
+        for other, bad in rule.get("einval_if", {}).items():
+            if self.read_text(other).strip() == str(bad):
+                raise InvalidValueError(f"EINVAL while {other} is {bad}", knob=who, value=value)
+        if value.strip() in [str(v) for v in rule.get("reject", [])]:
+            raise InvalidValueError("EINVAL (rejected by the kernel)", knob=who, value=value)
+        if "range" in rule or "clamp" in rule:
+            lo, hi = rule.get("range") or rule["clamp"]
+            try:
+                number = int(value.strip())
+            except ValueError:
+                raise InvalidValueError("EINVAL (not a number)", knob=who, value=value) from None
+            if not lo <= number <= hi:
+                if "range" in rule:
+                    raise InvalidValueError(f"EINVAL (outside {lo}..{hi})", knob=who, value=value)
+                value = str(min(max(number, lo), hi))
+        if rule.get("choice"):
+            options = _choices(self.read_text(rel))
+            chosen = value.strip()
+            if chosen not in options:
+                raise InvalidValueError(f"EINVAL (not one of {options})", knob=who, value=value)
+            return " ".join(f"[{o}]" if o == chosen else o for o in options) + "\n"
+        return value
+
+    @contextmanager
+    def _wrap(self, rel: str, knob: str | None, value: str | None = None) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            raise self._map(e, rel, knob, value) from e
+
+    def _map(self, e: OSError, rel: str, knob: str | None, value: str | None = None) -> Exception:
+        who = knob or rel
+        if e.errno == errno_mod.ENOENT:
+            return KnobUnavailableError(f"{rel} does not exist", knob=who, kernel=self._release_or_unknown())
+        if e.errno == errno_mod.EPERM:
+            return KnobLockedError(knob=who, path=rel, errno=e.errno)
+        if e.errno == errno_mod.EACCES:
+            return PermissionDeniedError(knob=who, path=rel, errno=e.errno)
+        if e.errno in (errno_mod.EINVAL, errno_mod.ERANGE, errno_mod.EBUSY) and value is not None:
+            return InvalidValueError(f"the kernel answered {errno_mod.errorcode[e.errno]}", knob=who, value=value)
+        return KernelIOError(e.strerror or "", path=rel, errno=e.errno)
+
+    def _release_or_unknown(self) -> str:
+        try:
+            return (self.base / "proc/sys/kernel/osrelease").read_text().strip()
+        except OSError:
+            return "unknown"

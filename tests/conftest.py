@@ -1,0 +1,38 @@
+"""Shared fixtures. The guard: CI runs as root, so a test whose kernel root is the real
+host fails unless it is marked ``live``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lumos_mcp.kernelfs import root as root_mod
+from lumos_mcp.kernelfs.fake import FakeKernel, typical_host
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _guard_host_writes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail any non-live test that writes through a KernelRoot at ``/``."""
+    if request.node.get_closest_marker("live") is None:
+        original = root_mod.KernelRoot.write_text
+
+        def guarded(self: root_mod.KernelRoot, rel: str, value: str, *, knob: str | None = None) -> None:
+            if self.is_host:
+                pytest.fail(f"test wrote the real host ({rel}) without the live marker")
+            original(self, rel, value, knob=knob)
+
+        monkeypatch.setattr(root_mod.KernelRoot, "write_text", guarded)
+    yield
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> FakeKernel:
+    """A fake of the reference host: EEVDF 6.18 with debugfs locked, cgroup v1, disk vda."""
+    return typical_host(tmp_path / "kernel")
