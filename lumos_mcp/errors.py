@@ -30,6 +30,11 @@ class LumosError(Exception):
 
 
 # --------------------------------------------------------------------------- knobs
+class CatalogLoadError(LumosError):
+    code = "catalog_invalid"
+    template = "catalog {file}: field {field!r} breaks rule {rule!r}: {detail}"
+
+
 class KnobError(LumosError):
     code = "knob_error"
 
@@ -183,6 +188,7 @@ __all__ = [
     "ApprovalInvalidError",
     "ApprovalRequiredError",
     "AuditError",
+    "CatalogLoadError",
     "ConflictError",
     "ExternalChangeError",
     "InvalidParameterError",
