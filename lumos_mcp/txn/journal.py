@@ -1,0 +1,135 @@
+"""The write-ahead journal: JSON lines, each with a CRC, each fsync'd before the act it announces.
+
+A line is ``{"r": record, "c": crc32}``. A torn or corrupt final line is an act that was never
+acknowledged (its fsync never returned) and is ignored; corruption before the tail is reported,
+and the server then refuses new writes while still recovering what the intact records prove.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lumos_mcp.errors import JournalError
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps({"r": orjson.Fragment(body), "c": zlib.crc32(body)}) + b"\n"
+
+
+@dataclass
+class JournalScan:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    torn_tail: bool = False
+    corrupt_lines: list[int] = field(default_factory=list)
+    """1-based numbers of bad lines before the last good one (not a torn tail)."""
+
+
+def _decode(raw: bytes) -> dict[str, Any] | None:
+    try:
+        outer = orjson.loads(raw)
+        record = outer["r"]
+        if not isinstance(record, dict) or zlib.crc32(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)) != outer["c"]:
+            return None
+        return record
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def scan(path: Path) -> JournalScan:
+    """Read every intact record of a journal file (absent file: empty scan).
+
+    Raises:
+        JournalError: the file exists but cannot be read.
+    """
+    result = JournalScan()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return result
+    except OSError as e:
+        raise JournalError(f"cannot read: {e.strerror}", path=str(path)) from e
+    lines = data.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]  # a final line without "\n" never finished its write
+    bad: list[int] = []
+    for number, raw in enumerate(complete, start=1):
+        if not raw.strip():
+            continue
+        record = _decode(raw)
+        if record is None:
+            bad.append(number)
+        else:
+            if bad:
+                result.corrupt_lines.extend(bad)
+                bad = []
+            result.records.append(record)
+    result.torn_tail = bool(bad) or bool(tail.strip())
+    return result
+
+
+class Journal:
+    """An append-only journal file; every append is durable when it returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            existed = path.exists()
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if not existed:
+                _fsync_dir(path.parent)
+        except OSError as e:
+            raise JournalError(f"cannot open for append: {e.strerror}", path=str(path)) from e
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record and fsync it.
+
+        Raises:
+            JournalError: the write or fsync failed (disk full, read-only, I/O error).
+        """
+        line = _line(record)
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise OSError(28, f"short write ({written} of {len(line)} bytes)")
+            os.fsync(self._fd)
+        except OSError as e:
+            raise JournalError(f"append failed: {e.strerror or e}", path=str(self.path)) from e
+
+    def rewrite(self, records: list[dict[str, Any]]) -> None:
+        """Atomically replace the journal with ``records`` (compaction after recovery).
+
+        Raises:
+            JournalError: the new file could not be written or renamed into place.
+        """
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(b"".join(_line(r) for r in records))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+            os.close(self._fd)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as e:
+            raise JournalError(f"compaction failed: {e.strerror or e}", path=str(self.path)) from e
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,561 @@
+"""Transactions: stage, apply (journaled, verified, armed with a deadline), commit, revert,
+auto-revert and crash recovery.
+
+The journal tells the truth about every write: a ``begin`` record holding every original
+value is durable before the first write, and a ``write`` intent is durable before each knob
+is touched. Recovery restores every knob of a transaction that was begun but neither
+committed nor reverted; committed ones stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lumos_mcp.errors import (
+    ApplyFailedError,
+    ConflictError,
+    ExternalChangeError,
+    InvalidValueError,
+    JournalError,
+    KnobError,
+    LumosError,
+    ReadbackMismatchError,
+    TransactionStateError,
+    UnknownTransactionError,
+)
+from lumos_mcp.kernelfs.backend import Backend, Resolved
+from lumos_mcp.knobs import codec
+from lumos_mcp.knobs.spec import Value
+from lumos_mcp.txn.journal import Journal, JournalScan, scan
+
+Clock = Callable[[], float]
+Probe = Callable[[str], None]
+
+
+class TxState(StrEnum):
+    STAGED = "staged"
+    APPLIED = "applied"
+    COMMITTED = "committed"
+    REVERTED = "reverted"
+    FAILED = "failed"
+
+
+@dataclass
+class KnobChange:
+    knob: str
+    before: Value
+    after: Value
+    unit: str | None
+    files: tuple[str, ...]
+    codec: str
+    raw_before: tuple[str, ...]
+    written: bool = False
+
+
+@dataclass
+class Transaction:
+    id: str
+    created_at: float
+    changes: list[KnobChange]
+    digest: str
+    state: TxState = TxState.STAGED
+    speculative: bool = False
+    applied_at: float | None = None
+    deadline: float | None = None
+    closed_at: float | None = None
+    outcome: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def knobs(self) -> list[str]:
+        return [c.knob for c in self.changes]
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What happened to one knob during a revert or recovery."""
+
+    knob: str
+    action: str  # "restored" | "unchanged" | "external_change" | "error"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    transactions: tuple[str, ...]
+    knobs: tuple[Restored, ...]
+    committed_kept: int
+    journal_problems: tuple[str, ...]
+
+    @property
+    def clean(self) -> bool:
+        return not self.journal_problems and all(k.action != "error" for k in self.knobs)
+
+
+def change_digest(changes: list[KnobChange]) -> str:
+    """sha256 over the exact change (knob, before, after), so an approval binds to it."""
+    body = [[c.knob, c.before, c.after] for c in changes]
+    return hashlib.sha256(orjson.dumps(body)).hexdigest()
+
+
+def _same_text(a: str, b: str) -> bool:
+    return codec.restorable(a) == codec.restorable(b)
+
+
+class TransactionManager:
+    """Owns every knob write. Thread-safe; all deadlines come from the injected clock."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        journal_path: Path,
+        clock: Clock = time.time,
+        probe: Probe | None = None,
+        keep_closed: int = 200,
+    ) -> None:
+        self.backend = backend
+        self.journal_path = journal_path
+        self.clock = clock
+        self.probe: Probe = probe or (lambda label: None)
+        self.keep_closed = keep_closed
+        self._lock = threading.RLock()
+        self._txs: dict[str, Transaction] = {}
+        self._holders: dict[str, str] = {}  # file -> txid of the applied transaction holding it
+        self._journal: Journal | None = None
+        self.journal_problem: str | None = None
+
+    # ------------------------------------------------------------------ journal
+    @property
+    def journal(self) -> Journal:
+        """The open journal.
+
+        Raises:
+            JournalError: the journal could not be opened, or recovery found it corrupt.
+        """
+        if self.journal_problem is not None:
+            raise JournalError(self.journal_problem + "; refusing new writes", path=str(self.journal_path))
+        if self._journal is None:
+            self._journal = Journal(self.journal_path)
+        return self._journal
+
+    def _log(self, record: dict[str, Any]) -> None:
+        record.setdefault("ts", self.clock())
+        self.journal.append(record)
+
+    # ------------------------------------------------------------------ queries
+    def get(self, txid: str) -> Transaction:
+        """Raises: UnknownTransactionError."""
+        with self._lock:
+            tx = self._txs.get(txid)
+            if tx is None:
+                raise UnknownTransactionError(txid=txid)
+            return tx
+
+    def transactions(self) -> list[Transaction]:
+        with self._lock:
+            return sorted(self._txs.values(), key=lambda t: t.created_at)
+
+    def holder_of(self, knob: str) -> str | None:
+        """The applied transaction holding ``knob``'s files, if any."""
+        with self._lock:
+            res = self.backend.resolve(knob)
+            return next((self._holders[f] for f in res.files if f in self._holders), None)
+
+    def next_deadline(self) -> float | None:
+        with self._lock:
+            deadlines = [t.deadline for t in self._txs.values() if t.state is TxState.APPLIED and t.deadline]
+            return min(deadlines) if deadlines else None
+
+    # ------------------------------------------------------------------ stage
+    def stage(self, changes: Mapping[str, object], *, speculative: bool = False) -> Transaction:
+        """Validate and normalise a change without writing; record before-values and a digest.
+
+        Raises:
+            InvalidValueError: empty change, or a value the knob's codec rejects.
+            UnknownKnobError, InvalidParameterError, KnobUnavailableError, KnobLockedError: per knob.
+        """
+        if not changes:
+            raise InvalidValueError("a change needs at least one knob", knob="", value="{}")
+        staged: list[KnobChange] = []
+        seen_files: set[str] = set()
+        for knob_id, wanted in changes.items():
+            res = self.backend.resolve(knob_id)
+            if seen_files & set(res.files):
+                raise InvalidValueError("two entries of this change write the same file", knob=knob_id, value="")
+            seen_files.update(res.files)
+            after = codec.normalize(res.ref.spec, wanted)
+            reading = self.backend.read(res)
+            options = self.backend.options(res)
+            if options and after not in options:
+                raise InvalidValueError(f"this kernel offers {list(options)}", knob=knob_id, value=str(after))
+            staged.append(
+                KnobChange(
+                    knob=res.ref.id,
+                    before=reading.value,
+                    after=after,
+                    unit=res.ref.spec.unit,
+                    files=res.files,
+                    codec=res.codec,
+                    raw_before=reading.raw,
+                )
+            )
+        tx = Transaction(
+            id="tx-" + secrets.token_hex(4),
+            created_at=self.clock(),
+            changes=staged,
+            digest=change_digest(staged),
+            speculative=speculative,
+        )
+        with self._lock:
+            self._txs[tx.id] = tx
+            self._trim()
+        return tx
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, txid: str, confirm_within_s: float) -> Transaction:
+        """Write a staged transaction through the journal, read back, and arm its deadline.
+
+        Raises:
+            TransactionStateError: not staged.
+            ConflictError: another applied transaction holds one of its knobs.
+            ExternalChangeError: a knob changed since staging (stage again).
+            ApplyFailedError: a write failed; what was written has been rolled back.
+            JournalError: the journal cannot be written; nothing was written to the kernel.
+        """
+        with self._lock:
+            tx = self.get(txid)
+            if tx.state is not TxState.STAGED:
+                raise TransactionStateError(txid=txid, state=tx.state.value, wanted="staged")
+            resolved = [self._resolved(c) for c in tx.changes]
+            for change, res in zip(tx.changes, resolved, strict=True):
+                holder = next((self._holders[f] for f in res.files if f in self._holders), None)
+                if holder is not None:
+                    raise ConflictError(knob=change.knob, holder=holder)
+            for change, res in zip(tx.changes, resolved, strict=True):
+                now = self.backend.read(res)
+                if now.value != change.before:
+                    raise ExternalChangeError(
+                        "since it was staged; stage again", knob=change.knob, expected=change.before, actual=now.value
+                    )
+                change.raw_before = now.raw
+            self.probe("apply:before-begin")
+            self._log(
+                {
+                    "t": "begin",
+                    "tx": tx.id,
+                    "digest": tx.digest,
+                    "speculative": tx.speculative,
+                    "knobs": [
+                        {
+                            "knob": c.knob,
+                            "files": list(c.files),
+                            "codec": c.codec,
+                            "raw": list(c.raw_before),
+                            "after": c.after,
+                        }
+                        for c in tx.changes
+                    ],
+                }
+            )
+            self.probe("apply:after-begin")
+            for index, (change, res) in enumerate(zip(tx.changes, resolved, strict=True)):
+                try:
+                    self._log({"t": "write", "tx": tx.id, "knob": change.knob})
+                    self.probe(f"apply:after-intent:{index}")
+                    change.written = True
+                    self._write(res, change.after, index)
+                    self.probe(f"apply:after-write:{index}")
+                except LumosError as e:
+                    self._rollback(tx, resolved, reason="apply_failed")
+                    tx.state = TxState.FAILED
+                    tx.outcome = f"{e.code}: {e}"
+                    tx.closed_at = self.clock()
+                    raise ApplyFailedError(str(e), txid=tx.id, knob=change.knob, cause=e.to_dict()) from e
+            tx.applied_at = self.clock()
+            tx.deadline = tx.applied_at + confirm_within_s
+            self._log({"t": "armed", "tx": tx.id, "deadline": tx.deadline})
+            self.probe("apply:after-armed")
+            tx.state = TxState.APPLIED
+            for res in resolved:
+                for f in res.files:
+                    self._holders[f] = tx.id
+            return tx
+
+    def _write(self, res: Resolved, value: Value, index: int) -> None:
+        texts = codec.encode(res.codec, res.ref.spec, value)
+        for n, (file, text) in enumerate(zip(res.files, texts, strict=True)):
+            self.backend.root.write_text(file, text, knob=res.ref.id)
+            self.probe(f"apply:after-file:{index}:{n}")
+        after = self.backend.read(res)
+        if after.value != value:
+            raise ReadbackMismatchError(knob=res.ref.id, expected=value, actual=after.value)
+
+    def _resolved(self, change: KnobChange) -> Resolved:
+        res = self.backend.resolve(change.knob)
+        if res.files != change.files:
+            raise ExternalChangeError(
+                "its kernel files moved", knob=change.knob, expected=change.files, actual=res.files
+            )
+        return res
+
+    # ------------------------------------------------------------------ restore paths
+    def _restore(self, tx: Transaction, resolved: list[Resolved], label: str) -> list[Restored]:
+        """Restore written knobs in reverse order. A knob whose files hold neither our original
+        nor our target was changed by someone else: it is reported and left as found."""
+        results: list[Restored] = []
+        for index in reversed(range(len(tx.changes))):
+            change, res = tx.changes[index], resolved[index]
+            if not change.written:
+                continue
+            try:
+                results.append(self._restore_one(change, res))
+            except KnobError as e:
+                results.append(Restored(change.knob, "error", str(e)))
+            self.probe(f"{label}:after-restore:{index}")
+        return results
+
+    def _restore_one(self, change: KnobChange, res: Resolved) -> Restored:
+        live = tuple(self.backend.root.read_text(f, knob=change.knob) for f in res.files)
+        target = codec.encode(res.codec, res.ref.spec, change.after)
+        ours = all(
+            _same_text(now, o) or _same_text(now, t) for now, o, t in zip(live, change.raw_before, target, strict=True)
+        )
+        if not ours:
+            now = self.backend.read(res).value
+            return Restored(change.knob, "external_change", f"found {now!r}, expected {change.after!r}; left as found")
+        if all(_same_text(now, o) for now, o in zip(live, change.raw_before, strict=True)):
+            return Restored(change.knob, "unchanged")
+        self.backend.write_raw(res, change.raw_before)
+        return Restored(change.knob, "restored")
+
+    def _rollback(self, tx: Transaction, resolved: list[Resolved], reason: str) -> list[Restored]:
+        # Rollback must happen even when the journal cannot be written: restoring originals is
+        # always safe, and an unrecorded restore is redone (idempotently) by recovery.
+        try:
+            self._log({"t": "revert", "tx": tx.id, "reason": reason})
+        except JournalError as e:
+            tx.notes.append(f"revert intent not journaled: {e}")
+        results = self._restore(tx, resolved, "rollback")
+        failed = [r for r in results if r.action == "error"]
+        if not failed:
+            try:
+                self._log({"t": "reverted", "tx": tx.id, "reason": reason})
+            except JournalError as e:
+                tx.notes.append(f"revert completion not journaled: {e}")
+        else:
+            tx.notes.extend(f"rollback of {r.knob} failed: {r.detail}" for r in failed)
+        return results
+
+    # ------------------------------------------------------------------ commit / revert
+    def commit(self, txid: str) -> Transaction:
+        """Keep an applied transaction's values.
+
+        Raises:
+            TransactionStateError: not applied (already committed, reverted or expired).
+            ExternalChangeError: a knob no longer holds what we wrote; nothing is committed.
+            JournalError: the commit could not be journaled; the transaction stays armed.
+        """
+        with self._lock:
+            tx = self.get(txid)
+            if tx.state is not TxState.APPLIED:
+                raise TransactionStateError(txid=txid, state=tx.state.value, wanted="applied")
+            for change in tx.changes:
+                now = self.backend.read(self._resolved(change)).value
+                if now != change.after:
+                    raise ExternalChangeError("refusing to commit", knob=change.knob, expected=change.after, actual=now)
+            self.probe("commit:before-record")
+            self._log({"t": "commit", "tx": tx.id})
+            self.probe("commit:after-record")
+            tx.state = TxState.COMMITTED
+            tx.closed_at = self.clock()
+            tx.outcome = "committed"
+            self._release(tx)
+            return tx
+
+    def revert(self, txid: str, reason: str = "requested", force: bool = False) -> tuple[Transaction, list[Restored]]:
+        """Restore an applied transaction's originals, in reverse order, and verify them.
+
+        Without ``force``, a knob someone else changed since we wrote it stops the revert
+        before anything is written; with ``force`` such knobs are restored too.
+
+        Raises:
+            TransactionStateError: not applied.
+            ExternalChangeError: a knob was changed by someone else (and not ``force``).
+        """
+        with self._lock:
+            tx = self.get(txid)
+            if tx.state is not TxState.APPLIED:
+                raise TransactionStateError(txid=txid, state=tx.state.value, wanted="applied")
+            resolved = [self._resolved(c) for c in tx.changes]
+            if not force:
+                for change, res in zip(tx.changes, resolved, strict=True):
+                    now = self.backend.read(res).value
+                    if now != change.after:
+                        raise ExternalChangeError(
+                            "revert with force to overwrite it", knob=change.knob, expected=change.after, actual=now
+                        )
+            else:
+                for change in tx.changes:
+                    change.after = self.backend.read(self._resolved(change)).value
+            self.probe(f"revert:{reason}:before-record")
+            results = self._rollback(tx, resolved, reason=reason)
+            self.probe(f"revert:{reason}:after-record")
+            tx.state = TxState.REVERTED
+            tx.closed_at = self.clock()
+            tx.outcome = reason
+            self._release(tx)
+            return tx, results
+
+    def expire_due(self) -> list[tuple[Transaction, list[Restored]]]:
+        """Revert every applied transaction past its deadline (the server's auto-revert).
+
+        A knob someone else changed meanwhile is left as found and reported.
+        """
+        done = []
+        with self._lock:
+            now = self.clock()
+            due = [t for t in self._txs.values() if t.state is TxState.APPLIED and t.deadline and t.deadline <= now]
+            for tx in due:
+                resolved = [self._resolved(c) for c in tx.changes]
+                results = self._rollback(tx, resolved, reason="deadline")
+                tx.state = TxState.REVERTED
+                tx.closed_at = now
+                tx.outcome = "deadline"
+                self._release(tx)
+                done.append((tx, results))
+        return done
+
+    def supersede(self, txid: str, knobs: set[str]) -> None:
+        """Drop ``knobs`` from an applied transaction without restoring them (a newer write won).
+
+        The journal records it, so recovery will not restore them either.
+
+        Raises:
+            TransactionStateError: not applied.
+        """
+        with self._lock:
+            tx = self.get(txid)
+            if tx.state is not TxState.APPLIED:
+                raise TransactionStateError(txid=txid, state=tx.state.value, wanted="applied")
+            self._log({"t": "supersede", "tx": tx.id, "knobs": sorted(knobs)})
+            for change in tx.changes:
+                if change.knob in knobs:
+                    change.written = False
+                    for f in change.files:
+                        if self._holders.get(f) == tx.id:
+                            del self._holders[f]
+            if not any(c.written for c in tx.changes):
+                self._log({"t": "commit", "tx": tx.id})
+                tx.state = TxState.COMMITTED
+                tx.closed_at = self.clock()
+                tx.outcome = "superseded"
+
+    def _release(self, tx: Transaction) -> None:
+        for f in [f for f, holder in self._holders.items() if holder == tx.id]:
+            del self._holders[f]
+
+    def _trim(self) -> None:
+        closed = [t for t in self._txs.values() if t.state not in (TxState.APPLIED, TxState.STAGED)]
+        staged = [t for t in self._txs.values() if t.state is TxState.STAGED]
+        for group in (closed, staged):
+            for t in sorted(group, key=lambda t: t.created_at)[: max(0, len(group) - self.keep_closed)]:
+                del self._txs[t.id]
+
+    # ------------------------------------------------------------------ recovery
+    def recover(self) -> RecoveryReport:
+        """At start: restore every knob of every begun-but-unfinished transaction, keep
+        committed ones, then compact the journal.
+
+        A corrupt journal (bad records before the tail) is recovered as far as its intact
+        records go; the server then refuses new writes until an operator looks.
+        """
+        with self._lock:
+            result: JournalScan = scan(self.journal_path)
+            problems = []
+            if result.corrupt_lines:
+                problems.append(f"corrupt records at lines {result.corrupt_lines[:10]}")
+            if result.torn_tail:
+                problems.append("torn final record ignored (its act was never acknowledged)")
+            open_txs, committed = self._replay(result.records)
+            restored: list[Restored] = []
+            unfinished: list[dict[str, Any]] = []
+            for txid, (begin, written) in open_txs.items():
+                tx, resolved = self._rebuild(begin, written)
+                self.probe("recover:before-record")
+                self._log({"t": "revert", "tx": txid, "reason": "recovery"})
+                outcome = self._restore(tx, resolved, "recover")
+                restored.extend(outcome)
+                if any(r.action == "error" for r in outcome):
+                    unfinished.append(begin)
+                    unfinished.extend({"t": "write", "tx": txid, "knob": k} for k in written)
+                    continue
+                self._log({"t": "reverted", "tx": txid, "reason": "recovery"})
+                self.probe("recover:after-record")
+            if result.corrupt_lines:
+                self.journal_problem = problems[0]
+            else:
+                self.journal.rewrite(unfinished)
+            return RecoveryReport(
+                transactions=tuple(open_txs),
+                knobs=tuple(restored),
+                committed_kept=committed,
+                journal_problems=tuple(problems),
+            )
+
+    @staticmethod
+    def _replay(records: list[dict[str, Any]]) -> tuple[dict[str, tuple[dict[str, Any], list[str]]], int]:
+        open_txs: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        committed = 0
+        for r in records:
+            kind, txid = r.get("t"), r.get("tx")
+            if not isinstance(txid, str):
+                continue
+            if kind == "begin":
+                open_txs[txid] = (r, [])
+            elif kind == "write" and txid in open_txs:
+                open_txs[txid][1].append(r["knob"])
+            elif kind == "supersede" and txid in open_txs:
+                dropped = set(r.get("knobs", []))
+                open_txs[txid] = (open_txs[txid][0], [k for k in open_txs[txid][1] if k not in dropped])
+            elif kind == "commit" and txid in open_txs:
+                del open_txs[txid]
+                committed += 1
+            elif kind == "reverted" and txid in open_txs:
+                del open_txs[txid]
+        return open_txs, committed
+
+    def _rebuild(self, begin: dict[str, Any], written: list[str]) -> tuple[Transaction, list[Resolved]]:
+        changes = []
+        resolved = []
+        for k in begin["knobs"]:
+            ref = self.backend.catalog.lookup(k["knob"])
+            res = Resolved(ref=ref, files=tuple(k["files"]), codec=k["codec"])
+            raw = tuple(k["raw"])
+            changes.append(
+                KnobChange(
+                    knob=k["knob"],
+                    before=codec.decode(res.codec, ref.spec, raw),
+                    after=k["after"],
+                    unit=ref.spec.unit,
+                    files=res.files,
+                    codec=res.codec,
+                    raw_before=raw,
+                    written=k["knob"] in written,
+                )
+            )
+            resolved.append(res)
+        tx = Transaction(id=begin["tx"], created_at=begin.get("ts", 0.0), changes=changes, digest=begin["digest"])
+        return tx, resolved
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
