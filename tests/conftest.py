@@ -3,13 +3,17 @@ host fails unless it is marked ``live``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lumos_mcp.kernelfs import root as root_mod
 from lumos_mcp.kernelfs.fake import FakeKernel, typical_host
+from lumos_mcp.resources import policy_path
+from lumos_mcp.service import Service, ServiceConfig
 
 
 @pytest.fixture
@@ -36,3 +40,29 @@ def _guard_host_writes(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
 def fake(tmp_path: Path) -> FakeKernel:
     """A fake of the reference host: EEVDF 6.18 with debugfs locked, cgroup v1, disk vda."""
     return typical_host(tmp_path / "kernel")
+
+
+@pytest.fixture
+def make_service(tmp_path: Path, fake: FakeKernel) -> Iterator[Callable[..., Service]]:
+    """Build started services over the fake kernel ("live" mode writes the fake tree, never the host)."""
+    made: list[Service] = []
+
+    def factory(mode: str = "live", policy: str = "latency", clock: Callable[[], float] | None = None,
+                **kw: Any) -> Service:
+        config = ServiceConfig(
+            mode=mode,  # type: ignore[arg-type]
+            state_dir=kw.pop("state_dir", tmp_path / "state"),
+            policy=Path(policy) if policy.endswith(".toml") else policy_path(policy),
+            host_root=fake.base,
+            telemetry_root=Path("/"),
+            cgroups=kw.pop("cgroups", ("batch",)),
+            **kw,
+        )
+        service = Service(config, clock=clock or time.time)
+        service.start()
+        made.append(service)
+        return service
+
+    yield factory
+    for service in made:
+        service.close()

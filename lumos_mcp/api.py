@@ -1,0 +1,117 @@
+"""Pydantic models at the MCP edge: tool inputs and structured outputs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+KnobValue = int | bool | str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable error code: act on this, not on the message.")
+    message: str
+    fields: dict[str, Any] = Field(default_factory=dict, description="The error's data (knob, value, limit, ...).")
+
+
+class PolicyRuleInfo(BaseModel):
+    allowed: bool = Field(description="False: the policy does not let this knob change (default-deny).")
+    min: int | None = None
+    max: int | None = None
+    allow: list[str] | None = Field(None, description="Values allowed for choice/bool knobs.")
+    max_step_ratio: float | None = Field(None, description="Largest |after-before|/|before| per change.")
+    approval: str | None = Field(None, description="always | never | above_step")
+    approval_above_step_ratio: float | None = None
+    cooldown_s: float | None = None
+
+
+class Tunable(BaseModel):
+    id: str = Field(description="Knob id to pass to stage_sched_params.")
+    group: str
+    kind: str = Field(description="int | bool | choice | cpulist | cpu_max")
+    unit: str | None = None
+    state: str = Field(description="available | locked | not_on_this_kernel | permission_denied | error")
+    value: KnobValue | None = Field(None, description="Current value (canonical form).")
+    hard_min: int | None = None
+    hard_max: int | None = None
+    options: list[str] = Field(default_factory=list, description="Choices this kernel offers (choice knobs).")
+    policy: PolicyRuleInfo
+    description: str
+    detail: str = Field("", description="Why the knob is not available, when it is not.")
+
+
+class TunableList(BaseModel):
+    mode: str
+    policy: str
+    kernel: str
+    tunables: list[Tunable]
+
+
+class Denial(BaseModel):
+    rule: str
+    knob: str | None
+    value: Any = None
+    limit: Any = None
+    message: str
+
+
+class DiffEntry(BaseModel):
+    knob: str
+    before: KnobValue
+    after: KnobValue
+    unit: str | None = None
+
+
+class StageResult(BaseModel):
+    txid: str
+    digest: str = Field(description="sha256 of the exact change; approvals bind to it.")
+    diff: list[DiffEntry]
+    allowed: bool = Field(description="False: the policy denies this change; see denials.")
+    denials: list[Denial]
+    approval_required: bool
+    approval_reasons: list[str]
+    confirm_within_s: float = Field(description="After apply, commit within this many seconds or it reverts.")
+    next: str = Field(description="What to call next.")
+
+
+class ApprovalResult(BaseModel):
+    txid: str
+    status: Literal["granted", "denied", "pending", "not_required", "expired", "used"]
+    approval_id: str | None = None
+    via: Literal["elicitation", "operator", "policy"] = "operator"
+    expires_in_s: float | None = None
+    next: str
+
+
+class TxResult(BaseModel):
+    txid: str
+    state: str = Field(description="staged | applied | committed | reverted | failed")
+    values: dict[str, KnobValue] = Field(description="Values the kernel holds for the transaction's knobs.")
+    deadline_in_s: float | None = Field(None, description="Seconds left before the server reverts it by itself.")
+    restored: list[dict[str, str]] = Field(default_factory=list, description="Per knob: restored, unchanged, "
+                                           "external_change (left as found) or error.")
+    next: str
+
+
+class TxSummary(BaseModel):
+    txid: str
+    state: str
+    speculative: bool
+    changes: list[DiffEntry]
+    digest: str
+    deadline_in_s: float | None
+    outcome: str
+
+
+class StatusResult(BaseModel):
+    mode: str
+    policy: dict[str, str]
+    kernel: str
+    state_dir: str
+    armed: list[TxSummary]
+    staged: list[TxSummary]
+    recent: list[TxSummary]
+    pending_approvals: list[str]
+    journal_problem: str | None
+    extra: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,309 @@
+"""``lumos-mcp`` commands: the only place that reads flags and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+
+from lumos_mcp import __version__
+from lumos_mcp.errors import LumosError
+from lumos_mcp.service import MODES, Mode, Service, ServiceConfig, default_state_dir
+
+log = logging.getLogger("lumos_mcp")
+TOKEN_ENV = "LUMOS_MCP_TOKEN"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="journal, audit log, approvals and sandbox (default: $LUMOS_STATE_DIR or "
+                        "~/.local/state/lumos-mcp)")
+
+
+def _modes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="observe: read-only; sandbox (default): writes go to a shadow tree, host untouched; "
+                        "live: real writes (root)")
+    p.add_argument("--live", action="store_true", help="shorthand for --mode live")
+    p.add_argument("--policy", type=Path, default=None,
+                   help="policy TOML file (default: policies/latency.toml in sandbox, policies/default.toml else)")
+    p.add_argument("--cgroup", action="append", default=[], metavar="NAME",
+                   help="a cgroup whose CPU knobs to expose (repeatable; simulated in sandbox if absent)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="lumos-mcp", description="An MCP server that lets AI agents tune this "
+                                  "Linux host safely: policy, approvals, journaled apply/commit/revert, audit.")
+    top.add_argument("--version", action="version", version=f"lumos-mcp {__version__}")
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logging (stderr)")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    _common(s)
+    _modes(s)
+    s.add_argument("--http", action="store_true", help="streamable HTTP instead of stdio (needs a bearer token)")
+    s.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
+    s.add_argument("--allow-remote", action="store_true", help="permit binding a non-loopback address")
+    s.add_argument("--token-file", type=Path, default=None, help=f"file holding the bearer token (else ${TOKEN_ENV})")
+
+    t = sub.add_parser("tune", help="the built-in expert agent drives the full loop over MCP")
+    _common(t)
+    _modes(t)
+    t.add_argument("--rounds", type=int, default=2, help="tuning rounds (default 2)")
+    t.add_argument("--window", type=float, default=5.0, help="measurement window in seconds (default 5)")
+    t.add_argument("--plain", action="store_true", help="no live view, plain log lines")
+
+    st = sub.add_parser("status", help="mode, armed transactions and pending approvals (from the state dir)")
+    _common(st)
+    st.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("approvals", help="list, approve or deny pending approvals")
+    _common(a)
+    asub = a.add_subparsers(dest="action", required=True, metavar="ACTION")
+    al = asub.add_parser("list", help="pending (or --all) approvals")
+    al.add_argument("--all", action="store_true")
+    for name in ("approve", "deny"):
+        ap = asub.add_parser(name, help=f"{name} a pending approval")
+        ap.add_argument("id")
+        ap.add_argument("--note", default="")
+        ap.add_argument("--by", default=os.environ.get("USER", "operator"))
+
+    au = sub.add_parser("audit", help="verify or show the hash-chained audit log")
+    _common(au)
+    ausub = au.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ausub.add_parser("verify", help="check the hash chain; exit 1 on any edited, deleted or reordered record")
+    tl = ausub.add_parser("tail", help="the last records")
+    tl.add_argument("-n", type=int, default=20)
+
+    r = sub.add_parser("recover", help="restore every knob of unfinished transactions now (as at start)")
+    _common(r)
+    _modes(r)
+
+    tp = sub.add_parser("top", help="live view of the performance signature and trends")
+    tp.add_argument("--interval", type=float, default=1.0, help="sampling interval in seconds")
+    tp.add_argument("--window", type=float, default=10.0, help="window in seconds")
+    tp.add_argument("--once", action="store_true", help="print one signature as JSON after one window and exit")
+    return top
+
+
+def _mode(args: argparse.Namespace) -> Mode:
+    if getattr(args, "live", False):
+        if args.mode not in (None, "live"):
+            raise SystemExit("lumos-mcp: --live contradicts --mode " + args.mode)
+        return "live"
+    mode: Mode = args.mode or "sandbox"
+    return mode
+
+
+def _config(args: argparse.Namespace, mode: Mode | None = None) -> ServiceConfig:
+    return ServiceConfig(
+        mode=mode or _mode(args),
+        state_dir=args.state_dir or default_state_dir(),
+        policy=getattr(args, "policy", None),
+        cgroups=tuple(getattr(args, "cgroup", []) or ()),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(COMMANDS[args.command](args) or 0)
+    except LumosError as e:
+        print(f"lumos-mcp: {e} [{e.code}]", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+# --------------------------------------------------------------------------- serve
+def read_token(token_file: Path | None) -> str | None:
+    if token_file is not None:
+        token = token_file.read_text().strip()
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+    return token or None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lumos_mcp.server import build_server
+
+    loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    if args.http:
+        token = read_token(args.token_file)
+        if token is None:
+            raise SystemExit(f"lumos-mcp: HTTP needs a bearer token: set ${TOKEN_ENV} or pass --token-file")
+        if len(token) < 16:
+            raise SystemExit("lumos-mcp: the bearer token must be at least 16 characters")
+        if not loopback and not args.allow_remote:
+            raise SystemExit(f"lumos-mcp: refusing to bind {args.host}: pass --allow-remote to listen beyond loopback")
+    service = Service(_config(args))
+    service.start()
+    try:
+        if not args.http:
+            build_server(service).run("stdio")
+        else:
+            from lumos_mcp.http_auth import auth_settings
+
+            verifier, auth = auth_settings(token, args.host, args.port)
+            server = build_server(service, token_verifier=verifier, auth=auth)
+            kwargs: dict[str, Any] = {"host": args.host, "port": args.port}
+            if not loopback:
+                from mcp.server.transport_security import TransportSecuritySettings
+
+                kwargs["transport_security"] = TransportSecuritySettings(
+                    enable_dns_rebinding_protection=True, allowed_hosts=[f"{args.host}:{args.port}"],
+                    allowed_origins=[])
+            print(f"lumos-mcp: serving MCP on http://{args.host}:{args.port}/mcp ({service.mode} mode)",
+                  file=sys.stderr)
+            server.run("streamable-http", **kwargs)
+    finally:
+        service.close()
+    return 0
+
+
+# --------------------------------------------------------------------------- tune
+def cmd_tune(args: argparse.Namespace) -> int:
+    from lumos_mcp.agents.expert import run_tune
+
+    mode = _mode(args)
+    if mode == "observe":
+        raise SystemExit("lumos-mcp: tune writes knobs; use --mode sandbox (default) or --mode live")
+    cgroups = tuple(args.cgroup) or (("lumos-demo",) if mode == "sandbox" else ())
+    config = ServiceConfig(mode=mode, state_dir=args.state_dir or default_state_dir(), policy=args.policy,
+                           cgroups=cgroups)
+    return anyio.run(run_tune, config, args.rounds, args.window, not args.plain)
+
+
+# --------------------------------------------------------------------------- status / approvals / audit
+def cmd_status(args: argparse.Namespace) -> int:
+    from lumos_mcp.approvals import ApprovalStore
+    from lumos_mcp.audit import tail
+    from lumos_mcp.txn.journal import scan
+    from lumos_mcp.txn.manager import TransactionManager
+
+    state = args.state_dir or default_state_dir()
+    out: dict[str, Any] = {"state_dir": str(state), "servers": {}, "open_transactions": {}}
+    for mode in MODES:
+        lock = state / f"server-{mode}.lock"
+        if lock.exists():
+            out["servers"][mode] = _lock_holder(lock)
+        records = scan(state / f"journal-{mode}.jsonl").records
+        open_txs, _ = TransactionManager._replay(records)
+        if open_txs:
+            out["open_transactions"][mode] = sorted(open_txs)
+    out["pending_approvals"] = [a.model_dump(mode="json") for a in ApprovalStore(state).list(status="pending")]
+    out["last_events"] = [f"{r.get('event')} {r.get('tx', '')}".strip() for r in tail(state / "audit.jsonl", 5)]
+    if args.json:
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    from rich.console import Console
+
+    c = Console()
+    c.print(f"[bold]lumos-mcp[/] state {state}")
+    for mode, holder in out["servers"].items():
+        c.print(f"  {mode} server: {holder}")
+    for mode, txs in out["open_transactions"].items():
+        c.print(f"  [yellow]{mode}: open transactions {', '.join(txs)}[/] (recovered at next start)")
+    if not out["open_transactions"]:
+        c.print("  no open transactions")
+    c.print(f"  pending approvals: {len(out['pending_approvals'])}")
+    for line in out["last_events"]:
+        c.print(f"  audit: {line}")
+    return 0
+
+
+def _lock_holder(lock: Path) -> str:
+    import fcntl
+
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return "not running"
+    except BlockingIOError:
+        return "running (pid " + (os.pread(fd, 64, 0).decode(errors="replace").strip() or "?") + ")"
+    finally:
+        os.close(fd)
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lumos_mcp.approvals import ApprovalStore
+    from lumos_mcp.audit import AuditLog
+
+    state = args.state_dir or default_state_dir()
+    store = ApprovalStore(state)
+    if args.action == "list":
+        items = store.list(status=None if args.all else "pending")
+        table = Table("id", "status", "transaction", "change", "expires in")
+        import time as _time
+
+        for a in items:
+            table.add_row(a.id, a.status, a.txid, a.summary, f"{a.expires_at - _time.time():.0f} s")
+        Console().print(table if items else "no pending approvals")
+        return 0
+    grant = args.action == "approve"
+    approval = (store.grant if grant else store.deny)(args.id, args.by, args.note)
+    AuditLog(state / "audit.jsonl").append(
+        "approval_granted" if grant else "approval_denied", tx=approval.txid, approval=approval.id,
+        digest=approval.digest, via="operator", by=args.by, note=args.note)
+    print(f"{approval.id}: {approval.status} ({approval.summary})")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from lumos_mcp.audit import format_record, tail, verify
+
+    path = (args.state_dir or default_state_dir()) / "audit.jsonl"
+    if args.action == "tail":
+        for rec in tail(path, args.n):
+            print(format_record(rec))
+        return 0
+    report = verify(path)
+    if report.ok:
+        print(f"audit log OK: {report.records} records, hash chain intact ({path})")
+        return 0
+    print(f"audit log BROKEN: {report}", file=sys.stderr)
+    return 1
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    service = Service(_config(args))
+    report = service.start()
+    service.close()
+    print(f"recovered {len(report.transactions)} transaction(s); committed kept: {report.committed_kept}")
+    for k in report.knobs:
+        print(f"  {k.knob}: {k.action} {k.detail}")
+    for p in report.journal_problems:
+        print(f"  journal: {p}")
+    return 0 if report.clean else 1
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from lumos_mcp.telemetry.top import run_top
+
+    return anyio.run(run_top, args.interval, args.window, args.once)
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "tune": cmd_tune,
+    "status": cmd_status,
+    "approvals": cmd_approvals,
+    "audit": cmd_audit,
+    "recover": cmd_recover,
+    "top": cmd_top,
+}
+
+__all__ = ["main", "parser", "read_token"]

@@ -1,0 +1,71 @@
+"""The sandbox: a shadow kernel tree under the state directory, seeded from the host.
+
+Every catalog knob the host lets us read is copied with its current text; one the host
+locks is simulated as locked; choice files keep their bracket behaviour and ints their hard
+range, so the sandbox answers as the host would, and the host is never written.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from lumos_mcp.errors import KnobError
+from lumos_mcp.kernelfs.backend import Backend
+from lumos_mcp.kernelfs.fake import FakeKernel
+from lumos_mcp.kernelfs.root import KernelRoot
+from lumos_mcp.knobs import Catalog
+
+log = logging.getLogger(__name__)
+SEEDED_MARK = ".lumos-sandbox-seeded"
+
+
+def ensure_sandbox(base: Path, host: KernelRoot, catalog: Catalog, cgroups: tuple[str, ...] = ()) -> KernelRoot:
+    """The sandbox tree at ``base``, seeded from ``host`` the first time (kept afterwards,
+    so a restart finds the values its journal speaks of). Cgroups named in ``cgroups`` that
+    the host lacks are simulated with default values."""
+    fake = FakeKernel(base, release=host.kernel_release)
+    if (base / SEEDED_MARK).exists():
+        _add_cgroups(fake, Backend(fake.root, catalog), cgroups)
+        return fake.root
+    source = Backend(host, catalog)
+    seeded = locked = 0
+    for spec in catalog:
+        for ref in source.instances(spec.id, cgroups):
+            try:
+                res = source.resolve(ref)
+            except KnobError:
+                continue
+            try:
+                reading = source.read(res)
+            except KnobError as e:
+                if e.code == "locked":
+                    for f in res.files:
+                        fake.file(f, "0", locked=True)
+                    locked += 1
+                continue
+            for f, text in zip(res.files, reading.raw, strict=True):
+                rule: dict[str, Any] = {}
+                if spec.kind == "choice":
+                    rule["choice"] = True
+                elif spec.kind in ("int",) and spec.min is not None and spec.max is not None and res.codec == "plain":
+                    rule["range"] = (spec.min, spec.max)
+                fake.file(f, text, **rule)
+            seeded += 1
+    _add_cgroups(fake, Backend(fake.root, catalog), cgroups)
+    (base / SEEDED_MARK).write_text(f"seeded {seeded} knobs ({locked} locked) from {host.kernel_release}\n")
+    log.info("sandbox seeded at %s: %d knobs, %d locked", base, seeded, locked)
+    return fake.root
+
+
+def _add_cgroups(fake: FakeKernel, backend: Backend, cgroups: tuple[str, ...]) -> None:
+    version = backend.cgroup_version() or "v1"
+    for name in cgroups:
+        exists = fake.root.is_dir(f"sys/fs/cgroup/cpu/{name}" if version == "v1" else f"sys/fs/cgroup/{name}")
+        if exists:
+            continue
+        if version == "v1":
+            fake.cgroup_v1(name)
+        else:
+            fake.cgroup_v2(name)

@@ -1,0 +1,498 @@
+"""The one facade: stage -> policy -> approval -> apply -> commit/revert -> audit.
+
+Tools, the CLI, the built-in agent and the speculator all go through a ``Service``, so every
+write passes the same policy, journal and audit log, whoever asked for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+
+from lumos_mcp.approvals import Approval, ApprovalStore
+from lumos_mcp.audit import AuditLog
+from lumos_mcp.errors import (
+    ApprovalInvalidError,
+    ApprovalRequiredError,
+    KnobError,
+    LumosError,
+    ModeError,
+    PolicyDeniedError,
+    StateLockedError,
+    TransactionStateError,
+)
+from lumos_mcp.kernelfs.backend import Backend, KnobStatus
+from lumos_mcp.kernelfs.root import KernelRoot
+from lumos_mcp.knobs import Catalog, default_catalog
+from lumos_mcp.knobs.spec import Value
+from lumos_mcp.policy import Change, Policy, Verdict, evaluate, load_policy, referenced_knobs
+from lumos_mcp.resources import policy_path
+from lumos_mcp.txn import RecoveryReport, Restored, Transaction, TransactionManager, TxState
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["observe", "sandbox", "live"]
+MODES: tuple[Mode, ...] = ("observe", "sandbox", "live")
+
+
+def default_state_dir() -> Path:
+    """``$LUMOS_STATE_DIR``, else ``$XDG_STATE_HOME/lumos-mcp``, else ``~/.local/state/lumos-mcp``."""
+    env = os.environ.get("LUMOS_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "lumos-mcp"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    mode: Mode = "sandbox"
+    state_dir: Path = field(default_factory=default_state_dir)
+    policy: Path | None = None
+    """A policy file; None means the shipped ``latency`` policy in sandbox, ``default`` otherwise."""
+    host_root: Path = Path("/")
+    """Where the real kernel is read (telemetry, sandbox seeding); tests point it at a fake."""
+    telemetry_root: Path | None = None
+    """Where telemetry is read (default: host_root). Tests read the real host, write a fake."""
+    cgroups: tuple[str, ...] = ()
+    """cgroups whose knobs are listed (and, in sandbox, simulated when the host lacks them)."""
+    telemetry_interval_s: float = 1.0
+    perf: bool = True
+
+
+@dataclass
+class StagedChange:
+    tx: Transaction
+    verdict: Verdict
+    confirm_within_s: float
+    actor: str
+
+
+class _History:
+    """Cooldowns and commit rate, as the policy engine asks for them."""
+
+    def __init__(self) -> None:
+        self.changed: dict[str, float] = {}
+        self.commits: list[float] = []
+
+    def last_change_at(self, knob: str) -> float | None:
+        return self.changed.get(knob)
+
+    def commits_since(self, ts: float) -> int:
+        return sum(1 for t in self.commits if t >= ts)
+
+
+class Service:
+    """Everything a tool or command can ask of lumos-mcp."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        catalog: Catalog | None = None,
+        probe: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.mode: Mode = config.mode
+        self.clock = clock
+        self.catalog = catalog or default_catalog()
+        self.state_dir = config.state_dir
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.host = KernelRoot(config.host_root)
+        if self.mode == "live" and self.host.is_host and os.geteuid() != 0:
+            raise ModeError("live writes to the host need root", mode="live")
+        self.policy_file = config.policy or policy_path("latency" if self.mode == "sandbox" else "default")
+        self.policy: Policy = load_policy(self.policy_file, self.catalog)
+        self.audit = AuditLog(self.state_dir / "audit.jsonl", clock=clock)
+        self.approvals = ApprovalStore(self.state_dir, clock=clock)
+        self.kernel = self._kernel_root()
+        self.backend = Backend(self.kernel, self.catalog)
+        self.txns = TransactionManager(
+            self.backend, self.state_dir / f"journal-{self.mode}.jsonl", clock=clock, probe=probe
+        )
+        self._staged: dict[str, StagedChange] = {}
+        self._history = _History()
+        self._lock = threading.RLock()
+        self._lock_fd: int | None = None
+        self.recovery: RecoveryReport | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def _kernel_root(self) -> KernelRoot:
+        if self.mode != "sandbox":
+            return self.host
+        from lumos_mcp.sandbox import ensure_sandbox  # service-level helper, not a layer of its own
+
+        return ensure_sandbox(self.state_dir / "sandbox", self.host, self.catalog, self.config.cgroups)
+
+    def start(self) -> RecoveryReport:
+        """Take the state directory's lock and recover what the journal shows unfinished.
+
+        Raises:
+            StateLockedError: another lumos-mcp server holds this state directory.
+            JournalError: the journal cannot be opened.
+        """
+        self._acquire_lock()
+        report = self.txns.recover()
+        self.recovery = report
+        self.audit.append(
+            "recovery",
+            mode=self.mode,
+            transactions=list(report.transactions),
+            knobs=[{"knob": k.knob, "action": k.action, "detail": k.detail} for k in report.knobs],
+            committed_kept=report.committed_kept,
+            journal_problems=list(report.journal_problems),
+        )
+        return report
+
+    def close(self) -> None:
+        self.txns.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _acquire_lock(self) -> None:
+        path = self.state_dir / f"server-{self.mode}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StateLockedError(path=str(self.state_dir), pid=holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    async def run_deadlines(self, poll_s: float = 0.25) -> None:
+        """Forever: revert armed transactions whose deadline passed (the server's own timer)."""
+        while True:
+            due = self.txns.next_deadline()
+            delay = poll_s if due is None else min(max(due - self.clock(), 0.0), poll_s)
+            await anyio.sleep(delay)
+            await anyio.to_thread.run_sync(self.expire_due)
+
+    def expire_due(self) -> list[Transaction]:
+        """Revert every armed transaction past its deadline, and audit each."""
+        reverted = []
+        for tx, results in self.txns.expire_due():
+            self.audit.append("auto_revert", tx=tx.id, knobs=self._restored(results), speculative=tx.speculative)
+            reverted.append(tx)
+        return reverted
+
+    # ------------------------------------------------------------------ reading
+    def tunables(self, group: str | None = None) -> list[KnobStatus]:
+        """Every catalog knob on this host (parametrised ones per device and configured cgroup)."""
+        names = tuple(dict.fromkeys((*self.config.cgroups, *self._policy_cgroups())))
+        out = []
+        for spec in self.catalog:
+            if group and spec.group != group:
+                continue
+            for ref in self.backend.instances(spec.id, names):
+                out.append(self.backend.status(ref))
+        return out
+
+    def _policy_cgroups(self) -> list[str]:
+        names = []
+        for key in self.policy.knob_ids():
+            if key.startswith("cgroup.") and "*" not in key:
+                names.append(key.split(".", 1)[1].rsplit(".", 1)[0])
+        return names
+
+    def policy_rule(self, knob: str) -> dict[str, Any] | None:
+        """The policy's rule for a concrete knob id, as data (None: default-deny)."""
+        return self.policy.rule_summary(knob)
+
+    # ------------------------------------------------------------------ the loop
+    def _refuse_in_observe(self, what: str) -> None:
+        if self.mode == "observe":
+            raise ModeError(f"{what} writes; restart with --mode sandbox or --mode live", mode="observe")
+
+    def stage(
+        self,
+        changes: Mapping[str, object],
+        *,
+        confirm_within_s: float | None = None,
+        speculative: bool = False,
+        actor: str = "agent",
+    ) -> StagedChange:
+        """Validate a change without writing: types, units, hard ranges, then the policy.
+
+        Returns the staged transaction and the policy's verdict (denied changes are staged
+        too, so the caller sees every denial at once, but they can never be applied).
+
+        Raises:
+            KnobError: an unknown knob, bad parameter, unavailable or locked knob, or bad value.
+        """
+        try:
+            tx = self.txns.stage(changes, speculative=speculative)
+        except KnobError as e:
+            self.audit.append("stage_rejected", actor=actor, changes=_jsonable(changes), error=e.to_dict())
+            raise
+        verdict = self._evaluate(tx, confirm_within_s, speculative)
+        confirm = verdict.confirm_within_s
+        staged = StagedChange(tx=tx, verdict=verdict, confirm_within_s=confirm, actor=actor)
+        with self._lock:
+            self._staged[tx.id] = staged
+        self.audit.append(
+            "stage",
+            tx=tx.id,
+            actor=actor,
+            digest=tx.digest,
+            speculative=speculative,
+            changes=[{"knob": c.knob, "before": c.before, "after": c.after} for c in tx.changes],
+        )
+        self.audit.append(
+            "verdict",
+            tx=tx.id,
+            allowed=verdict.allowed,
+            approval_required=verdict.approval_required,
+            denials=[_denial(d) for d in verdict.denials],
+            policy=self.policy.name,
+        )
+        return staged
+
+    def _evaluate(self, tx: Transaction, confirm_within_s: float | None, speculative: bool) -> Verdict:
+        changes = [
+            Change(knob=c.knob, kind=self.catalog.lookup(c.knob).spec.kind, before=c.before, after=c.after)
+            for c in tx.changes
+        ]
+        current: dict[str, Value] = {c.knob: c.before for c in tx.changes}
+        for knob in referenced_knobs(self.policy, changes):
+            if knob not in current:
+                # an unreadable knob stays unknown: cross-field rules fail closed on it
+                with contextlib.suppress(KnobError):
+                    current[knob] = self.backend.read(knob).value
+        return evaluate(
+            self.policy,
+            changes,
+            current=current,
+            history=self._history,
+            now=self.clock(),
+            confirm_within_s=confirm_within_s,
+            speculative=speculative,
+        )
+
+    def staged(self, txid: str) -> StagedChange:
+        """Raises: UnknownTransactionError."""
+        tx = self.txns.get(txid)
+        with self._lock:
+            found = self._staged.get(tx.id)
+        if found is None:
+            raise TransactionStateError(
+                "it was not staged by this server", txid=txid, state=tx.state.value, wanted="staged"
+            )
+        return found
+
+    def request_approval(self, txid: str, requested_by: str = "agent") -> Approval:
+        """Open (or return the open) approval for a staged change, for an operator to decide.
+
+        Raises:
+            TransactionStateError: not staged; PolicyDeniedError: the policy denies it anyway.
+        """
+        staged = self._appliable(txid)
+        existing = self.approvals.find_usable(txid, staged.tx.digest)
+        if existing is not None:
+            return existing
+        approval = self.approvals.request(
+            txid,
+            staged.tx.digest,
+            summary=self.describe(staged),
+            lifetime_s=self.policy.global_.approval_lifetime_s,
+            requested_by=requested_by,
+        )
+        self.audit.append(
+            "approval_requested", tx=txid, approval=approval.id, digest=staged.tx.digest, requested_by=requested_by
+        )
+        return approval
+
+    def record_elicitation(self, txid: str, granted: bool, note: str = "") -> Approval:
+        """Record a human's answer given through MCP elicitation (decline and cancel are False)."""
+        staged = self._appliable(txid)
+        approval = self.approvals.record_elicited(txid, staged.tx.digest, self.describe(staged), granted=granted)
+        self.audit.append(
+            "approval_granted" if granted else "approval_denied",
+            tx=txid,
+            approval=approval.id,
+            digest=staged.tx.digest,
+            via="elicitation",
+            note=note,
+        )
+        return approval
+
+    def decide_approval(self, approval_id: str, grant: bool, by: str, note: str = "") -> Approval:
+        """An operator's decision (``lumos-mcp approvals approve|deny``).
+
+        Raises:
+            ApprovalInvalidError: unknown, already decided, or expired.
+        """
+        approval = (self.approvals.grant if grant else self.approvals.deny)(approval_id, by, note)
+        self.audit.append(
+            "approval_granted" if grant else "approval_denied",
+            tx=approval.txid,
+            approval=approval.id,
+            digest=approval.digest,
+            via="operator",
+            by=by,
+            note=note,
+        )
+        return approval
+
+    def _appliable(self, txid: str) -> StagedChange:
+        staged = self.staged(txid)
+        if staged.tx.state is not TxState.STAGED:
+            raise TransactionStateError(txid=txid, state=staged.tx.state.value, wanted="staged")
+        if not staged.verdict.allowed:
+            raise PolicyDeniedError(
+                "; ".join(d.message for d in staged.verdict.denials),
+                denials=[_denial(d) for d in staged.verdict.denials],
+                tx=txid,
+            )
+        return staged
+
+    def apply(self, txid: str, approval_id: str | None = None, actor: str = "agent") -> Transaction:
+        """Write a staged, allowed (and, where the policy says so, approved) change, and arm
+        its auto-revert deadline.
+
+        Raises:
+            ModeError: observe mode.
+            PolicyDeniedError: the policy denies it (evaluated again now, whoever asks).
+            ApprovalRequiredError, ApprovalInvalidError: approval missing, wrong, used or expired.
+            ConflictError, ExternalChangeError, ApplyFailedError, JournalError: from the journaled write.
+        """
+        self._refuse_in_observe("apply")
+        with self._lock:
+            staged = self._appliable(txid)
+            verdict = self._evaluate(staged.tx, staged.confirm_within_s, staged.tx.speculative)
+            if not verdict.allowed:
+                self.audit.append("apply_refused", tx=txid, denials=[_denial(d) for d in verdict.denials])
+                raise PolicyDeniedError(
+                    "; ".join(d.message for d in verdict.denials),
+                    denials=[_denial(d) for d in verdict.denials],
+                    tx=txid,
+                )
+            approval = None
+            if verdict.approval_required:
+                approval = self._consume_approval(staged, approval_id)
+            try:
+                tx = self.txns.apply(txid, staged.confirm_within_s)
+            except LumosError as e:
+                self.audit.append("apply_failed", tx=txid, actor=actor, error=e.to_dict())
+                raise
+            now = self.clock()
+            for c in tx.changes:
+                self._history.changed[c.knob] = now
+            self.audit.append(
+                "apply",
+                tx=txid,
+                actor=actor,
+                digest=tx.digest,
+                approval=approval.id if approval else None,
+                deadline=tx.deadline,
+                speculative=tx.speculative,
+                values={c.knob: c.after for c in tx.changes},
+            )
+            return tx
+
+    def _consume_approval(self, staged: StagedChange, approval_id: str | None) -> Approval:
+        tx = staged.tx
+        if approval_id is None:
+            usable = self.approvals.find_usable(tx.id, tx.digest)
+            if usable is None or usable.status != "granted":
+                raise ApprovalRequiredError(txid=tx.id, digest=tx.digest, reasons=list(staged.verdict.approval_reasons))
+            approval_id = usable.id
+        try:
+            approval = self.approvals.consume(approval_id, tx.id, tx.digest)
+        except ApprovalInvalidError as e:
+            self.audit.append("approval_rejected", tx=tx.id, approval=approval_id, reason=e.fields.get("reason"))
+            raise
+        self.audit.append("approval_used", tx=tx.id, approval=approval.id, digest=tx.digest)
+        return approval
+
+    def commit(self, txid: str, actor: str = "agent") -> Transaction:
+        """Keep an applied change (disarms its deadline).
+
+        Raises:
+            TransactionStateError, ExternalChangeError, JournalError.
+        """
+        self._refuse_in_observe("commit")
+        tx = self.txns.commit(txid)
+        self._history.commits.append(self.clock())
+        self.audit.append("commit", tx=txid, actor=actor, values={c.knob: c.after for c in tx.changes})
+        return tx
+
+    def revert(self, txid: str, force: bool = False, actor: str = "agent") -> tuple[Transaction, list[Restored]]:
+        """Restore an applied change's original values and verify them.
+
+        Raises:
+            TransactionStateError, ExternalChangeError (unless force).
+        """
+        self._refuse_in_observe("revert")
+        tx, results = self.txns.revert(txid, reason="requested", force=force)
+        self.audit.append("revert", tx=txid, actor=actor, force=force, knobs=self._restored(results))
+        return tx, results
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        txs = self.txns.transactions()
+        return {
+            "mode": self.mode,
+            "policy": {"name": self.policy.name, "file": str(self.policy_file), "digest": self.policy.digest},
+            "kernel": self.kernel.kernel_release if self.mode != "sandbox" else self.host.kernel_release,
+            "state_dir": str(self.state_dir),
+            "armed": [self._tx_info(t, now) for t in txs if t.state is TxState.APPLIED],
+            "staged": [self._tx_info(t, now) for t in txs if t.state is TxState.STAGED],
+            "recent": [self._tx_info(t, now) for t in txs if t.state not in (TxState.APPLIED, TxState.STAGED)][-10:],
+            "pending_approvals": [a.id for a in self.approvals.list(status="pending")],
+            "journal_problem": self.txns.journal_problem,
+        }
+
+    def _tx_info(self, tx: Transaction, now: float) -> dict[str, Any]:
+        return {
+            "txid": tx.id,
+            "state": tx.state.value,
+            "speculative": tx.speculative,
+            "changes": [{"knob": c.knob, "before": c.before, "after": c.after, "unit": c.unit} for c in tx.changes],
+            "digest": tx.digest,
+            "deadline_in_s": round(tx.deadline - now, 3) if tx.deadline and tx.state is TxState.APPLIED else None,
+            "outcome": tx.outcome,
+        }
+
+    def describe(self, staged: StagedChange) -> str:
+        parts = [f"{c.knob}: {c.before!r} -> {c.after!r}{' ' + c.unit if c.unit else ''}" for c in staged.tx.changes]
+        return f"[{self.mode}] " + "; ".join(parts)
+
+    @staticmethod
+    def _restored(results: list[Restored]) -> list[dict[str, str]]:
+        return [{"knob": r.knob, "action": r.action, "detail": r.detail} for r in results]
+
+
+def _denial(d: Any) -> dict[str, Any]:
+    return {
+        "rule": d.rule,
+        "knob": d.knob,
+        "value": _jsonable(d.value),
+        "limit": _jsonable(d.limit),
+        "message": d.message,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k)[:200]: _jsonable(v) for k, v in list(value.items())[:100]}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in list(value)[:100]]
+    return repr(value)[:200]
