@@ -45,7 +45,7 @@ import orjson
 from lumos_mcp.errors import AuditError
 
 GENESIS = "0" * 64
-EVENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+EVENT_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # used with fullmatch: "$" would accept a trailing newline
 RESERVED = frozenset({"seq", "ts", "event", "pid", "prev", "hash"})
 TORN_EVENT = "audit_torn_tail"
 
@@ -171,8 +171,8 @@ class AuditLog:
                 (seq, ts, event, pid, prev, hash), a value that is not JSON-able, or an
                 I/O error.
         """
-        if not EVENT_RE.match(event):
-            raise AuditError(f"event name {event!r} must match {EVENT_RE.pattern}", path=str(self.path))
+        if not EVENT_RE.fullmatch(event):
+            raise AuditError(f"event name {event!r} must fully match {EVENT_RE.pattern}", path=str(self.path))
         clash = RESERVED.intersection(fields)
         if clash:
             raise AuditError(f"fields use reserved names {sorted(clash)}", path=str(self.path))
@@ -348,7 +348,8 @@ def _classify(lines: list[_Line], i: int, seq: int, prev: str) -> Problem:
         return "inserted" if skip_one else "edited"
     if sum(1 for r in recs if r is not None and r["seq"] == rec["seq"]) > 1:
         return "inserted"
-    if any(r["hash"] == rec["prev"] for r in after):
+    # It belongs right after a record that comes later in the file: it was moved.
+    if any(r["hash"] == rec["prev"] and r["seq"] + 1 == rec["seq"] for r in after):
         return "reordered"
     if skip_one:
         return "inserted"
