@@ -11,6 +11,10 @@ Writers: any number of threads and processes may append to one file. Each append
 a ``threading.Lock`` and ``fcntl.flock`` on the file, re-reads the last record from the
 file's tail (another process may have appended), writes the line with one ``write`` and
 fsyncs.
+The writer chains from the last record's ``hash`` as found, without re-checking it:
+``verify`` is the one place that judges integrity. Read-only tools (``audit tail``,
+``audit verify``) should call ``tail``/``verify``, not open an ``AuditLog``, which may write
+a repair record.
 
 Torn tails. A crash in the middle of a write can leave bytes that are not a record at the
 end of the file. The log is never truncated: the next writer (and every ``AuditLog`` on
@@ -402,6 +406,7 @@ def verify(path: Path, *, head: str | None = None) -> VerifyReport:
                 torn.append(garbage[0].lineno)
                 garbage = []
             if not _chains(rec, seq, prev):
+                # Only a failing log is read whole, to name the problem.
                 problem = _classify(list(_lines(path)), line.lineno - 1, seq, prev)
                 return fail(line, problem, f"expected seq {seq} after hash {prev[:12]}, chain breaks here")
             seq, prev, good = seq + 1, rec["hash"], good + 1
