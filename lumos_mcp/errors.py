@@ -182,11 +182,19 @@ class AuditError(LumosError):
     template = "audit log {path}: {detail}"
 
 
+class ApprovalStoreError(ApprovalError):
+    """The approval store cannot be read or written, or holds something unreadable."""
+
+    code = "approval_store_unavailable"
+    template = "approval store {path}: {detail}"
+
+
 __all__ = [
     "ApplyFailedError",
     "ApprovalError",
     "ApprovalInvalidError",
     "ApprovalRequiredError",
+    "ApprovalStoreError",
     "AuditError",
     "CatalogLoadError",
     "ConflictError",
