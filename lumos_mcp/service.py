@@ -319,7 +319,10 @@ class Service:
     def record_elicitation(self, txid: str, granted: bool, note: str = "") -> Approval:
         """Record a human's answer given through MCP elicitation (decline and cancel are False)."""
         staged = self._appliable(txid)
-        approval = self.approvals.record_elicited(txid, staged.tx.digest, self.describe(staged), granted=granted)
+        approval = self.approvals.record_elicited(
+            txid, staged.tx.digest, self.describe(staged), granted=granted,
+            lifetime_s=self.policy.global_.approval_lifetime_s,
+        )
         self.audit.append(
             "approval_granted" if granted else "approval_denied",
             tx=txid,
