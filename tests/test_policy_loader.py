@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+import lumos_mcp.policy as policy_pkg
 from lumos_mcp.errors import PolicyLoadError
 from lumos_mcp.knobs import default_catalog
-from lumos_mcp.policy import load_policy, parse_policy
+from lumos_mcp.policy import Policy, load_policy, parse_policy
 from lumos_mcp.resources import policy_path
 
 SHIPPED = ["default", "readonly", "latency"]
@@ -380,3 +381,26 @@ def test_the_summary_says_what_may_change_and_when_approval_is_needed() -> None:
     assert {"rule": "less_than", "text": "vm.dirty_background_ratio < vm.dirty_ratio"}.items() <= summary["cross"][
         0
     ].items()
+
+
+def test_the_public_api_is_pinned() -> None:
+    assert sorted(policy_pkg.__all__) == [
+        "Change",
+        "CrossRule",
+        "Denial",
+        "EnvelopeRule",
+        "GlobalRules",
+        "History",
+        "KnobRule",
+        "Policy",
+        "RULES",
+        "Speculation",
+        "Verdict",
+        "evaluate",
+        "load_policy",
+        "match_rule",
+        "parse_policy",
+        "raise_if_denied",
+        "referenced_knobs",
+    ]
+    assert isinstance(load_policy("readonly"), Policy)
