@@ -368,7 +368,7 @@ def test_the_digest_ignores_formatting_and_changes_with_the_rules() -> None:
 def test_the_policy_is_frozen() -> None:
     policy = load_policy("default")
     with pytest.raises(ValueError, match="frozen"):
-        policy.name = "other"  # type: ignore[misc]
+        policy.name = "other"
 
 
 def test_the_summary_says_what_may_change_and_when_approval_is_needed() -> None:
