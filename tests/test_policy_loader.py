@@ -336,6 +336,40 @@ def test_a_default_deadline_above_the_longest_is_rejected(tmp_path: Path) -> Non
     assert (err["field"], err["rule"]) == ("global/confirm_within_s", "max_confirm_within_s")
 
 
+def test_a_short_maximum_deadline_needs_no_speculation_section(tmp_path: Path) -> None:
+    policy = load_policy(write(tmp_path, 'name = "x"\n[global]\nconfirm_within_s = 5\nmax_confirm_within_s = 8\n'))
+    assert policy.global_.max_confirm_within_s == 8
+
+
+def test_a_speculation_deadline_above_the_longest_is_rejected(tmp_path: Path) -> None:
+    err = load_error(
+        tmp_path,
+        """
+        name = "x"
+        [global]
+        confirm_within_s = 5
+        max_confirm_within_s = 8
+        [speculation]
+        confirm_within_s = 9
+        """,
+    )
+    assert (err["field"], err["rule"]) == ("speculation/confirm_within_s", "max_confirm_within_s")
+
+
+def test_a_quota_ratio_on_an_int_knob_is_rejected(tmp_path: Path) -> None:
+    err = load_error(
+        tmp_path,
+        """
+        name = "x"
+        [knobs."vm.swappiness"]
+        min = 1
+        max = 2
+        min_quota_ratio = 0.5
+        """,
+    )
+    assert (err["field"], err["rule"]) == ("knobs/vm.swappiness/min_quota_ratio", "applies_to_kind")
+
+
 def test_parse_policy_names_the_given_file_in_errors() -> None:
     with pytest.raises(PolicyLoadError) as info:
         parse_policy({"name": "x", "knobs": {"nope.knob": {}}}, file="inline")

@@ -126,8 +126,11 @@ class _Checker:
                 self.check_cross_knob(getattr(cross, side), f"cross/{i}/{side}")
             if cross.left == cross.right:
                 raise self.fail("a cross rule compares two different knobs", f"cross/{i}/right", "cross_knob")
-        spec_confirm = self.policy.speculation.confirm_within_s
-        if spec_confirm > g.max_confirm_within_s:
+        speculation = self.policy.speculation
+        spec_confirm = speculation.confirm_within_s
+        # The section's default only matters once it is set or some envelope entry uses it.
+        in_use = "confirm_within_s" in speculation.model_fields_set or bool(speculation.knobs)
+        if in_use and spec_confirm > g.max_confirm_within_s:
             raise self.fail(
                 f"{spec_confirm} s is above max_confirm_within_s {g.max_confirm_within_s} s",
                 "speculation/confirm_within_s",
@@ -197,7 +200,11 @@ class _Checker:
         if rule.allow is not None:
             self.check_allow(spec, rule.allow, field)
         if rule.min_quota_ratio is not None and rule.min_quota_ratio > 1024:
-            raise self.fail("min_quota_ratio is quota / period in CPUs; above 1024 is no limit", field, "hard_range")
+            raise self.fail(
+                "min_quota_ratio is quota / period in CPUs; above 1024 is no limit",
+                f"{field}/min_quota_ratio",
+                "hard_range",
+            )
 
     def check_int_bounds(self, spec: KnobSpec, rule: Bounds, field: str) -> None:
         for name in ("min", "max"):
