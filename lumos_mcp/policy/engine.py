@@ -155,6 +155,10 @@ def evaluate(
 
     Returns:
         The verdict; ``allowed`` is true exactly when ``denials`` is empty.
+
+    Raises:
+        Nothing of its own: a malformed change, value or deadline is a denial, never an
+        exception. Errors raised by ``history`` propagate.
     """
     ev = _Evaluation(policy, history, now)
     if not changes:
