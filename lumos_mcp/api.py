@@ -19,7 +19,7 @@ class PolicyRuleInfo(BaseModel):
     allowed: bool = Field(description="False: the policy does not let this knob change (default-deny).")
     min: int | None = None
     max: int | None = None
-    allow: list[str] | None = Field(None, description="Values allowed for choice/bool knobs.")
+    allow: list[str | bool] | None = Field(None, description="Values allowed for choice/bool knobs.")
     max_step_ratio: float | None = Field(None, description="Largest |after-before|/|before| per change.")
     approval: str | None = Field(None, description="always | never | above_step")
     approval_above_step_ratio: float | None = None

@@ -163,11 +163,8 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
 
     @asynccontextmanager
     async def lifespan(server: MCPServer[Service]) -> AsyncIterator[Service]:
-        async with anyio.create_task_group() as tg:
+        async with service.telemetry.running(), anyio.create_task_group() as tg:
             tg.start_soon(service.run_deadlines)
-            telemetry = getattr(service, "telemetry", None)
-            if telemetry is not None:
-                tg.start_soon(telemetry.run)
             try:
                 yield service
             finally:

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,13 +36,16 @@ from lumos_mcp.kernelfs.backend import Backend, KnobStatus
 from lumos_mcp.kernelfs.root import KernelRoot
 from lumos_mcp.knobs import Catalog, default_catalog
 from lumos_mcp.knobs.spec import Value
-from lumos_mcp.policy import Change, Policy, Verdict, evaluate, load_policy, referenced_knobs
+from lumos_mcp.policy import Change, Policy, Verdict, evaluate, load_policy, match_rule, referenced_knobs
 from lumos_mcp.resources import policy_path
+from lumos_mcp.telemetry.facade import Telemetry
+from lumos_mcp.telemetry.perf import PerfStat
 from lumos_mcp.txn import RecoveryReport, Restored, Transaction, TransactionManager, TxState
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["observe", "sandbox", "live"]
+PolicyRuleKeys = ("min", "max", "allow", "max_step_ratio", "approval", "approval_above_step_ratio", "cooldown_s")
 MODES: tuple[Mode, ...] = ("observe", "sandbox", "live")
 
 
@@ -121,6 +125,7 @@ class Service:
         self.txns = TransactionManager(
             self.backend, self.state_dir / f"journal-{self.mode}.jsonl", clock=clock, probe=probe
         )
+        self.telemetry = self._telemetry()
         self._staged: dict[str, StagedChange] = {}
         self._history = _History()
         self._lock = threading.RLock()
@@ -134,6 +139,13 @@ class Service:
         from lumos_mcp.sandbox import ensure_sandbox  # service-level helper, not a layer of its own
 
         return ensure_sandbox(self.state_dir / "sandbox", self.host, self.catalog, self.config.cgroups)
+
+    def _telemetry(self) -> Telemetry:
+        root = KernelRoot(self.config.telemetry_root) if self.config.telemetry_root else self.host
+        perf = PerfStat(interval_ms=int(self.config.telemetry_interval_s * 1000)) \
+            if self.config.perf and shutil.which("perf") else None
+        return Telemetry(root, interval_s=self.config.telemetry_interval_s, cgroups=self.config.cgroups
+                         if self.mode != "sandbox" else (), perf=perf)
 
     def start(self) -> RecoveryReport:
         """Take the state directory's lock and recover what the journal shows unfinished.
@@ -204,14 +216,22 @@ class Service:
 
     def _policy_cgroups(self) -> list[str]:
         names = []
-        for key in self.policy.knob_ids():
+        for key in self.policy.knobs:
             if key.startswith("cgroup.") and "*" not in key:
                 names.append(key.split(".", 1)[1].rsplit(".", 1)[0])
         return names
 
     def policy_rule(self, knob: str) -> dict[str, Any] | None:
         """The policy's rule for a concrete knob id, as data (None: default-deny)."""
-        return self.policy.rule_summary(knob)
+        try:
+            kind = self.catalog.lookup(knob).spec.kind
+        except KnobError:
+            return None
+        found = match_rule(self.policy, self.policy.knobs, knob, kind)
+        if found is None:
+            return None
+        rule = found[1].model_dump(exclude_none=True)
+        return {k: rule[k] for k in PolicyRuleKeys if k in rule}
 
     # ------------------------------------------------------------------ the loop
     def _refuse_in_observe(self, what: str) -> None:

@@ -56,6 +56,8 @@ def make_service(tmp_path: Path, fake: FakeKernel) -> Iterator[Callable[..., Ser
             host_root=fake.base,
             telemetry_root=Path("/"),
             cgroups=kw.pop("cgroups", ("batch",)),
+            perf=kw.pop("perf", False),
+            telemetry_interval_s=kw.pop("telemetry_interval_s", 0.2),
             **kw,
         )
         service = Service(config, clock=clock or time.time)

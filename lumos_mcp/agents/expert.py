@@ -51,14 +51,15 @@ def metric(signature: dict[str, Any], path: str) -> float | None:
     return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
 
 
-OBJECTIVE_PATHS = ("psi.cpu.some_avg10_pct", "psi.cpu.some_pct", "psi.cpu.some_avg10")
+OBJECTIVE_PATHS = ("psi.cpu.some.window_pct", "psi.cpu.some.avg10_pct")
 
 
 def objective(signature: dict[str, Any]) -> float | None:
     """Lower is better: the app's p99 when reported, else CPU pressure (PSI some %)."""
-    for name, summary in (signature.get("app") or {}).items():
+    for summary in signature.get("app") or []:
+        name = str(summary.get("name", ""))
         if "latency" in name or "p99" in name:
-            value = metric(summary, "mean") if isinstance(summary, dict) else None
+            value = metric(summary, "mean")
             if value is not None:
                 return value
     for path in OBJECTIVE_PATHS:
@@ -141,7 +142,7 @@ class ExpertAgent:
             log = RoundLog(round=n, proposal=None)
             self.rounds.append(log)
             self.on_event(f"round {n}: observing for {self.window_s:.0f} s")
-            sig = await self.call("read_telemetry", {"window_s": self.window_s})
+            sig = (await self.call("read_telemetry", {"window_s": self.window_s}))["signature"]
             log.before = objective(sig)
             tunables = (await self.call("list_tunables", {"only_allowed": True}))["tunables"]
             proposal = propose(sig, tunables, tried)
@@ -177,7 +178,7 @@ class ExpertAgent:
                 return
         applied = await self.call("apply", {"txid": log.txid})
         self.on_event(f"applied {applied['values']}; auto-revert in {applied['deadline_in_s']:.0f} s; measuring")
-        sig = await self.call("read_telemetry", {"window_s": self.window_s})
+        sig = (await self.call("read_telemetry", {"window_s": self.window_s, "fresh": True}))["signature"]
         log.after = objective(sig)
         if log.before is not None and log.after is not None and \
                 log.after > log.before * (1 + self.worse_tolerance) + 0.5:
