@@ -262,8 +262,7 @@ class ProbeWorkload(_Workload):
         self._tmp = tempfile.mkdtemp(prefix="lumos-probe-")
         address = f"unix:{self._tmp}/probe.sock" if self.transport == "unix" else "tcp:127.0.0.1:0"
         manager = _manager(self.cgroups, self.cgroup)
-        self.cgroups = manager if manager is not None else self.cgroups
-        _manager(self.cgroups, self.client_cgroup)
+        self.cgroups = _manager(manager, self.client_cgroup)
         argv = procs.python_argv("lumos_mcp.arena.probe", "serve", "--address", address, "--work-us", str(self.work_us))
         self._server = procs.spawn(
             argv, workload=self.name, cgroups=manager, cgroup=self.cgroup, env=procs.python_env()
