@@ -89,8 +89,9 @@ class TxResult(BaseModel):
     state: str = Field(description="staged | applied | committed | reverted | failed")
     values: dict[str, KnobValue] = Field(description="Values the kernel holds for the transaction's knobs.")
     deadline_in_s: float | None = Field(None, description="Seconds left before the server reverts it by itself.")
-    restored: list[dict[str, str]] = Field(default_factory=list, description="Per knob: restored, unchanged, "
-                                           "external_change (left as found) or error.")
+    restored: list[dict[str, str]] = Field(
+        default_factory=list, description="Per knob: restored, unchanged, external_change (left as found) or error."
+    )
     next: str
 
 

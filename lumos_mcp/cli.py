@@ -21,25 +21,44 @@ TOKEN_ENV = "LUMOS_MCP_TOKEN"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dir", type=Path, default=None,
-                   help="journal, audit log, approvals and sandbox (default: $LUMOS_STATE_DIR or "
-                        "~/.local/state/lumos-mcp)")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="journal, audit log, approvals and sandbox (default: $LUMOS_STATE_DIR or ~/.local/state/lumos-mcp)",
+    )
 
 
 def _modes(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=MODES, default=None,
-                   help="observe: read-only; sandbox (default): writes go to a shadow tree, host untouched; "
-                        "live: real writes (root)")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default=None,
+        help="observe: read-only; sandbox (default): writes go to a shadow tree, host untouched; "
+        "live: real writes (root)",
+    )
     p.add_argument("--live", action="store_true", help="shorthand for --mode live")
-    p.add_argument("--policy", type=Path, default=None,
-                   help="policy TOML file (default: policies/latency.toml in sandbox, policies/default.toml else)")
-    p.add_argument("--cgroup", action="append", default=[], metavar="NAME",
-                   help="a cgroup whose CPU knobs to expose (repeatable; simulated in sandbox if absent)")
+    p.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        help="policy TOML file (default: policies/latency.toml in sandbox, policies/default.toml else)",
+    )
+    p.add_argument(
+        "--cgroup",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a cgroup whose CPU knobs to expose (repeatable; simulated in sandbox if absent)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="lumos-mcp", description="An MCP server that lets AI agents tune this "
-                                  "Linux host safely: policy, approvals, journaled apply/commit/revert, audit.")
+    top = argparse.ArgumentParser(
+        prog="lumos-mcp",
+        description="An MCP server that lets AI agents tune this "
+        "Linux host safely: policy, approvals, journaled apply/commit/revert, audit.",
+    )
     top.add_argument("--version", action="version", version=f"lumos-mcp {__version__}")
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging (stderr)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -113,8 +132,11 @@ def _config(args: argparse.Namespace, mode: Mode | None = None) -> ServiceConfig
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(COMMANDS[args.command](args) or 0)
     except LumosError as e:
@@ -126,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # --------------------------------------------------------------------------- serve
 def read_token(token_file: Path | None) -> str | None:
-    if token_file is not None:
-        token = token_file.read_text().strip()
-    else:
-        token = os.environ.get(TOKEN_ENV, "").strip()
+    token = token_file.read_text().strip() if token_file is not None else os.environ.get(TOKEN_ENV, "").strip()
     return token or None
 
 
@@ -160,10 +179,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 from mcp.server.transport_security import TransportSecuritySettings
 
                 kwargs["transport_security"] = TransportSecuritySettings(
-                    enable_dns_rebinding_protection=True, allowed_hosts=[f"{args.host}:{args.port}"],
-                    allowed_origins=[])
-            print(f"lumos-mcp: serving MCP on http://{args.host}:{args.port}/mcp ({service.mode} mode)",
-                  file=sys.stderr)
+                    enable_dns_rebinding_protection=True, allowed_hosts=[f"{args.host}:{args.port}"], allowed_origins=[]
+                )
+            print(
+                f"lumos-mcp: serving MCP on http://{args.host}:{args.port}/mcp ({service.mode} mode)", file=sys.stderr
+            )
             server.run("streamable-http", **kwargs)
     finally:
         service.close()
@@ -178,8 +198,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if mode == "observe":
         raise SystemExit("lumos-mcp: tune writes knobs; use --mode sandbox (default) or --mode live")
     cgroups = tuple(args.cgroup) or (("lumos-demo",) if mode == "sandbox" else ())
-    config = ServiceConfig(mode=mode, state_dir=args.state_dir or default_state_dir(), policy=args.policy,
-                           cgroups=cgroups)
+    config = ServiceConfig(
+        mode=mode, state_dir=args.state_dir or default_state_dir(), policy=args.policy, cgroups=cgroups
+    )
     return anyio.run(run_tune, config, args.rounds, args.window, not args.plain)
 
 
@@ -256,8 +277,14 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     grant = args.action == "approve"
     approval = (store.grant if grant else store.deny)(args.id, args.by, args.note)
     AuditLog(state / "audit.jsonl").append(
-        "approval_granted" if grant else "approval_denied", tx=approval.txid, approval=approval.id,
-        digest=approval.digest, via="operator", by=args.by, note=args.note)
+        "approval_granted" if grant else "approval_denied",
+        tx=approval.txid,
+        approval=approval.id,
+        digest=approval.digest,
+        via="operator",
+        by=args.by,
+        note=args.note,
+    )
     print(f"{approval.id}: {approval.status} ({approval.summary})")
     return 0
 

@@ -172,6 +172,32 @@ class ApprovalInvalidError(ApprovalError):
     template = "approval {approval_id!r} cannot be used: {reason} {detail}"
 
 
+class CgroupError(LumosError):
+    """A cgroup could not be created, joined, read or removed (no cpu controller, busy, gone)."""
+
+    code = "cgroup_error"
+    template = "cgroup {cgroup!r}: {detail}"
+
+
+# --------------------------------------------------------------------------- arena
+class ArenaError(LumosError):
+    code = "arena_error"
+
+
+class ToolMissingError(ArenaError):
+    """A workload needs an external program that is not installed; ``install`` says how to get it."""
+
+    code = "tool_missing"
+    template = "{tool} is not installed (needed by {workload}); install it with: {install} {detail}"
+
+
+class WorkloadError(ArenaError):
+    """A workload failed to start, died, or produced output that cannot be read."""
+
+    code = "workload_failed"
+    template = "workload {workload}: {detail}"
+
+
 class ModeError(LumosError):
     code = "mode_refused"
     template = "{mode} mode refuses this: {detail}"
@@ -191,12 +217,14 @@ class ApprovalStoreError(ApprovalError):
 
 __all__ = [
     "ApplyFailedError",
+    "ArenaError",
     "ApprovalError",
     "ApprovalInvalidError",
     "ApprovalRequiredError",
     "ApprovalStoreError",
     "AuditError",
     "CatalogLoadError",
+    "CgroupError",
     "ConflictError",
     "ExternalChangeError",
     "InvalidParameterError",
@@ -215,8 +243,10 @@ __all__ = [
     "PolicyLoadError",
     "ReadbackMismatchError",
     "StateLockedError",
+    "ToolMissingError",
     "TransactionError",
     "TransactionStateError",
     "UnknownKnobError",
     "UnknownTransactionError",
+    "WorkloadError",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, ParamSpec
 
@@ -60,14 +60,14 @@ WRITING = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempoten
 
 def ok(model: BaseModel) -> CallToolResult:
     data = model.model_dump(mode="json")
-    return CallToolResult(content=[TextContent(type="text", text=orjson.dumps(data).decode())],
-                          structured_content=data)
+    return CallToolResult(content=[TextContent(type="text", text=orjson.dumps(data).decode())], structured_content=data)
 
 
 def failed(error: LumosError) -> CallToolResult:
     data = {"error": {"code": error.code, "message": str(error), "fields": _json_safe(error.fields)}}
-    return CallToolResult(content=[TextContent(type="text", text=orjson.dumps(data).decode())],
-                          structured_content=data, is_error=True)
+    return CallToolResult(
+        content=[TextContent(type="text", text=orjson.dumps(data).decode())], structured_content=data, is_error=True
+    )
 
 
 def _json_safe(value: Any) -> Any:
@@ -131,22 +131,29 @@ async def ask_human(txid: str, ctx: Context) -> Elicit[ApprovalAnswer] | NoElici
         return NoElicitation(reason="unknown transaction")
     if not staged.verdict.approval_required or not staged.verdict.allowed:
         return NoElicitation(reason="no approval needed")
-    return Elicit(f"lumos-mcp asks to change this host: {service.describe(staged)}. "
-                  f"It auto-reverts unless committed within {staged.confirm_within_s:.0f} s. Approve?",
-                  ApprovalAnswer)
+    return Elicit(
+        f"lumos-mcp asks to change this host: {service.describe(staged)}. "
+        f"It auto-reverts unless committed within {staged.confirm_within_s:.0f} s. Approve?",
+        ApprovalAnswer,
+    )
 
 
 # --------------------------------------------------------------------------- helpers
 def _summary(info: dict[str, Any]) -> TxSummary:
     return TxSummary(
-        txid=info["txid"], state=info["state"], speculative=info["speculative"],
-        changes=[DiffEntry(**c) for c in info["changes"]], digest=info["digest"],
-        deadline_in_s=info["deadline_in_s"], outcome=info["outcome"],
+        txid=info["txid"],
+        state=info["state"],
+        speculative=info["speculative"],
+        changes=[DiffEntry(**c) for c in info["changes"]],
+        digest=info["digest"],
+        deadline_in_s=info["deadline_in_s"],
+        outcome=info["outcome"],
     )
 
 
-def _tx_result(service: Service, tx: Transaction, next_step: str, restored: list[dict[str, str]] | None = None
-               ) -> TxResult:
+def _tx_result(
+    service: Service, tx: Transaction, next_step: str, restored: list[dict[str, str]] | None = None
+) -> TxResult:
     now = service.clock()
     return TxResult(
         txid=tx.id,
@@ -173,14 +180,16 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
     kwargs: dict[str, Any] = {}
     if token_verifier is not None:
         kwargs.update(token_verifier=token_verifier, auth=auth)
-    mcp: MCPServer[Service] = MCPServer("lumos-mcp", version=__version__, instructions=INSTRUCTIONS,
-                                        lifespan=lifespan, **kwargs)
+    mcp: MCPServer[Service] = MCPServer(
+        "lumos-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, **kwargs
+    )
 
     @mcp.tool(title="List tunable knobs", annotations=READ_ONLY)
     @domain_errors
     def list_tunables(
-        group: Annotated[Literal["sched", "vm", "net", "block", "cgroup"] | None,
-                         Field(description="Only this group of knobs.")] = None,
+        group: Annotated[
+            Literal["sched", "vm", "net", "block", "cgroup"] | None, Field(description="Only this group of knobs.")
+        ] = None,
         only_allowed: Annotated[bool, Field(description="Only knobs the policy lets change.")] = False,
     ) -> Annotated[CallToolResult, TunableList]:
         """List the knobs that exist on THIS kernel with their current values, units, hard range,
@@ -192,23 +201,43 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
             if only_allowed and not rule:
                 continue
             spec = st.ref.spec
-            items.append(Tunable(
-                id=st.ref.id, group=spec.group, kind=spec.kind, unit=spec.unit, state=st.state, value=st.value,
-                hard_min=spec.min, hard_max=spec.max, options=list(st.options),
-                policy=PolicyRuleInfo(allowed=bool(rule), **(rule or {})), description=spec.description,
-                detail=st.detail,
-            ))
-        return ok(TunableList(mode=service.mode, policy=service.policy.name, kernel=service.host.kernel_release,
-                              tunables=items))
+            items.append(
+                Tunable(
+                    id=st.ref.id,
+                    group=spec.group,
+                    kind=spec.kind,
+                    unit=spec.unit,
+                    state=st.state,
+                    value=st.value,
+                    hard_min=spec.min,
+                    hard_max=spec.max,
+                    options=list(st.options),
+                    policy=PolicyRuleInfo(allowed=bool(rule), **(rule or {})),
+                    description=spec.description,
+                    detail=st.detail,
+                )
+            )
+        return ok(
+            TunableList(
+                mode=service.mode, policy=service.policy.name, kernel=service.host.kernel_release, tunables=items
+            )
+        )
 
     @mcp.tool(title="Stage a knob change (no write)", annotations=STAGING)
     @domain_errors
     def stage_sched_params(
-        changes: Annotated[dict[str, int | bool | str], Field(
-            description='Knob id -> new value, e.g. {"cgroup.batch.cpu_weight": 20, "vm.swappiness": 10}. '
-                        "Ids come from list_tunables.")],
-        confirm_within_s: Annotated[float | None, Field(
-            gt=0, le=86400, description="Auto-revert deadline after apply, in seconds (policy default if omitted).")
+        changes: Annotated[
+            dict[str, int | bool | str],
+            Field(
+                description='Knob id -> new value, e.g. {"cgroup.batch.cpu_weight": 20, "vm.swappiness": 10}. '
+                "Ids come from list_tunables."
+            ),
+        ],
+        confirm_within_s: Annotated[
+            float | None,
+            Field(
+                gt=0, le=86400, description="Auto-revert deadline after apply, in seconds (policy default if omitted)."
+            ),
         ] = None,
     ) -> Annotated[CallToolResult, StageResult]:
         """Validate a proposed change WITHOUT writing anything: types, units, hard ranges, the policy's bounds,
@@ -223,14 +252,28 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
             nxt = f"Call request_approval(txid='{staged.tx.id}'), then apply."
         else:
             nxt = f"Call apply(txid='{staged.tx.id}')."
-        return ok(StageResult(
-            txid=staged.tx.id, digest=staged.tx.digest,
-            diff=[DiffEntry(knob=c.knob, before=c.before, after=c.after, unit=c.unit) for c in staged.tx.changes],
-            allowed=v.allowed, denials=[Denial(rule=d.rule, knob=d.knob, value=_json_safe(d.value),
-                                               limit=_json_safe(d.limit), message=d.message) for d in v.denials],
-            approval_required=v.approval_required, approval_reasons=list(v.approval_reasons),
-            confirm_within_s=staged.confirm_within_s, next=nxt,
-        ))
+        return ok(
+            StageResult(
+                txid=staged.tx.id,
+                digest=staged.tx.digest,
+                diff=[DiffEntry(knob=c.knob, before=c.before, after=c.after, unit=c.unit) for c in staged.tx.changes],
+                allowed=v.allowed,
+                denials=[
+                    Denial(
+                        rule=d.rule,
+                        knob=d.knob,
+                        value=_json_safe(d.value),
+                        limit=_json_safe(d.limit),
+                        message=d.message,
+                    )
+                    for d in v.denials
+                ],
+                approval_required=v.approval_required,
+                approval_reasons=list(v.approval_reasons),
+                confirm_within_s=staged.confirm_within_s,
+                next=nxt,
+            )
+        )
 
     @mcp.tool(title="Ask a human to approve a staged change", annotations=STAGING)
     @domain_errors
@@ -238,8 +281,14 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
         txid: Annotated[str, Field(description="The txid from stage_sched_params.", max_length=64)],
         approval: Annotated[ElicitationResult[ApprovalAnswer], Resolve(ask_human)],
         ctx: Context,
-        wait_s: Annotated[float, Field(ge=0, le=600, description=(
-            "When the client cannot ask the user, wait up to this long for an operator's decision."))] = 0,
+        wait_s: Annotated[
+            float,
+            Field(
+                ge=0,
+                le=600,
+                description=("When the client cannot ask the user, wait up to this long for an operator's decision."),
+            ),
+        ] = 0,
     ) -> Annotated[CallToolResult, ApprovalResult]:
         """Get approval for a staged change. If your client supports elicitation the user is asked directly;
         otherwise a pending approval is opened for an operator (`lumos-mcp approvals approve ID` in a terminal)
@@ -253,33 +302,55 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
                 return ok(await _operator_approval(service, txid, wait_s, ctx))
             case AcceptedElicitation(data=ApprovalAnswer(approve=True, note=note)):
                 granted = await anyio.to_thread.run_sync(service.record_elicitation, txid, True, note)
-                return ok(ApprovalResult(txid=txid, status="granted", approval_id=granted.id, via="elicitation",
-                                         expires_in_s=round(granted.expires_at - service.clock(), 1),
-                                         next=f"Call apply('{txid}')."))
+                return ok(
+                    ApprovalResult(
+                        txid=txid,
+                        status="granted",
+                        approval_id=granted.id,
+                        via="elicitation",
+                        expires_in_s=round(granted.expires_at - service.clock(), 1),
+                        next=f"Call apply('{txid}').",
+                    )
+                )
             case AcceptedElicitation() | DeclinedElicitation() | CancelledElicitation():
                 denied = await anyio.to_thread.run_sync(service.record_elicitation, txid, False, "")
-                return ok(ApprovalResult(txid=txid, status="denied", approval_id=denied.id, via="elicitation",
-                                         next="The user said no. Do not apply; propose something else."))
+                return ok(
+                    ApprovalResult(
+                        txid=txid,
+                        status="denied",
+                        approval_id=denied.id,
+                        via="elicitation",
+                        next="The user said no. Do not apply; propose something else.",
+                    )
+                )
         raise AssertionError("unreachable: every elicitation outcome is matched")
 
     @mcp.tool(title="Apply a staged change (armed, auto-reverting)", annotations=WRITING)
     @domain_errors
     def apply(
         txid: Annotated[str, Field(description="The txid from stage_sched_params.", max_length=64)],
-        approval_id: Annotated[str | None, Field(description="Approval to use (found by txid if omitted).",
-                                                 max_length=64)] = None,
+        approval_id: Annotated[
+            str | None, Field(description="Approval to use (found by txid if omitted).", max_length=64)
+        ] = None,
     ) -> Annotated[CallToolResult, TxResult]:
         """Write a staged change to the kernel: originals are journaled first, values are read back and
         verified, and an auto-revert deadline is armed. The policy is checked again now. Next: measure with
         read_telemetry, then commit(txid) to keep or revert(txid) to undo before deadline_in_s runs out."""
         tx = service.apply(txid, approval_id)
-        return ok(_tx_result(service, tx, f"Measure, then commit('{txid}') or revert('{txid}') within "
-                                          f"{(tx.deadline or 0) - service.clock():.0f} s."))
+        return ok(
+            _tx_result(
+                service,
+                tx,
+                f"Measure, then commit('{txid}') or revert('{txid}') within "
+                f"{(tx.deadline or 0) - service.clock():.0f} s.",
+            )
+        )
 
     @mcp.tool(title="Commit an applied change", annotations=WRITING)
     @domain_errors
-    def commit(txid: Annotated[str, Field(description="An applied txid.", max_length=64)]
-               ) -> Annotated[CallToolResult, TxResult]:
+    def commit(
+        txid: Annotated[str, Field(description="An applied txid.", max_length=64)],
+    ) -> Annotated[CallToolResult, TxResult]:
         """Keep an applied change: disarms its auto-revert deadline. Refuses (external_change) if a knob no
         longer holds what was written. Next: keep watching read_telemetry."""
         return ok(_tx_result(service, service.commit(txid), "Committed. Keep watching read_telemetry."))
@@ -301,12 +372,19 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
         """The mode (observe, sandbox, live), the policy, armed transactions with seconds left before
         auto-revert, staged and recent transactions, and pending approvals."""
         st = service.status()
-        return ok(StatusResult(
-            mode=st["mode"], policy=st["policy"], kernel=st["kernel"], state_dir=st["state_dir"],
-            armed=[_summary(t) for t in st["armed"]], staged=[_summary(t) for t in st["staged"]],
-            recent=[_summary(t) for t in st["recent"]], pending_approvals=st["pending_approvals"],
-            journal_problem=st["journal_problem"],
-        ))
+        return ok(
+            StatusResult(
+                mode=st["mode"],
+                policy=st["policy"],
+                kernel=st["kernel"],
+                state_dir=st["state_dir"],
+                armed=[_summary(t) for t in st["armed"]],
+                staged=[_summary(t) for t in st["staged"]],
+                recent=[_summary(t) for t in st["recent"]],
+                pending_approvals=st["pending_approvals"],
+                journal_problem=st["journal_problem"],
+            )
+        )
 
     register_telemetry(mcp, service)
     register_resources(mcp, service)
@@ -333,8 +411,14 @@ async def _operator_approval(service: Service, txid: str, wait_s: float, ctx: Co
         "expired": "The approval expired. Stage again.",
         "used": "This approval was already used. Stage again for a new change.",
     }[status]
-    return ApprovalResult(txid=txid, status=status, approval_id=approval.id, via="operator",
-                          expires_in_s=round(approval.expires_at - now, 1), next=hint)
+    return ApprovalResult(
+        txid=txid,
+        status=status,
+        approval_id=approval.id,
+        via="operator",
+        expires_in_s=round(approval.expires_at - now, 1),
+        next=hint,
+    )
 
 
 def register_telemetry(mcp: MCPServer[Service], service: Service) -> None:
@@ -347,10 +431,21 @@ def register_telemetry(mcp: MCPServer[Service], service: Service) -> None:
 def register_resources(mcp: MCPServer[Service], service: Service) -> None:
     @mcp.resource("lumos://catalog", mime_type="application/json", description="Every knob the catalog knows.")
     def catalog() -> str:
-        return orjson.dumps([
-            {"id": s.id, "group": s.group, "kind": s.kind, "unit": s.unit, "min": s.min, "max": s.max,
-             "description": s.description, "note": s.note} for s in service.catalog
-        ]).decode()
+        return orjson.dumps(
+            [
+                {
+                    "id": s.id,
+                    "group": s.group,
+                    "kind": s.kind,
+                    "unit": s.unit,
+                    "min": s.min,
+                    "max": s.max,
+                    "description": s.description,
+                    "note": s.note,
+                }
+                for s in service.catalog
+            ]
+        ).decode()
 
     @mcp.resource("lumos://policy", mime_type="application/json", description="The active policy.")
     def policy() -> str:

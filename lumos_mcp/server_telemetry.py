@@ -18,8 +18,10 @@ SECTIONS = "cpu, sched, psi, memory, perf, io, network, cgroups, app"
 
 class TelemetryResult(BaseModel):
     signature: Signature
-    trends: Trends | None = Field(None, description="The window against the baseline before it; null while "
-                                  "the buffer does not yet hold a baseline.")
+    trends: Trends | None = Field(
+        None,
+        description="The window against the baseline before it; null while the buffer does not yet hold a baseline.",
+    )
 
 
 class MetricAck(BaseModel):
@@ -29,8 +31,7 @@ class MetricAck(BaseModel):
     accepted: bool = True
 
 
-REPORTING = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
-                            open_world_hint=False)
+REPORTING = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 
 
 def _covered(telemetry: Telemetry) -> float:
@@ -46,8 +47,13 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
         ctx: Context,
         window_s: Annotated[float, Field(gt=0, le=3600, description="Window to summarise, seconds.")] = 10.0,
         sections: Annotated[list[str] | None, Field(description=f"Subset of: {SECTIONS}. All if omitted.")] = None,
-        fresh: Annotated[bool, Field(description="Wait for a window of samples taken after this call (use "
-                                     "after apply, to measure the new setting).")] = False,
+        fresh: Annotated[
+            bool,
+            Field(
+                description="Wait for a window of samples taken after this call (use "
+                "after apply, to measure the new setting)."
+            ),
+        ] = False,
     ) -> Annotated[CallToolResult, TelemetryResult]:
         """The host's performance signature over the last window_s seconds: CPU per core, scheduler (context
         switches, migrations, run-queue delay), pressure stall (PSI), memory and VM, perf counters where the
@@ -65,15 +71,15 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
             signature = await telemetry.fresh_signature(window_s, progress, chosen)
         else:
             signature = telemetry.signature(window_s, chosen)
-        trends = telemetry.trends(window_s, window_s, chosen) if _covered(telemetry) >= 2 * window_s \
-            else None
+        trends = telemetry.trends(window_s, window_s, chosen) if _covered(telemetry) >= 2 * window_s else None
         return ok(TelemetryResult(signature=signature, trends=trends))
 
     @mcp.tool(title="Report an application metric", annotations=REPORTING)
     @domain_errors
     def report_app_metric(
-        name: Annotated[str, Field(description="e.g. 'api.latency_p99_ms' or 'orders.throughput_rps'.",
-                                   max_length=128)],
+        name: Annotated[
+            str, Field(description="e.g. 'api.latency_p99_ms' or 'orders.throughput_rps'.", max_length=128)
+        ],
         value: Annotated[float, Field(description="The measured value, in unit.")],
         unit: Annotated[str, Field(description="e.g. ms, rps, percent.", max_length=32)],
     ) -> Annotated[CallToolResult, MetricAck]:

@@ -142,10 +142,17 @@ class Service:
 
     def _telemetry(self) -> Telemetry:
         root = KernelRoot(self.config.telemetry_root) if self.config.telemetry_root else self.host
-        perf = PerfStat(interval_ms=int(self.config.telemetry_interval_s * 1000)) \
-            if self.config.perf and shutil.which("perf") else None
-        return Telemetry(root, interval_s=self.config.telemetry_interval_s, cgroups=self.config.cgroups
-                         if self.mode != "sandbox" else (), perf=perf)
+        perf = (
+            PerfStat(interval_ms=int(self.config.telemetry_interval_s * 1000))
+            if self.config.perf and shutil.which("perf")
+            else None
+        )
+        return Telemetry(
+            root,
+            interval_s=self.config.telemetry_interval_s,
+            cgroups=self.config.cgroups if self.mode != "sandbox" else (),
+            perf=perf,
+        )
 
     def start(self) -> RecoveryReport:
         """Take the state directory's lock and recover what the journal shows unfinished.
@@ -340,7 +347,10 @@ class Service:
         """Record a human's answer given through MCP elicitation (decline and cancel are False)."""
         staged = self._appliable(txid)
         approval = self.approvals.record_elicited(
-            txid, staged.tx.digest, self.describe(staged), granted=granted,
+            txid,
+            staged.tx.digest,
+            self.describe(staged),
+            granted=granted,
             lifetime_s=self.policy.global_.approval_lifetime_s,
         )
         self.audit.append(

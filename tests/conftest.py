@@ -47,8 +47,9 @@ def make_service(tmp_path: Path, fake: FakeKernel) -> Iterator[Callable[..., Ser
     """Build started services over the fake kernel ("live" mode writes the fake tree, never the host)."""
     made: list[Service] = []
 
-    def factory(mode: str = "live", policy: str = "latency", clock: Callable[[], float] | None = None,
-                **kw: Any) -> Service:
+    def factory(
+        mode: str = "live", policy: str = "latency", clock: Callable[[], float] | None = None, **kw: Any
+    ) -> Service:
         config = ServiceConfig(
             mode=mode,  # type: ignore[arg-type]
             state_dir=kw.pop("state_dir", tmp_path / "state"),

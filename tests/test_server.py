@@ -61,14 +61,26 @@ async def test_every_tool_declares_schemas_and_all_four_annotations(service: Ser
     async with Client(build_server(service), mode=mode) as client:
         assert client.protocol_version == ERA[mode]
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    for name in ("list_tunables", "read_telemetry", "stage_sched_params", "request_approval", "apply", "commit",
-                 "revert", "get_status"):
+    for name in (
+        "list_tunables",
+        "read_telemetry",
+        "stage_sched_params",
+        "request_approval",
+        "apply",
+        "commit",
+        "revert",
+        "get_status",
+    ):
         tool = tools[name]
         assert tool.output_schema is not None, name
         assert tool.description and len(tool.description) > 60, name
         a = tool.annotations
-        assert a is not None and None not in (a.read_only_hint, a.destructive_hint, a.idempotent_hint,
-                                              a.open_world_hint), name
+        assert a is not None and None not in (
+            a.read_only_hint,
+            a.destructive_hint,
+            a.idempotent_hint,
+            a.open_world_hint,
+        ), name
     assert tools["apply"].annotations.destructive_hint is True  # type: ignore[union-attr]
     assert tools["list_tunables"].annotations.read_only_hint is True  # type: ignore[union-attr]
     assert "approval" not in tools["request_approval"].input_schema["properties"]
@@ -130,8 +142,7 @@ async def test_domain_errors_come_back_as_is_error_with_code_and_fields(service:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_policy_denial_names_rule_knob_value_and_limit(service: Service, fake: FakeKernel,
-                                                             mode: str) -> None:
+async def test_policy_denial_names_rule_knob_value_and_limit(service: Service, fake: FakeKernel, mode: str) -> None:
     async with Client(build_server(service), mode=mode) as client:
         staged = await call(client, "stage_sched_params", {"changes": {"net.core.somaxconn": 8192}})
         assert not staged["allowed"]
@@ -147,8 +158,12 @@ async def test_policy_denial_names_rule_knob_value_and_limit(service: Service, f
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     ("action", "content", "status"),
-    [("accept", {"approve": True}, "granted"), ("accept", {"approve": False}, "denied"),
-     ("decline", None, "denied"), ("cancel", None, "denied")],
+    [
+        ("accept", {"approve": True}, "granted"),
+        ("accept", {"approve": False}, "denied"),
+        ("decline", None, "denied"),
+        ("cancel", None, "denied"),
+    ],
 )
 async def test_elicitation_decides_approval_and_only_yes_applies(
     service: Service, fake: FakeKernel, mode: str, action: str, content: dict[str, Any] | None, status: str
@@ -181,11 +196,14 @@ async def test_without_elicitation_an_operator_in_another_process_grants_the_app
         early = await error_of(client, "apply", {"txid": staged["txid"]})
         assert early["code"] == "approval_required"
         cli = [sys.executable, "-m", "lumos_mcp", "--state-dir", str(service.state_dir)]
-        listed = subprocess.run([*cli[:3], "approvals", *cli[3:], "list"], capture_output=True, text=True,
-                                timeout=60)
+        listed = subprocess.run([*cli[:3], "approvals", *cli[3:], "list"], capture_output=True, text=True, timeout=60)
         assert pending["approval_id"] in listed.stdout, listed.stderr
-        done = subprocess.run([*cli[:3], "approvals", *cli[3:], "approve", pending["approval_id"]],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [*cli[:3], "approvals", *cli[3:], "approve", pending["approval_id"]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         applied = await call(client, "apply", {"txid": staged["txid"]})
         assert applied["state"] == "applied"
@@ -196,8 +214,9 @@ async def test_without_elicitation_an_operator_in_another_process_grants_the_app
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_observe_mode_refuses_every_write(make_service: Callable[..., Service], fake: FakeKernel,
-                                                mode: str) -> None:
+async def test_observe_mode_refuses_every_write(
+    make_service: Callable[..., Service], fake: FakeKernel, mode: str
+) -> None:
     service = make_service(mode="observe", policy=POLICY)
     async with Client(build_server(service), mode=mode) as client:
         staged = await call(client, "stage_sched_params", {"changes": {"vm.swappiness": 10}})
@@ -236,6 +255,10 @@ async def test_every_decision_lands_in_a_verifiable_audit_log(service: Service) 
         await call(client, "commit", {"txid": staged["txid"]})
     events = [r["event"] for r in iter_records(service.audit.path)]
     assert events[0] == "recovery"
-    assert ["stage", "verdict", "apply", "commit"] == [e for e in events if e in ("stage", "verdict", "apply",
-                                                                                    "commit")]
+    assert [e for e in events if e in ("stage", "verdict", "apply", "commit")] == [
+        "stage",
+        "verdict",
+        "apply",
+        "commit",
+    ]
     assert verify(service.audit.path).ok

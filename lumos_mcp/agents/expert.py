@@ -89,8 +89,9 @@ def propose(signature: dict[str, Any], tunables: list[dict[str, Any]], tried: se
         if not isinstance(current, int) or isinstance(current, bool):
             return None
         p = t["policy"]
-        target = max(p.get("min") or target, min(p.get("max") or target, target)) if p.get("min") is not None \
-            else target
+        target = (
+            max(p.get("min") or target, min(p.get("max") or target, target)) if p.get("min") is not None else target
+        )
         new = _step(current, target, p.get("max_step_ratio"))
         return new if new != current else None
 
@@ -99,29 +100,37 @@ def propose(signature: dict[str, Any], tunables: list[dict[str, Any]], tried: se
         if knob.endswith(".cpu_weight") and knob not in tried:
             new = bounded(knob, max(1, int(knobs[knob]["value"]) // 4))
             if new is not None:
-                return Proposal({knob: new}, "batch-weight",
-                                f"CPU pressure {cpu_pressure:.1f}%: lower the batch group's weight so latency-"
-                                f"sensitive tasks win wake-ups (work-conserving: batch keeps idle CPU)")
+                return Proposal(
+                    {knob: new},
+                    "batch-weight",
+                    f"CPU pressure {cpu_pressure:.1f}%: lower the batch group's weight so latency-"
+                    f"sensitive tasks win wake-ups (work-conserving: batch keeps idle CPU)",
+                )
     # 2. Memory: keep application pages resident.
     if "vm.swappiness" in knobs and "vm.swappiness" not in tried:
         new = bounded("vm.swappiness", 10)
         if new is not None:
-            return Proposal({"vm.swappiness": new}, "swappiness",
-                            "favour keeping application memory resident over page cache (fewer major faults)")
+            return Proposal(
+                {"vm.swappiness": new},
+                "swappiness",
+                "favour keeping application memory resident over page cache (fewer major faults)",
+            )
     # 3. Writeback: start background flushing earlier for smoother I/O latency.
     if "vm.dirty_background_ratio" in knobs and "vm.dirty_background_ratio" not in tried:
         new = bounded("vm.dirty_background_ratio", 5)
         if new is not None:
-            return Proposal({"vm.dirty_background_ratio": new}, "writeback",
-                            "flush dirty pages earlier to avoid write stalls")
+            return Proposal(
+                {"vm.dirty_background_ratio": new}, "writeback", "flush dirty pages earlier to avoid write stalls"
+            )
     return None
 
 
 class ExpertAgent:
     """Drives one MCP client session through a few tuning rounds."""
 
-    def __init__(self, client: Client, window_s: float, on_event: Callable[[str], None],
-                 worse_tolerance: float = 0.10) -> None:
+    def __init__(
+        self, client: Client, window_s: float, on_event: Callable[[str], None], worse_tolerance: float = 0.10
+    ) -> None:
         self.client = client
         self.window_s = window_s
         self.on_event = on_event
@@ -180,8 +189,11 @@ class ExpertAgent:
         self.on_event(f"applied {applied['values']}; auto-revert in {applied['deadline_in_s']:.0f} s; measuring")
         sig = (await self.call("read_telemetry", {"window_s": self.window_s, "fresh": True}))["signature"]
         log.after = objective(sig)
-        if log.before is not None and log.after is not None and \
-                log.after > log.before * (1 + self.worse_tolerance) + 0.5:
+        if (
+            log.before is not None
+            and log.after is not None
+            and log.after > log.before * (1 + self.worse_tolerance) + 0.5
+        ):
             await self.call("revert", {"txid": log.txid})
             log.outcome = "reverted (worse)"
         else:
@@ -227,11 +239,15 @@ async def run_tune(config: ServiceConfig, rounds: int, window_s: float, live_vie
     console = Console(stderr=False)
     service = Service(config)
     report = service.start()
-    console.print(f"[bold]lumos-mcp tune[/] · mode [cyan]{service.mode}[/] · policy [cyan]{service.policy.name}[/]"
-                  f" · kernel {service.host.kernel_release}")
+    console.print(
+        f"[bold]lumos-mcp tune[/] · mode [cyan]{service.mode}[/] · policy [cyan]{service.policy.name}[/]"
+        f" · kernel {service.host.kernel_release}"
+    )
     if service.mode == "sandbox":
-        console.print(f"  sandbox: writes go to {service.kernel.base}; the host is not touched "
-                      "(telemetry is the real host's, so it cannot show the sandbox's effect)")
+        console.print(
+            f"  sandbox: writes go to {service.kernel.base}; the host is not touched "
+            "(telemetry is the real host's, so it cannot show the sandbox's effect)"
+        )
     if report.transactions:
         console.print(f"  recovered {len(report.transactions)} unfinished transaction(s) from the journal")
     started = time.monotonic()
@@ -251,12 +267,21 @@ async def run_tune(config: ServiceConfig, rounds: int, window_s: float, live_vie
         table.add_column(col)
     for log in logs:
         p = log.proposal
-        table.add_row(str(log.round), str(p.changes) if p else "-", p.rule if p else "-", log.verdict,
-                      _fmt(log.before), _fmt(log.after), log.outcome)
+        table.add_row(
+            str(log.round),
+            str(p.changes) if p else "-",
+            p.rule if p else "-",
+            log.verdict,
+            _fmt(log.before),
+            _fmt(log.after),
+            log.outcome,
+        )
     console.print(table)
     audit = verify(service.audit.path)
-    console.print(f"audit log: {'[green]verified[/]' if audit.ok else '[red]BROKEN[/]'} "
-                  f"({audit.records} records) at {service.audit.path}")
+    console.print(
+        f"audit log: {'[green]verified[/]' if audit.ok else '[red]BROKEN[/]'} "
+        f"({audit.records} records) at {service.audit.path}"
+    )
     return 0 if audit.ok else 1
 
 

@@ -94,6 +94,35 @@ class FakeKernel:
             "usage_usec 0\nuser_usec 0\nsystem_usec 0\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n",
         )
 
+    def cgroup_v1_hierarchies(self, cpu_usage_ns: str = "0") -> FakeKernel:
+        """Separately mounted v1 ``cpu`` and ``cpuacct`` hierarchies (as on the reference host) where
+        ``mkdir`` makes groups with their files, ``rmdir`` refuses busy groups and pids move."""
+        cpu, acct = "sys/fs/cgroup/cpu", "sys/fs/cgroup/cpuacct"
+        self.file(f"{cpu}/cgroup.procs", "")
+        self.file(f"{cpu}/cpu.shares", "1024")
+        self.rule(
+            cpu, cgroup_files={"cgroup.procs": "", "cpu.shares": "1024", "cpu.idle": "0", "cpu.cfs_quota_us": "-1"}
+        )
+        self.file(f"{acct}/cgroup.procs", "")
+        self.file(f"{acct}/cpuacct.usage", cpu_usage_ns)
+        return self.rule(acct, cgroup_files={"cgroup.procs": "", "cpuacct.usage": "0"})
+
+    def cgroup_v2_hierarchy(self, controllers: str = "cpuset cpu io memory pids", usage_usec: str = "0") -> FakeKernel:
+        """A unified hierarchy at ``sys/fs/cgroup`` whose root lists ``controllers``."""
+        top = "sys/fs/cgroup"
+        self.file(f"{top}/cgroup.controllers", controllers)
+        self.file(f"{top}/cgroup.subtree_control", "")
+        self.file(f"{top}/cgroup.procs", "")
+        self.file(f"{top}/cpu.stat", f"usage_usec {usage_usec}\nuser_usec 0\nsystem_usec 0\n")
+        files = {
+            "cgroup.procs": "",
+            "cgroup.controllers": "cpu",
+            "cgroup.subtree_control": "",
+            "cpu.weight": "100",
+            "cpu.stat": "usage_usec 0\nuser_usec 0\nsystem_usec 0\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n",
+        }
+        return self.rule(top, cgroup_files=files)
+
 
 def typical_host(base: str | os.PathLike[str], release: str = "6.18.44-fake") -> FakeKernel:
     """A fake of this project's reference machine: EEVDF with debugfs locked, cgroup v1, one disk."""

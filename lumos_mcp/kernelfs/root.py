@@ -11,8 +11,13 @@ code meets EPERM, EINVAL and clamping on a fake tree as it would on a real kerne
  "proc/sys/vm/swappiness": {"range": [0, 200]},
  "proc/sys/net/core/somaxconn": {"clamp": [0, 4096]},
  "sys/kernel/mm/transparent_hugepage/enabled": {"choice": true},
- "sys/fs/cgroup/cpu/batch/cpu.shares": {"einval_if": {"sys/fs/cgroup/cpu/batch/cpu.idle": "1"}}}
+ "sys/fs/cgroup/cpu/batch/cpu.shares": {"einval_if": {"sys/fs/cgroup/cpu/batch/cpu.idle": "1"}},
+ "sys/fs/cgroup/cpu": {"cgroup_files": {"cgroup.procs": "", "cpu.shares": "1024"}}}
 ```
+
+A ``cgroup_files`` rule makes a directory a simulated cgroup hierarchy: ``mkdir`` below it
+fills the new group with those files, ``rmdir`` answers EBUSY while the group has tasks or
+children, and writing a pid to a ``cgroup.procs`` moves it out of every other group.
 
 Every ``OSError`` becomes a domain error here, with the path and errno as fields.
 """
@@ -106,6 +111,41 @@ class KernelRoot:
         except OSError as e:
             raise self._map(e, rel, None) from e
 
+    def mkdir(self, rel: str) -> None:
+        """Create one directory (a cgroup) under the root; an existing one is left as it is.
+
+        Raises:
+            PathEscapeError: ``rel`` is not a plain relative path.
+            KnobUnavailableError: the parent does not exist.
+            KnobLockedError, PermissionDeniedError: EPERM, EACCES.
+            KernelIOError: any other OS error.
+        """
+        path = self.path(rel)
+        with self._wrap(rel, None):
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                return
+            if not self.is_host:
+                self._simulate_mkdir(rel)
+
+    def rmdir(self, rel: str) -> None:
+        """Remove one empty directory (a cgroup) under the root; an absent one is not an error.
+
+        Raises:
+            PathEscapeError: ``rel`` is not a plain relative path.
+            KernelIOError: EBUSY (a cgroup with tasks or children) or any other OS error.
+            KnobLockedError, PermissionDeniedError: EPERM, EACCES.
+        """
+        path = self.path(rel)
+        with self._wrap(rel, None):
+            try:
+                if not self.is_host:
+                    self._simulate_rmdir(rel)
+                os.rmdir(path)
+            except FileNotFoundError:
+                return
+
     @cached_property
     def kernel_release(self) -> str:
         """The running kernel's release string (``proc/sys/kernel/osrelease``)."""
@@ -172,7 +212,48 @@ class KernelRoot:
             finally:
                 os.close(fd)
 
+    def _cgroup_hierarchy(self, rel: str) -> tuple[str, dict[str, str]] | None:
+        """The simulated cgroup hierarchy (root rel, template files) that ``rel`` lies in."""
+        found: tuple[str, dict[str, str]] | None = None
+        for key, rule in self.behaviours.items():
+            if "cgroup_files" in rule and rel.startswith(key + "/") and (found is None or len(key) > len(found[0])):
+                found = (key, rule["cgroup_files"])
+        return found
+
+    def _simulate_mkdir(self, rel: str) -> None:
+        found = self._cgroup_hierarchy(rel)
+        if found is not None:
+            for name, content in found[1].items():
+                (self.path(rel) / name).write_text(content if not content or content.endswith("\n") else content + "\n")
+
+    def _simulate_rmdir(self, rel: str) -> None:
+        path = self.path(rel)
+        if self._cgroup_hierarchy(rel) is None or not path.is_dir():
+            return
+        if any(p.is_dir() for p in path.iterdir()):
+            raise OSError(errno_mod.EBUSY, "cgroup has children", str(path))
+        procs = path / "cgroup.procs"
+        if procs.exists() and procs.read_text().strip():
+            raise OSError(errno_mod.EBUSY, "cgroup has tasks", str(path))
+        for p in path.iterdir():
+            p.unlink()
+
+    def _simulate_procs_write(self, rel: str, hierarchy: str, value: str, knob: str | None) -> str:
+        pid = value.strip()
+        if not pid.isdigit():
+            raise InvalidValueError("EINVAL (not a pid)", knob=knob or rel, value=value)
+        for dirpath, _dirs, files in os.walk(self.path(hierarchy)):
+            if "cgroup.procs" in files:
+                other = Path(dirpath) / "cgroup.procs"
+                kept = [p for p in other.read_text().split() if p != pid]
+                other.write_text("".join(p + "\n" for p in kept))
+        current = self.path(rel).read_text().split() if self.path(rel).exists() else []
+        return "".join(p + "\n" for p in [*current, pid])
+
     def _simulate_write(self, rel: str, value: str, knob: str | None) -> str:
+        found = self._cgroup_hierarchy(rel) if rel.endswith("/cgroup.procs") else None
+        if found is not None:
+            return self._simulate_procs_write(rel, found[0], value, knob)
         rule = self.behaviours.get(rel)
         if not rule:
             return value
