@@ -156,8 +156,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lumos_mcp.server import build_server
 
     loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    token = read_token(args.token_file) if args.http else None
     if args.http:
-        token = read_token(args.token_file)
         if token is None:
             raise SystemExit(f"lumos-mcp: HTTP needs a bearer token: set ${TOKEN_ENV} or pass --token-file")
         if len(token) < 16:
@@ -167,7 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service = Service(_config(args))
     service.start()
     try:
-        if not args.http:
+        if token is None:
             build_server(service).run("stdio")
         else:
             from lumos_mcp.http_auth import auth_settings
@@ -320,7 +320,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_top(args: argparse.Namespace) -> int:
     from lumos_mcp.telemetry.top import run_top
 
-    return anyio.run(run_top, args.interval, args.window, args.once)
+    return int(anyio.run(run_top, args.interval, args.window, args.once))
 
 
 COMMANDS = {

@@ -6,6 +6,7 @@ import hmac
 
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
+from pydantic import AnyHttpUrl
 
 SCOPE = "tune"
 
@@ -26,7 +27,7 @@ def auth_settings(token: str, host: str, port: int) -> tuple[StaticTokenVerifier
     """The verifier and settings ``MCPServer`` needs for bearer-token auth on ``host:port``."""
     shown = f"[{host}]" if ":" in host else host
     return StaticTokenVerifier(token), AuthSettings(
-        issuer_url=f"http://{shown}:{port}",  # required by the SDK; no OAuth server is offered
+        issuer_url=AnyHttpUrl(f"http://{shown}:{port}"),  # required by the SDK; no OAuth server is offered
         resource_server_url=None,
         required_scopes=[SCOPE],
     )

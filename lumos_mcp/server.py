@@ -8,7 +8,7 @@ import functools
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal, ParamSpec
+from typing import Annotated, Any, Literal, ParamSpec, cast
 
 import anyio
 import orjson
@@ -116,8 +116,7 @@ def _client_can_elicit(ctx: Context) -> bool:
 
 
 def _service(ctx: Context) -> Service:
-    service: Service = ctx.request_context.lifespan_context
-    return service
+    return cast(Service, ctx.request_context.lifespan_context)
 
 
 async def ask_human(txid: str, ctx: Context) -> Elicit[ApprovalAnswer] | NoElicitation:

@@ -17,7 +17,8 @@ from typing import Any
 import anyio
 from mcp import Client
 from mcp.client import ClientRequestContext
-from mcp.types import ElicitRequestParams, ElicitResult
+from mcp.client.session import ElicitationFnT
+from mcp.types import ElicitRequestParams, ElicitResult, ErrorData
 
 from lumos_mcp.service import Service, ServiceConfig
 
@@ -209,10 +210,10 @@ class AgentToolError(Exception):
         self.code = code
 
 
-def approval_callback(mode: str) -> Callable[[ClientRequestContext, ElicitRequestParams], Any]:
+def approval_callback(mode: str) -> ElicitationFnT:
     """The agent's answer to the server's approval question: yes in sandbox, the operator in live."""
 
-    async def answer(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+    async def answer(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
         if mode == "sandbox":
             return ElicitResult(action="accept", content={"approve": True, "note": "auto-approved (sandbox)"})
         if not sys.stdin.isatty():
