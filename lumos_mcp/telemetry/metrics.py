@@ -87,7 +87,7 @@ def _sched(a: Snapshot, b: Snapshot, dt: float, unavailable: dict[str, str]) -> 
         "run_delay_us_per_timeslice": None,
         "timeslices_per_s": None,
     }
-    unavailable["sched.migrations_per_s"] = "needs perf (cpu-migrations); /proc has no migration counter"
+    unavailable["sched.migrations_per_s"] = "needs perf (cpu-migrations): procfs has no migration counter"
     if a.stat is not None and b.stat is not None:
         data["ctx_switches_per_s"] = _per_s(a.stat.ctxt, b.stat.ctxt, dt)
         data["forks_per_s"] = _per_s(a.stat.processes, b.stat.processes, dt)
@@ -126,7 +126,7 @@ def _psi_line(a: PressureLine | None, b: PressureLine | None, dt: float) -> Data
 
 def _psi(a: Snapshot, b: Snapshot, dt: float, unavailable: dict[str, str]) -> Data | None:
     if not b.pressure:
-        unavailable["psi"] = b.missing.get("pressure/cpu", "no /proc/pressure")
+        unavailable["psi"] = b.missing.get("pressure/cpu", "no pressure files (PSI)")
         return None
     data: Data = {}
     for resource in PSI_RESOURCES:

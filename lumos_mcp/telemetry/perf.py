@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -224,9 +224,17 @@ class PerfStat:
         return base if base in self.events else event
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
-        pending: _Pending | None = None
         assert proc.stderr is not None
-        for line in proc.stderr:
+        self._consume(proc.stderr)
+        self._on_exit(proc)
+
+    def _read_lines_for_test(self, lines: Iterable[str]) -> None:
+        """Feed CSV lines as if perf had printed them (tests and replays)."""
+        self._consume(lines)
+
+    def _consume(self, lines: Iterable[str]) -> None:
+        pending: _Pending | None = None
+        for line in lines:
             record = parse_perf_line(line)
             if record is None or record.time_s is None:
                 if line.strip():
@@ -243,7 +251,6 @@ class PerfStat:
                 pending = None
         if pending is not None:
             self._complete(pending)
-        self._on_exit(proc)
 
     def _complete(self, pending: _Pending) -> None:
         length = pending.time_s - self._last_time_s
