@@ -138,6 +138,10 @@ class PerfStat:
         """Start perf (blocking for the fork only). A missing perf binary is recorded, not raised."""
         if self._proc is not None:
             return
+        self._stopping = False
+        self._last_time_s = 0.0
+        with self._lock:
+            self._failure = None
         try:
             self._proc = subprocess.Popen(
                 self.command,
@@ -151,8 +155,8 @@ class PerfStat:
         except FileNotFoundError:
             self._fail(f"perf is not installed ({self.perf_path!r} not found)")
             return
-        except PermissionError as e:
-            self._fail(f"perf cannot be executed: {e.strerror}")
+        except OSError as e:  # EACCES, ENOEXEC, EMFILE...: telemetry goes on without perf
+            self._fail(f"perf cannot be executed: {e.strerror or e}")
             return
         self._reader = threading.Thread(target=self._read, args=(self._proc,), name="perf-stat", daemon=True)
         self._reader.start()

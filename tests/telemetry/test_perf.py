@@ -221,3 +221,13 @@ async def test_real_perf_counts_software_events_and_explains_hardware_ones() -> 
         perf.stop()
     assert pid is not None
     assert_reaped(pid)
+
+
+def test_a_perf_that_cannot_be_executed_degrades(tmp_path: Path) -> None:
+    path = tmp_path / "perf"
+    path.write_text("not a program")
+    path.chmod(0o644)
+    perf = PerfStat(perf_path=str(path))
+    perf.start()
+    assert "cannot be executed" in perf.unavailable["perf"]
+    perf.stop()

@@ -147,3 +147,15 @@ async def test_run_fills_the_buffer_reading_in_a_worker_thread(tmp_path: Path) -
             tg.cancel_scope.cancel()
     assert len(sampler.samples()) >= 3
     assert loop_thread not in readers
+
+
+@pytest.mark.anyio
+async def test_run_survives_a_clock_that_does_not_advance(fake: FakeKernel) -> None:
+    sampler = Sampler(fake.root, interval_s=0.01, clock=FakeClock())
+    sampler.sample_once()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sampler.run)
+            await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+    assert len(sampler.samples()) == 1
