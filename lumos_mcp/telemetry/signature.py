@@ -118,7 +118,10 @@ class PerfSection(_Model):
     context_switches_per_s: float | None
     cpu_migrations_per_s: float | None
     page_faults_per_s: float | None
-    task_clock_cpus: float | None = Field(description="CPU time counted per second of wall time (CPUs)")
+    task_clock_cpus: float | None = Field(
+        description="perf task-clock per second of wall time (CPUs); with -a it counts idle time too, so it is"
+        " about the number of online CPUs: a check of perf's coverage, not utilisation (use cpu.total.util_pct)"
+    )
     intervals: int = Field(description="perf intervals averaged (count)")
     interval_ms: int = Field(description="perf's -I interval, ms")
 
