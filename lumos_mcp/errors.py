@@ -215,6 +215,49 @@ class ApprovalStoreError(ApprovalError):
     template = "approval store {path}: {detail}"
 
 
+# --------------------------------------------------------------------------- telemetry
+class TelemetryError(LumosError):
+    code = "telemetry_error"
+
+
+class TelemetryParseError(TelemetryError):
+    """A kernel text (``source``: ``"proc/stat"``) does not have the expected shape."""
+
+    code = "telemetry_parse"
+    template = "cannot parse {source}: {detail}"
+
+
+class TelemetryNotReadyError(TelemetryError):
+    """The ring buffer does not yet hold enough samples: wait, or call fresh_signature."""
+
+    code = "telemetry_not_ready"
+    template = "telemetry has {samples} sample(s), needs {needed}: {detail}"
+
+
+class InvalidTelemetryRequestError(TelemetryError):
+    code = "invalid_telemetry_request"
+    template = "invalid {parameter}={value!r}: {detail}"
+
+
+class InvalidMetricError(TelemetryError):
+    """An application metric with a bad name, unit or value (NaN, infinite, not a number)."""
+
+    code = "invalid_metric"
+    template = "invalid app metric {name!r}={value!r}: {detail}"
+
+
+class ScrapeError(TelemetryError):
+    code = "scrape_failed"
+    template = "scrape of {url} failed: {detail}"
+
+
+class ScrapeRefusedError(ScrapeError):
+    """Scrapes go to loopback only (127.0.0.0/8, ::1, localhost)."""
+
+    code = "scrape_refused"
+    template = "refusing to scrape {url}: {detail}"
+
+
 __all__ = [
     "ApplyFailedError",
     "ArenaError",
@@ -227,7 +270,9 @@ __all__ = [
     "CgroupError",
     "ConflictError",
     "ExternalChangeError",
+    "InvalidMetricError",
     "InvalidParameterError",
+    "InvalidTelemetryRequestError",
     "InvalidValueError",
     "JournalError",
     "KernelIOError",
@@ -242,8 +287,13 @@ __all__ = [
     "PolicyError",
     "PolicyLoadError",
     "ReadbackMismatchError",
+    "ScrapeError",
+    "ScrapeRefusedError",
     "StateLockedError",
     "ToolMissingError",
+    "TelemetryError",
+    "TelemetryNotReadyError",
+    "TelemetryParseError",
     "TransactionError",
     "TransactionStateError",
     "UnknownKnobError",
