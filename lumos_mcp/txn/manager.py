@@ -172,7 +172,9 @@ class TransactionManager:
 
     def next_deadline(self) -> float | None:
         with self._lock:
-            deadlines = [t.deadline for t in self._txs.values() if t.state is TxState.APPLIED and t.deadline]
+            deadlines = [
+                t.deadline for t in self._txs.values() if t.state is TxState.APPLIED and t.deadline is not None
+            ]
             return min(deadlines) if deadlines else None
 
     # ------------------------------------------------------------------ stage
@@ -423,7 +425,11 @@ class TransactionManager:
         done = []
         with self._lock:
             now = self.clock()
-            due = [t for t in self._txs.values() if t.state is TxState.APPLIED and t.deadline and t.deadline <= now]
+            due = [
+                t
+                for t in self._txs.values()
+                if t.state is TxState.APPLIED and t.deadline is not None and t.deadline <= now
+            ]
             for tx in due:
                 resolved = [self._resolved(c) for c in tx.changes]
                 results = self._rollback(tx, resolved, reason="deadline")
