@@ -309,6 +309,12 @@ class TransactionManager:
             )
         return res
 
+    def _recorded(self, change: KnobChange) -> Resolved:
+        """The files this transaction wrote, as recorded, without resolving the knob again: a
+        knob can stop resolving while armed (its cgroup went away), and that must not stop the
+        other knobs from being restored."""
+        return Resolved(ref=self.backend.catalog.lookup(change.knob), files=change.files, codec=change.codec)
+
     # ------------------------------------------------------------------ restore paths
     def _restore(self, tx: Transaction, resolved: list[Resolved], label: str) -> list[Restored]:
         """Restore written knobs in reverse order. A knob whose files hold neither our original
@@ -431,7 +437,7 @@ class TransactionManager:
                 if t.state is TxState.APPLIED and t.deadline is not None and t.deadline <= now
             ]
             for tx in due:
-                resolved = [self._resolved(c) for c in tx.changes]
+                resolved = [self._recorded(c) for c in tx.changes]
                 results = self._rollback(tx, resolved, reason="deadline")
                 tx.state = TxState.REVERTED
                 tx.closed_at = now
