@@ -60,6 +60,8 @@ class KnobChange:
     codec: str
     raw_before: tuple[str, ...]
     written: bool = False
+    raw_after: tuple[str, ...] = ()
+    """What the files showed right after our write (differs from the target if the kernel clamped)."""
 
 
 @dataclass
@@ -274,7 +276,7 @@ class TransactionManager:
                     self._log({"t": "write", "tx": tx.id, "knob": change.knob})
                     self.probe(f"apply:after-intent:{index}")
                     change.written = True
-                    self._write(res, change.after, index)
+                    self._write(change, res, index)
                     self.probe(f"apply:after-write:{index}")
                 except LumosError as e:
                     self._rollback(tx, resolved, reason="apply_failed")
@@ -292,14 +294,15 @@ class TransactionManager:
                     self._holders[f] = tx.id
             return tx
 
-    def _write(self, res: Resolved, value: Value, index: int) -> None:
-        texts = codec.encode(res.codec, res.ref.spec, value)
+    def _write(self, change: KnobChange, res: Resolved, index: int) -> None:
+        texts = codec.encode(res.codec, res.ref.spec, change.after)
         for n, (file, text) in enumerate(zip(res.files, texts, strict=True)):
             self.backend.root.write_text(file, text, knob=res.ref.id)
             self.probe(f"apply:after-file:{index}:{n}")
         after = self.backend.read(res)
-        if after.value != value:
-            raise ReadbackMismatchError(knob=res.ref.id, expected=value, actual=after.value)
+        change.raw_after = after.raw
+        if after.value != change.after:
+            raise ReadbackMismatchError(knob=res.ref.id, expected=change.after, actual=after.value)
 
     def _resolved(self, change: KnobChange) -> Resolved:
         res = self.backend.resolve(change.knob)
@@ -334,8 +337,11 @@ class TransactionManager:
     def _restore_one(self, change: KnobChange, res: Resolved) -> Restored:
         live = tuple(self.backend.root.read_text(f, knob=change.knob) for f in res.files)
         target = codec.encode(res.codec, res.ref.spec, change.after)
+        # what the kernel showed after our write is ours too, even if it clamped the value
+        shown = change.raw_after or target
         ours = all(
-            _same_text(now, o) or _same_text(now, t) for now, o, t in zip(live, change.raw_before, target, strict=True)
+            _same_text(now, o) or _same_text(now, t) or _same_text(now, a)
+            for now, o, t, a in zip(live, change.raw_before, target, shown, strict=True)
         )
         if not ours:
             now = self.backend.read(res).value
