@@ -383,6 +383,8 @@ class TransactionManager:
             if tx.state is not TxState.APPLIED:
                 raise TransactionStateError(txid=txid, state=tx.state.value, wanted="applied")
             for change in tx.changes:
+                if not change.written:  # superseded: a newer transaction owns it now
+                    continue
                 now = self.backend.read(self._resolved(change)).value
                 if now != change.after:
                     raise ExternalChangeError("refusing to commit", knob=change.knob, expected=change.after, actual=now)
@@ -412,6 +414,8 @@ class TransactionManager:
             resolved = [self._resolved(c) for c in tx.changes]
             if not force:
                 for change, res in zip(tx.changes, resolved, strict=True):
+                    if not change.written:  # superseded: not ours to restore
+                        continue
                     now = self.backend.read(res).value
                     if now != change.after:
                         raise ExternalChangeError(
