@@ -319,22 +319,23 @@ class TransactionManager:
         return Resolved(ref=self.backend.catalog.lookup(change.knob), files=change.files, codec=change.codec)
 
     # ------------------------------------------------------------------ restore paths
-    def _restore(self, tx: Transaction, resolved: list[Resolved], label: str) -> list[Restored]:
+    def _restore(self, tx: Transaction, resolved: list[Resolved], label: str, force: bool = False) -> list[Restored]:
         """Restore written knobs in reverse order. A knob whose files hold neither our original
-        nor our target was changed by someone else: it is reported and left as found."""
+        nor our target was changed by someone else: it is reported and left as found, unless
+        ``force``."""
         results: list[Restored] = []
         for index in reversed(range(len(tx.changes))):
             change, res = tx.changes[index], resolved[index]
             if not change.written:
                 continue
             try:
-                results.append(self._restore_one(change, res))
+                results.append(self._restore_one(change, res, force))
             except KnobError as e:
                 results.append(Restored(change.knob, "error", str(e)))
             self.probe(f"{label}:after-restore:{index}")
         return results
 
-    def _restore_one(self, change: KnobChange, res: Resolved) -> Restored:
+    def _restore_one(self, change: KnobChange, res: Resolved, force: bool = False) -> Restored:
         live = tuple(self.backend.root.read_text(f, knob=change.knob) for f in res.files)
         target = codec.encode(res.codec, res.ref.spec, change.after)
         # what the kernel showed after our write is ours too, even if it clamped the value
@@ -343,7 +344,7 @@ class TransactionManager:
             _same_text(now, o) or _same_text(now, t) or _same_text(now, a)
             for now, o, t, a in zip(live, change.raw_before, target, shown, strict=True)
         )
-        if not ours:
+        if not ours and not force:
             now = self.backend.read(res).value
             return Restored(change.knob, "external_change", f"found {now!r}, expected {change.after!r}; left as found")
         if all(_same_text(now, o) for now, o in zip(live, change.raw_before, strict=True)):
@@ -351,14 +352,14 @@ class TransactionManager:
         self.backend.write_raw(res, change.raw_before)
         return Restored(change.knob, "restored")
 
-    def _rollback(self, tx: Transaction, resolved: list[Resolved], reason: str) -> list[Restored]:
+    def _rollback(self, tx: Transaction, resolved: list[Resolved], reason: str, force: bool = False) -> list[Restored]:
         # Rollback must happen even when the journal cannot be written: restoring originals is
         # always safe, and an unrecorded restore is redone (idempotently) by recovery.
         try:
             self._log({"t": "revert", "tx": tx.id, "reason": reason})
         except JournalError as e:
             tx.notes.append(f"revert intent not journaled: {e}")
-        results = self._restore(tx, resolved, "rollback")
+        results = self._restore(tx, resolved, "rollback", force)
         failed = [r for r in results if r.action == "error"]
         if not failed:
             try:
@@ -421,11 +422,8 @@ class TransactionManager:
                         raise ExternalChangeError(
                             "revert with force to overwrite it", knob=change.knob, expected=change.after, actual=now
                         )
-            else:
-                for change in tx.changes:
-                    change.after = self.backend.read(self._resolved(change)).value
             self.probe(f"revert:{reason}:before-record")
-            results = self._rollback(tx, resolved, reason=reason)
+            results = self._rollback(tx, resolved, reason=reason, force=force)
             self.probe(f"revert:{reason}:after-record")
             tx.state = TxState.REVERTED
             tx.closed_at = self.clock()
