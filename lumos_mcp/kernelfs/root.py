@@ -251,12 +251,14 @@ class KernelRoot:
         return "".join(p + "\n" for p in [*current, pid])
 
     def _simulate_write(self, rel: str, value: str, knob: str | None) -> str:
+        """Apply a fake tree's rule to a write and return the text the file then shows: like
+        the kernel, one value and a newline, whatever whitespace it was given."""
         found = self._cgroup_hierarchy(rel) if rel.endswith("/cgroup.procs") else None
         if found is not None:
             return self._simulate_procs_write(rel, found[0], value, knob)
         rule = self.behaviours.get(rel)
         if not rule:
-            return value
+            return value.strip() + "\n"
         who = knob or rel
         if rule.get("locked") or rule.get("write_locked"):
             raise KnobLockedError(knob=who, path=rel, errno=errno_mod.EPERM)
@@ -281,7 +283,7 @@ class KernelRoot:
             if chosen not in options:
                 raise InvalidValueError(f"EINVAL (not one of {options})", knob=who, value=value)
             return " ".join(f"[{o}]" if o == chosen else o for o in options) + "\n"
-        return value
+        return value.strip() + "\n"
 
     @contextmanager
     def _wrap(self, rel: str, knob: str | None, value: str | None = None) -> Iterator[None]:

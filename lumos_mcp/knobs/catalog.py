@@ -103,14 +103,45 @@ def _spec(entry: dict[str, Any]) -> KnobSpec:
     )
 
 
+# Each file codec's kind and number of files; the schema alone cannot tie these together, and a
+# mismatch would otherwise surface only when a knob is written.
+_CODEC_SHAPE: dict[str, tuple[str | None, int]] = {
+    "plain": (None, 1),
+    "weight_as_shares": ("int", 1),
+    "cpu_max_v1": ("cpu_max", 2),
+    "cpu_max_v2": ("cpu_max", 1),
+}
+
+
+def _inconsistency(entry: dict[str, Any]) -> tuple[str, str] | None:
+    """Where (field) and why an entry's parts do not fit together, or None."""
+    param = entry.get("param")
+    placeholders = set(re.findall(r"\{([a-z]+)\}", entry["id"]))
+    if placeholders != ({param["name"]} if param else set()):
+        return "param", f"id placeholders {sorted(placeholders)} do not match the declared param"
+    for n, p in enumerate(entry["paths"]):
+        kind, nfiles = _CODEC_SHAPE[p.get("codec", "plain")]
+        if kind is not None and kind != entry["kind"]:
+            return f"paths/{n}", f"codec {p.get('codec')!r} needs kind {kind!r}"
+        if len(p["files"]) != nfiles:
+            return f"paths/{n}", f"codec {p.get('codec', 'plain')!r} writes {nfiles} file(s)"
+    return None
+
+
 def load_catalog(path: Path | None = None) -> Catalog:
     """Load and schema-check a catalog file (the shipped one by default).
 
     Raises:
-        CatalogLoadError: the file breaks the catalog schema (names the file, field and rule).
+        CatalogLoadError: the file is unreadable, is not TOML, breaks the catalog schema, or an
+            entry's parts do not fit together (names the file, field and rule).
     """
     file = path or CATALOG_FILE
-    data = tomllib.loads(file.read_text())
+    try:
+        data = tomllib.loads(file.read_text())
+    except OSError as e:
+        raise CatalogLoadError(e.strerror or str(e), file=str(file), field="", rule="readable") from e
+    except tomllib.TOMLDecodeError as e:
+        raise CatalogLoadError(str(e), file=str(file), field="", rule="toml") from e
     schema = orjson.loads(schema_path("catalog.schema.json").read_bytes())
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
     if error is not None:
@@ -124,6 +155,10 @@ def load_catalog(path: Path | None = None) -> Catalog:
     for entry in data["knob"]:
         if "min" in entry and "max" in entry and entry["min"] > entry["max"]:
             raise CatalogLoadError("min above max", file=str(file), field=f"{entry['id']}/min", rule="range")
+        problem = _inconsistency(entry)
+        if problem is not None:
+            where, why = problem
+            raise CatalogLoadError(why, file=str(file), field=f"{entry['id']}/{where}", rule="consistent")
     return Catalog([_spec(entry) for entry in data["knob"]])
 
 

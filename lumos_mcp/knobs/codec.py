@@ -8,6 +8,7 @@ Canonical values: ``int`` for int knobs, ``bool`` for bool knobs, ``str`` for th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from lumos_mcp.errors import InvalidValueError
@@ -17,6 +18,15 @@ _TRUE = {"1", "true", "on", "yes", "y"}
 _FALSE = {"0", "false", "off", "no", "n"}
 CPU_MAX_PERIOD_RANGE = (1000, 1_000_000)
 CPU_MAX_MIN_QUOTA = 1000
+# ASCII only: str.isdigit() is also true for superscripts and other scripts' digits, which int()
+# rejects or the kernel never would.
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_DIGITS_RE = re.compile(r"[0-9]+")
+_WORD_RE = re.compile(r"[A-Za-z0-9_+-]+")
+
+
+def _digits(text: str) -> bool:
+    return _DIGITS_RE.fullmatch(text) is not None
 
 
 def _bad(spec: KnobSpec, value: object, why: str) -> InvalidValueError:
@@ -28,7 +38,7 @@ def _parse_int(spec: KnobSpec, value: object) -> int:
         raise _bad(spec, value, "expected an integer, got a boolean")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    elif isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
         number = int(value.strip())
     else:
         raise _bad(spec, value, "expected an integer")
@@ -59,7 +69,7 @@ def _parse_choice(spec: KnobSpec, value: object) -> str:
     word = value.strip()
     if spec.choices and word not in spec.choices:
         raise _bad(spec, value, f"not one of {list(spec.choices)}")
-    if not word.replace("-", "").replace("_", "").replace("+", "").isalnum():
+    if not _WORD_RE.fullmatch(word):
         raise _bad(spec, value, "a choice is a single word")
     return word
 
@@ -69,8 +79,8 @@ def _cpus(spec: KnobSpec, value: object) -> list[int]:
         raise _bad(spec, value, "expected a cpu list such as '0-3,6'")
     cpus: set[int] = set()
     for part in value.strip().split(","):
-        lo, _, hi = part.strip().partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()):
+        lo, dash, hi = part.strip().partition("-")
+        if not _digits(lo) or (dash and not _digits(hi)):
             raise _bad(spec, value, "expected a cpu list such as '0-3,6'")
         first, last = int(lo), int(hi or lo)
         if last < first or last > 4095:
@@ -109,11 +119,11 @@ def _parse_cpu_max(spec: KnobSpec, value: object) -> str:
     if not 1 <= len(words) <= 2:
         raise _bad(spec, value, "expected 'max', 'QUOTA_US' or 'QUOTA_US PERIOD_US'")
     quota, period = words[0], (words[1] if len(words) == 2 else "100000")
-    if not period.isdigit() or not CPU_MAX_PERIOD_RANGE[0] <= int(period) <= CPU_MAX_PERIOD_RANGE[1]:
+    if not _digits(period) or not CPU_MAX_PERIOD_RANGE[0] <= int(period) <= CPU_MAX_PERIOD_RANGE[1]:
         raise _bad(spec, value, f"period must be {CPU_MAX_PERIOD_RANGE[0]}..{CPU_MAX_PERIOD_RANGE[1]} us")
     if quota in ("max", "-1"):
         return f"max {int(period)}"
-    if not quota.isdigit() or int(quota) < CPU_MAX_MIN_QUOTA:
+    if not _digits(quota) or int(quota) < CPU_MAX_MIN_QUOTA:
         raise _bad(spec, value, f"quota must be 'max' or at least {CPU_MAX_MIN_QUOTA} us")
     return f"{int(quota)} {int(period)}"
 

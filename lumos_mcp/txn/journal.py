@@ -82,6 +82,8 @@ class Journal:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             existed = path.exists()
+            if existed:
+                _drop_torn_tail(path)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             if not existed:
                 _fsync_dir(path.parent)
@@ -125,6 +127,21 @@ class Journal:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut an unterminated final line (a write that never finished, so was never acknowledged).
+
+    Appending after it would glue the next record onto the fragment: one corrupt line, and,
+    once another record follows, corruption "before the tail" that refuses all writes.
+    """
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return
+        f.truncate(data.rfind(b"\n") + 1)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fsync_dir(directory: Path) -> None:

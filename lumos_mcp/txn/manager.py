@@ -60,6 +60,8 @@ class KnobChange:
     codec: str
     raw_before: tuple[str, ...]
     written: bool = False
+    raw_after: tuple[str, ...] = ()
+    """What the files showed right after our write (differs from the target if the kernel clamped)."""
 
 
 @dataclass
@@ -172,7 +174,9 @@ class TransactionManager:
 
     def next_deadline(self) -> float | None:
         with self._lock:
-            deadlines = [t.deadline for t in self._txs.values() if t.state is TxState.APPLIED and t.deadline]
+            deadlines = [
+                t.deadline for t in self._txs.values() if t.state is TxState.APPLIED and t.deadline is not None
+            ]
             return min(deadlines) if deadlines else None
 
     # ------------------------------------------------------------------ stage
@@ -272,7 +276,7 @@ class TransactionManager:
                     self._log({"t": "write", "tx": tx.id, "knob": change.knob})
                     self.probe(f"apply:after-intent:{index}")
                     change.written = True
-                    self._write(res, change.after, index)
+                    self._write(change, res, index)
                     self.probe(f"apply:after-write:{index}")
                 except LumosError as e:
                     self._rollback(tx, resolved, reason="apply_failed")
@@ -290,14 +294,15 @@ class TransactionManager:
                     self._holders[f] = tx.id
             return tx
 
-    def _write(self, res: Resolved, value: Value, index: int) -> None:
-        texts = codec.encode(res.codec, res.ref.spec, value)
+    def _write(self, change: KnobChange, res: Resolved, index: int) -> None:
+        texts = codec.encode(res.codec, res.ref.spec, change.after)
         for n, (file, text) in enumerate(zip(res.files, texts, strict=True)):
             self.backend.root.write_text(file, text, knob=res.ref.id)
             self.probe(f"apply:after-file:{index}:{n}")
         after = self.backend.read(res)
-        if after.value != value:
-            raise ReadbackMismatchError(knob=res.ref.id, expected=value, actual=after.value)
+        change.raw_after = after.raw
+        if after.value != change.after:
+            raise ReadbackMismatchError(knob=res.ref.id, expected=change.after, actual=after.value)
 
     def _resolved(self, change: KnobChange) -> Resolved:
         res = self.backend.resolve(change.knob)
@@ -307,29 +312,39 @@ class TransactionManager:
             )
         return res
 
+    def _recorded(self, change: KnobChange) -> Resolved:
+        """The files this transaction wrote, as recorded, without resolving the knob again: a
+        knob can stop resolving while armed (its cgroup went away), and that must not stop the
+        other knobs from being restored."""
+        return Resolved(ref=self.backend.catalog.lookup(change.knob), files=change.files, codec=change.codec)
+
     # ------------------------------------------------------------------ restore paths
-    def _restore(self, tx: Transaction, resolved: list[Resolved], label: str) -> list[Restored]:
+    def _restore(self, tx: Transaction, resolved: list[Resolved], label: str, force: bool = False) -> list[Restored]:
         """Restore written knobs in reverse order. A knob whose files hold neither our original
-        nor our target was changed by someone else: it is reported and left as found."""
+        nor our target was changed by someone else: it is reported and left as found, unless
+        ``force``."""
         results: list[Restored] = []
         for index in reversed(range(len(tx.changes))):
             change, res = tx.changes[index], resolved[index]
             if not change.written:
                 continue
             try:
-                results.append(self._restore_one(change, res))
+                results.append(self._restore_one(change, res, force))
             except KnobError as e:
                 results.append(Restored(change.knob, "error", str(e)))
             self.probe(f"{label}:after-restore:{index}")
         return results
 
-    def _restore_one(self, change: KnobChange, res: Resolved) -> Restored:
+    def _restore_one(self, change: KnobChange, res: Resolved, force: bool = False) -> Restored:
         live = tuple(self.backend.root.read_text(f, knob=change.knob) for f in res.files)
         target = codec.encode(res.codec, res.ref.spec, change.after)
+        # what the kernel showed after our write is ours too, even if it clamped the value
+        shown = change.raw_after or target
         ours = all(
-            _same_text(now, o) or _same_text(now, t) for now, o, t in zip(live, change.raw_before, target, strict=True)
+            _same_text(now, o) or _same_text(now, t) or _same_text(now, a)
+            for now, o, t, a in zip(live, change.raw_before, target, shown, strict=True)
         )
-        if not ours:
+        if not ours and not force:
             now = self.backend.read(res).value
             return Restored(change.knob, "external_change", f"found {now!r}, expected {change.after!r}; left as found")
         if all(_same_text(now, o) for now, o in zip(live, change.raw_before, strict=True)):
@@ -337,14 +352,14 @@ class TransactionManager:
         self.backend.write_raw(res, change.raw_before)
         return Restored(change.knob, "restored")
 
-    def _rollback(self, tx: Transaction, resolved: list[Resolved], reason: str) -> list[Restored]:
+    def _rollback(self, tx: Transaction, resolved: list[Resolved], reason: str, force: bool = False) -> list[Restored]:
         # Rollback must happen even when the journal cannot be written: restoring originals is
         # always safe, and an unrecorded restore is redone (idempotently) by recovery.
         try:
             self._log({"t": "revert", "tx": tx.id, "reason": reason})
         except JournalError as e:
             tx.notes.append(f"revert intent not journaled: {e}")
-        results = self._restore(tx, resolved, "rollback")
+        results = self._restore(tx, resolved, "rollback", force)
         failed = [r for r in results if r.action == "error"]
         if not failed:
             try:
@@ -369,6 +384,8 @@ class TransactionManager:
             if tx.state is not TxState.APPLIED:
                 raise TransactionStateError(txid=txid, state=tx.state.value, wanted="applied")
             for change in tx.changes:
+                if not change.written:  # superseded: a newer transaction owns it now
+                    continue
                 now = self.backend.read(self._resolved(change)).value
                 if now != change.after:
                     raise ExternalChangeError("refusing to commit", knob=change.knob, expected=change.after, actual=now)
@@ -398,16 +415,15 @@ class TransactionManager:
             resolved = [self._resolved(c) for c in tx.changes]
             if not force:
                 for change, res in zip(tx.changes, resolved, strict=True):
+                    if not change.written:  # superseded: not ours to restore
+                        continue
                     now = self.backend.read(res).value
                     if now != change.after:
                         raise ExternalChangeError(
                             "revert with force to overwrite it", knob=change.knob, expected=change.after, actual=now
                         )
-            else:
-                for change in tx.changes:
-                    change.after = self.backend.read(self._resolved(change)).value
             self.probe(f"revert:{reason}:before-record")
-            results = self._rollback(tx, resolved, reason=reason)
+            results = self._rollback(tx, resolved, reason=reason, force=force)
             self.probe(f"revert:{reason}:after-record")
             tx.state = TxState.REVERTED
             tx.closed_at = self.clock()
@@ -423,9 +439,13 @@ class TransactionManager:
         done = []
         with self._lock:
             now = self.clock()
-            due = [t for t in self._txs.values() if t.state is TxState.APPLIED and t.deadline and t.deadline <= now]
+            due = [
+                t
+                for t in self._txs.values()
+                if t.state is TxState.APPLIED and t.deadline is not None and t.deadline <= now
+            ]
             for tx in due:
-                resolved = [self._resolved(c) for c in tx.changes]
+                resolved = [self._recorded(c) for c in tx.changes]
                 results = self._rollback(tx, resolved, reason="deadline")
                 tx.state = TxState.REVERTED
                 tx.closed_at = now
