@@ -79,10 +79,20 @@ def _step(current: int, target: int, max_ratio: float | None) -> int:
     return current + delta
 
 
+CPU_PRESSURE_PCT = 5.0
+"""PSI cpu some (share of time a task waited for CPU) above which CPU contention is real."""
+MEMORY_PRESSURE_PCT = 1.0
+LATENCY_BASELINE = {"vm.swappiness": 10, "vm.dirty_ratio": 10, "vm.dirty_background_ratio": 3}
+"""TuneD's latency-performance profile values for these sysctls (its published baseline)."""
+
+
 def propose(signature: dict[str, Any], tunables: list[dict[str, Any]], tried: set[str]) -> Proposal | None:
-    """Rules of thumb for tail latency, most specific first. Only knobs the policy allows."""
+    """Rules of thumb for tail latency, most specific first, each firing only on its evidence.
+    Only knobs the policy allows; every step is capped by the policy's step ratio and bounds."""
     knobs = {t["id"]: t for t in tunables if t["state"] == "available" and t["policy"]["allowed"]}
-    cpu_pressure = objective(signature) or 0.0
+    cpu_pressure = metric(signature, "psi.cpu.some.avg10_pct") or 0.0
+    memory_pressure = metric(signature, "psi.memory.some.avg10_pct") or 0.0
+    major_faults = metric(signature, "memory.major_faults_per_s") or 0.0
 
     def bounded(knob: str, target: int) -> int | None:
         t = knobs[knob]
@@ -90,39 +100,46 @@ def propose(signature: dict[str, Any], tunables: list[dict[str, Any]], tried: se
         if not isinstance(current, int) or isinstance(current, bool):
             return None
         p = t["policy"]
-        target = (
-            max(p.get("min") or target, min(p.get("max") or target, target)) if p.get("min") is not None else target
-        )
+        low, high = p.get("min"), p.get("max")
+        target = min(max(target, low if low is not None else target), high if high is not None else target)
         new = _step(current, target, p.get("max_step_ratio"))
         return new if new != current else None
 
-    # 1. CPU contention: give latency-sensitive work the CPU before batch groups.
-    for knob in sorted(knobs):
-        if knob.endswith(".cpu_weight") and knob not in tried:
-            new = bounded(knob, max(1, int(knobs[knob]["value"]) // 4))
-            if new is not None:
-                return Proposal(
-                    {knob: new},
-                    "batch-weight",
-                    f"CPU pressure {cpu_pressure:.1f}%: lower the batch group's weight so latency-"
-                    f"sensitive tasks win wake-ups (work-conserving: batch keeps idle CPU)",
-                )
-    # 2. Memory: keep application pages resident.
-    if "vm.swappiness" in knobs and "vm.swappiness" not in tried:
+    # 1. CPU contention: batch groups yield the CPU to latency-sensitive work (weights are
+    #    work-conserving; quotas are not, and measured here they hurt latency too).
+    if cpu_pressure >= CPU_PRESSURE_PCT:
+        for knob in sorted(knobs):
+            if knob.endswith((".cpu_weight", ".cpu_shares")) and knob not in tried:
+                new = bounded(knob, max(1, int(knobs[knob]["value"]) // 4))
+                if new is not None:
+                    return Proposal(
+                        {knob: new},
+                        "cpu-contention",
+                        f"CPU pressure {cpu_pressure:.1f}% >= {CPU_PRESSURE_PCT}%: lower the batch "
+                        "group's weight so latency-sensitive tasks win wake-ups",
+                    )
+    # 2. Memory pressure: keep application pages resident.
+    if (
+        (memory_pressure >= MEMORY_PRESSURE_PCT or major_faults >= 10)
+        and "vm.swappiness" in knobs
+        and "vm.swappiness" not in tried
+    ):
         new = bounded("vm.swappiness", 10)
         if new is not None:
             return Proposal(
                 {"vm.swappiness": new},
-                "swappiness",
-                "favour keeping application memory resident over page cache (fewer major faults)",
+                "memory-pressure",
+                f"memory pressure {memory_pressure:.1f}%, {major_faults:.0f} major faults/s: "
+                "favour application memory over page cache",
             )
-    # 3. Writeback: start background flushing earlier for smoother I/O latency.
-    if "vm.dirty_background_ratio" in knobs and "vm.dirty_background_ratio" not in tried:
-        new = bounded("vm.dirty_background_ratio", 5)
-        if new is not None:
-            return Proposal(
-                {"vm.dirty_background_ratio": new}, "writeback", "flush dirty pages earlier to avoid write stalls"
-            )
+    # 3. Baseline: TuneD's latency-performance values, one knob per round, step-capped.
+    for knob, target in LATENCY_BASELINE.items():
+        if knob in knobs and knob not in tried:
+            new = bounded(knob, target)
+            if new is not None:
+                return Proposal(
+                    {knob: new}, "latency-baseline", f"TuneD latency-performance sets {knob}={target}; step toward it"
+                )
     return None
 
 
@@ -130,9 +147,15 @@ class ExpertAgent:
     """Drives one MCP client session through a few tuning rounds."""
 
     def __init__(
-        self, client: Client, window_s: float, on_event: Callable[[str], None], worse_tolerance: float = 0.10
+        self,
+        client: Client,
+        window_s: float,
+        on_event: Callable[[str], None],
+        worse_tolerance: float = 0.10,
+        sandbox: bool = False,
     ) -> None:
         self.client = client
+        self.sandbox = sandbox
         self.window_s = window_s
         self.on_event = on_event
         self.worse_tolerance = worse_tolerance
@@ -182,7 +205,14 @@ class ExpertAgent:
         log.verdict = "allowed" + (" (approval needed)" if staged["approval_required"] else "")
         if staged["approval_required"]:
             answer = await self.call("request_approval", {"txid": log.txid})
-            self.on_event(f"approval: {answer['status']} via {answer['via']}")
+            self.on_event(
+                f"approval: {answer['status']} via {answer['via']}"
+                + (
+                    " (sandbox: the agent's client answers yes)"
+                    if answer["via"] == "elicitation" and self.sandbox
+                    else ""
+                )
+            )
             if answer["status"] != "granted":
                 log.outcome = f"not approved ({answer['status']})"
                 return
@@ -259,7 +289,7 @@ async def run_tune(config: ServiceConfig, rounds: int, window_s: float, live_vie
     try:
         server = build_server(service)
         async with Client(server, elicitation_callback=approval_callback(service.mode)) as client:
-            agent = ExpertAgent(client, window_s, event)
+            agent = ExpertAgent(client, window_s, event, sandbox=service.mode == "sandbox")
             logs = await agent.run(rounds)
     finally:
         service.close()
