@@ -15,6 +15,7 @@ from lumos_mcp.errors import (
     ApplyFailedError,
     ConflictError,
     ExternalChangeError,
+    InvalidValueError,
     JournalError,
     TransactionStateError,
     UnknownTransactionError,
@@ -306,8 +307,6 @@ def test_two_logical_knobs_sharing_a_file_conflict(fake: FakeKernel, manager: Tr
         manager.apply(second.id, confirm_within_s=60)
     assert info.value.fields == {"knob": "cgroup.batch.cpu_shares", "holder": first.id}
     assert fake.read(f"{BATCH}/cpu.shares") == "512\n"
-    from lumos_mcp.errors import InvalidValueError
-
     with pytest.raises(InvalidValueError):  # nor may one change write a file twice
         manager.stage({"cgroup.batch.cpu_weight": 50, "cgroup.batch.cpu_shares": 2048})
 

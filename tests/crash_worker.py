@@ -1,0 +1,79 @@
+"""Crash worker for tests/test_crash.py: runs one transaction scenario on a fake kernel tree and
+sends itself SIGKILL at the N-th probe call.
+
+    python crash_worker.py DIR SCENARIO KILL_AT
+
+``DIR`` holds ``kernel/`` (a fake tree the test built) and ``journal``. ``KILL_AT`` counts probe
+calls from 1; 0 never kills. Just before dying the worker writes the probe's label to
+``DIR/killed-at``. A scenario that completes prints the JSON list of labels it passed and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the worktree, whatever the cwd
+
+from lumos_mcp.errors import ApplyFailedError
+from lumos_mcp.kernelfs import KernelRoot
+from lumos_mcp.kernelfs.backend import Backend
+from lumos_mcp.knobs import default_catalog
+from lumos_mcp.txn import TransactionManager
+
+# four knobs: two sysctls, a bracketed choice file, and cpu_max written as two files on cgroup v1
+CHANGE: dict[str, object] = {
+    "vm.swappiness": 10,
+    "cgroup.batch.cpu_max": "50000 200000",
+    "thp.enabled": "never",
+    "kernel.sched_rr_timeslice_ms": 25,
+}
+FAILING_FILE = "proc/sys/kernel/sched_rr_timeslice_ms"  # the "fail" scenario makes it reject 25
+SCENARIOS = ("apply", "commit", "revert", "fail", "expire")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def main(directory: Path, scenario: str, kill_at: int) -> None:
+    seen: list[str] = []
+
+    def probe(label: str) -> None:
+        seen.append(label)
+        if len(seen) == kill_at:
+            (directory / "killed-at").write_text(label)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    clock = Clock()
+    backend = Backend(KernelRoot(directory / "kernel"), default_catalog())
+    manager = TransactionManager(backend, directory / "journal", clock=clock, probe=probe)
+    if scenario == "recover":
+        manager.recover()
+    else:
+        tx = manager.stage(CHANGE)
+        try:
+            manager.apply(tx.id, confirm_within_s=30)
+        except ApplyFailedError:
+            if scenario != "fail":
+                raise
+        if scenario == "commit":
+            manager.commit(tx.id)
+        elif scenario == "revert":
+            manager.revert(tx.id)
+        elif scenario == "expire":
+            clock.now += 31
+            manager.expire_due()
+    manager.close()
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]))
