@@ -82,8 +82,9 @@ def _step(current: int, target: int, max_ratio: float | None) -> int:
 CPU_PRESSURE_PCT = 5.0
 """PSI cpu some (share of time a task waited for CPU) above which CPU contention is real."""
 MEMORY_PRESSURE_PCT = 1.0
-LATENCY_BASELINE = {"vm.swappiness": 10, "vm.dirty_ratio": 10, "vm.dirty_background_ratio": 3}
-"""TuneD's latency-performance profile values for these sysctls (its published baseline)."""
+LATENCY_BASELINE = {"vm.swappiness": 10, "vm.dirty_background_ratio": 3, "vm.dirty_ratio": 10}
+"""TuneD's latency-performance profile values for these sysctls (its published baseline), in an
+order that keeps dirty_background_ratio below dirty_ratio at every step."""
 
 
 def propose(signature: dict[str, Any], tunables: list[dict[str, Any]], tried: set[str]) -> Proposal | None:
@@ -153,8 +154,12 @@ class ExpertAgent:
         on_event: Callable[[str], None],
         worse_tolerance: float = 0.10,
         sandbox: bool = False,
+        noise_floor: float = 2.0,
     ) -> None:
+        """``noise_floor``: an absolute worsening (objective units, PSI % by default) below which a
+        change counts as neutral: single-digit PSI moves are noise on a shared machine."""
         self.client = client
+        self.noise_floor = noise_floor
         self.sandbox = sandbox
         self.window_s = window_s
         self.on_event = on_event
@@ -184,7 +189,7 @@ class ExpertAgent:
                 log.outcome = "nothing to do"
                 self.on_event("no rule fires: the host looks fine for now")
                 break
-            tried.update(proposal.changes)
+            tried.update(proposal.changes)  # a committed step frees its knob again (below)
             self.on_event(f"propose {proposal.changes} ({proposal.rule}): {proposal.why}")
             try:
                 await self._try(proposal, log)
@@ -192,6 +197,8 @@ class ExpertAgent:
                 log.outcome = f"refused: {e.code}"
                 log.notes.append(str(e))
                 self.on_event(f"refused by the server: {e}")
+            if log.outcome == "committed":
+                tried.difference_update(proposal.changes)
         return self.rounds
 
     async def _try(self, proposal: Proposal, log: RoundLog) -> None:
@@ -293,20 +300,13 @@ async def run_tune(config: ServiceConfig, rounds: int, window_s: float, live_vie
             logs = await agent.run(rounds)
     finally:
         service.close()
-    table = Table(title="tuning summary", show_lines=False)
-    for col in ("round", "proposal", "rule", "verdict", "objective before", "after", "outcome"):
-        table.add_column(col)
+    table = Table(title="tuning summary (objective: app p99 if reported, else CPU PSI some %; lower is better)")
+    for col in ("#", "change", "rule", "before", "after", "outcome"):
+        table.add_column(col, overflow="fold")
     for log in logs:
         p = log.proposal
-        table.add_row(
-            str(log.round),
-            str(p.changes) if p else "-",
-            p.rule if p else "-",
-            log.verdict,
-            _fmt(log.before),
-            _fmt(log.after),
-            log.outcome,
-        )
+        change = ", ".join(f"{k}={v}" for k, v in p.changes.items()) if p else "-"
+        table.add_row(str(log.round), change, p.rule if p else "-", _fmt(log.before), _fmt(log.after), log.outcome)
     console.print(table)
     audit = verify(service.audit.path)
     console.print(
