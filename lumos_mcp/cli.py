@@ -105,6 +105,11 @@ def parser() -> argparse.ArgumentParser:
     _common(r)
     _modes(r)
 
+    dc = sub.add_parser("desktop-config", help="print a claude_desktop_config.json entry for this install")
+    dc.add_argument("--mode", choices=MODES, default="sandbox")
+    dc.add_argument("--policy", type=Path, default=None)
+    dc.add_argument("--state-dir", type=Path, default=None)
+
     tp = sub.add_parser("top", help="live view of the performance signature and trends")
     tp.add_argument("--interval", type=float, default=1.0, help="sampling interval in seconds")
     tp.add_argument("--window", type=float, default=10.0, help="window in seconds")
@@ -323,6 +328,18 @@ def cmd_top(args: argparse.Namespace) -> int:
     return int(anyio.run(run_top, args.interval, args.window, args.once))
 
 
+def cmd_desktop_config(args: argparse.Namespace) -> int:
+    """A Claude Desktop entry with absolute paths: the host starts it with a minimal PATH and env."""
+    serve = ["-m", "lumos_mcp", "serve", "--mode", args.mode]
+    if args.policy is not None:
+        serve += ["--policy", str(args.policy.resolve())]
+    state = (args.state_dir or default_state_dir()).resolve()
+    entry = {"mcpServers": {"lumos-mcp": {"command": sys.executable, "args": serve,
+                                          "env": {"LUMOS_STATE_DIR": str(state)}}}}
+    print(orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 COMMANDS = {
     "serve": cmd_serve,
     "tune": cmd_tune,
@@ -331,6 +348,7 @@ COMMANDS = {
     "audit": cmd_audit,
     "recover": cmd_recover,
     "top": cmd_top,
+    "desktop-config": cmd_desktop_config,
 }
 
 __all__ = ["main", "parser", "read_token"]
