@@ -334,8 +334,9 @@ def cmd_desktop_config(args: argparse.Namespace) -> int:
     if args.policy is not None:
         serve += ["--policy", str(args.policy.resolve())]
     state = (args.state_dir or default_state_dir()).resolve()
-    entry = {"mcpServers": {"lumos-mcp": {"command": sys.executable, "args": serve,
-                                          "env": {"LUMOS_STATE_DIR": str(state)}}}}
+    entry = {
+        "mcpServers": {"lumos-mcp": {"command": sys.executable, "args": serve, "env": {"LUMOS_STATE_DIR": str(state)}}}
+    }
     print(orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode())
     return 0
 

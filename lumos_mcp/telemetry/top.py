@@ -31,8 +31,10 @@ def render(sig: Signature, trends: Trends | None) -> Group:
     for col in ("metric", "value"):
         head.add_column(col)
     rows: list[tuple[str, str]] = []
-    if sig.cpu is not None:
-        rows.append(("cpu busy %", _f(sig.cpu.total.busy_pct if hasattr(sig.cpu.total, "busy_pct") else None)))
+    if sig.cpu is not None and sig.cpu.total is not None:
+        rows.append(("cpu util %", _f(sig.cpu.total.util_pct)))
+        for n, core in enumerate(sig.cpu.per_core or []):
+            rows.append((f"cpu{n} util %", _f(core.util_pct)))
     flat = sig.model_dump(mode="json", exclude_none=True)
     for section in ("sched", "memory"):
         for key, value in (flat.get(section) or {}).items():
