@@ -136,7 +136,11 @@ def propose(signature: dict[str, Any], tunables: list[dict[str, Any]], tried: se
     # 3. Baseline: TuneD's latency-performance values, one knob per round, step-capped.
     for knob, target in LATENCY_BASELINE.items():
         if knob in knobs and knob not in tried:
-            new = bounded(knob, target)
+            goal = target
+            background = knobs.get("vm.dirty_background_ratio", {}).get("value")
+            if knob == "vm.dirty_ratio" and isinstance(background, int):
+                goal = max(target, background + 1)  # the policy's cross rule: background < dirty_ratio
+            new = bounded(knob, goal)
             if new is not None:
                 return Proposal(
                     {knob: new}, "latency-baseline", f"TuneD latency-performance sets {knob}={target}; step toward it"
