@@ -217,11 +217,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from lumos_mcp.txn.manager import TransactionManager
 
     state = args.state_dir or default_state_dir()
-    out: dict[str, Any] = {"state_dir": str(state), "servers": {}, "open_transactions": {}}
+    out: dict[str, Any] = {"state_dir": str(state), "server": "not running", "open_transactions": {}}
+    lock = state / "server.lock"
+    if lock.exists():
+        out["server"] = _lock_holder(lock)
     for mode in MODES:
-        lock = state / f"server-{mode}.lock"
-        if lock.exists():
-            out["servers"][mode] = _lock_holder(lock)
         records = scan(state / f"journal-{mode}.jsonl").records
         open_txs, _ = TransactionManager._replay(records)
         if open_txs:
@@ -235,8 +235,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     c = Console()
     c.print(f"[bold]lumos-mcp[/] state {state}")
-    for mode, holder in out["servers"].items():
-        c.print(f"  {mode} server: {holder}")
+    c.print(f"  server: {out['server']}")
     for mode, txs in out["open_transactions"].items():
         c.print(f"  [yellow]{mode}: open transactions {', '.join(txs)}[/] (recovered at next start)")
     if not out["open_transactions"]:
@@ -256,7 +255,8 @@ def _lock_holder(lock: Path) -> str:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return "not running"
     except BlockingIOError:
-        return "running (pid " + (os.pread(fd, 64, 0).decode(errors="replace").strip() or "?") + ")"
+        pid, _, mode = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
+        return f"running (pid {pid or '?'}, {mode or 'unknown'} mode)"
     finally:
         os.close(fd)
 

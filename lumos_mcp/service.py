@@ -181,16 +181,18 @@ class Service:
             self._lock_fd = None
 
     def _acquire_lock(self) -> None:
-        path = self.state_dir / f"server-{self.mode}.lock"
+        path = self.state_dir / "server.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            pid, _, mode = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
             os.close(fd)
-            raise StateLockedError(path=str(self.state_dir), pid=holder) from None
+            raise StateLockedError(
+                f"in {mode or 'unknown'} mode", path=str(self.state_dir), pid=pid or "unknown"
+            ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {self.mode}".encode(), 0)
         self._lock_fd = fd
 
     async def run_deadlines(self, poll_s: float = 0.25) -> None:
