@@ -206,7 +206,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     config = ServiceConfig(
         mode=mode, state_dir=args.state_dir or default_state_dir(), policy=args.policy, cgroups=cgroups
     )
-    return anyio.run(run_tune, config, args.rounds, args.window, not args.plain)
+    return int(anyio.run(run_tune, config, args.rounds, args.window, not args.plain and sys.stdout.isatty()))
 
 
 # --------------------------------------------------------------------------- status / approvals / audit

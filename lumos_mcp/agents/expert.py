@@ -19,8 +19,12 @@ from mcp import Client
 from mcp.client import ClientRequestContext
 from mcp.client.session import ElicitationFnT
 from mcp.types import ElicitRequestParams, ElicitResult, ErrorData
+from rich.live import Live
+from rich.panel import Panel
+from rich.text import Text
 
 from lumos_mcp.service import Service, ServiceConfig
+from lumos_mcp.txn import TxState
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,27 @@ class AgentToolError(Exception):
         self.code = code
 
 
-def approval_callback(mode: str) -> ElicitationFnT:
+class TuneView:
+    """The live panel under the event log: what the agent does now, and armed changes counting down."""
+
+    def __init__(self, service: Service, started: float) -> None:
+        self.service = service
+        self.started = started
+        self.phase = "starting"
+
+    def render(self) -> Panel:
+        now = self.service.clock()
+        lines = Text()
+        lines.append(f"{time.monotonic() - self.started:6.1f}s  ", style="dim")
+        lines.append(self.phase[:160])
+        for tx in self.service.txns.transactions():
+            if tx.state is TxState.APPLIED and tx.deadline is not None:
+                knobs = ", ".join(f"{c.knob}={c.after}" for c in tx.changes)
+                lines.append(f"\n  armed {tx.id}: {knobs} - auto-revert in {tx.deadline - now:5.1f} s", style="yellow")
+        return Panel(lines, title=f"lumos-mcp tune · {self.service.mode}", border_style="cyan")
+
+
+def approval_callback(mode: str, pause: Live | None = None) -> ElicitationFnT:
     """The agent's answer to the server's approval question: yes in sandbox, the operator in live."""
 
     async def answer(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
@@ -261,7 +285,13 @@ def approval_callback(mode: str) -> ElicitationFnT:
             return ElicitResult(action="decline")  # nobody to ask: no
 
         def ask() -> bool:
-            reply = input(f"\n{params.message} [y/N] ")
+            if pause is not None:
+                pause.stop()  # the prompt needs the terminal to itself
+            try:
+                reply = input(f"\n{params.message} [y/N] ")
+            finally:
+                if pause is not None:
+                    pause.start()
             return reply.strip().lower() in ("y", "yes")
 
         granted = await anyio.to_thread.run_sync(ask)
@@ -293,15 +323,30 @@ async def run_tune(config: ServiceConfig, rounds: int, window_s: float, live_vie
     if report.transactions:
         console.print(f"  recovered {len(report.transactions)} unfinished transaction(s) from the journal")
     started = time.monotonic()
+    view = TuneView(service, started)
 
     def event(text: str) -> None:
-        console.print(f"  [dim]{time.monotonic() - started:6.1f}s[/] {text}") if live_view else print(text)
+        view.phase = text
+        if live_view:
+            console.print(f"  [dim]{time.monotonic() - started:6.1f}s[/] {text}")
+        else:
+            print(f"{time.monotonic() - started:6.1f}s {text}", flush=True)
 
     try:
         server = build_server(service)
-        async with Client(server, elicitation_callback=approval_callback(service.mode)) as client:
+        live = (
+            Live(get_renderable=view.render, console=console, refresh_per_second=4, transient=True)
+            if live_view
+            else None
+        )
+        callback = approval_callback(service.mode, pause=live)
+        async with Client(server, elicitation_callback=callback) as client:
             agent = ExpertAgent(client, window_s, event, sandbox=service.mode == "sandbox")
-            logs = await agent.run(rounds)
+            if live is None:
+                logs = await agent.run(rounds)
+            else:
+                with live:
+                    logs = await agent.run(rounds)
     finally:
         service.close()
     table = Table(title="tuning summary (objective: app p99 if reported, else CPU PSI some %; lower is better)")
