@@ -201,7 +201,21 @@ class Service:
         self._lock_fd = fd
 
     async def run_deadlines(self, poll_s: float = 0.25) -> None:
-        """Forever: revert armed transactions whose deadline passed (the server's own timer)."""
+        """Forever: revert armed transactions whose deadline passed (the server's own timer).
+
+        It also hosts the server's background work: ``task_group`` is open while it runs (the
+        speculator is started there), and everything in it stops with it.
+        """
+        async with anyio.create_task_group() as tg:
+            self.task_group = tg
+            try:
+                await self._expire_forever(poll_s)
+            finally:
+                self.task_group = None
+                if self.speculator is not None:
+                    self.speculator.stop(revert=True)
+
+    async def _expire_forever(self, poll_s: float) -> None:
         while True:
             due = self.txns.next_deadline()
             delay = poll_s if due is None else min(max(due - self.clock(), 0.0), poll_s)
