@@ -46,7 +46,7 @@ def _status(service: Service, reverted: list[str] | None = None) -> SpeculatorSt
 def register(mcp: MCPServer[Service], service: Service) -> None:
     @mcp.tool(title="Start the speculator", annotations=CONTROL)
     @domain_errors
-    def speculator_start(
+    async def speculator_start(
         knobs: Annotated[
             list[str],
             Field(min_length=1, max_length=8, description="Knob ids inside the policy's speculation envelope."),
