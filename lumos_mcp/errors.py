@@ -300,3 +300,10 @@ __all__ = [
     "UnknownTransactionError",
     "WorkloadError",
 ]
+
+
+class SpeculatorStateError(LumosError):
+    """The speculator is not in the state the call needs (already running, not running, no server loop)."""
+
+    code = "speculator_state"
+    template = "speculator: {detail}"

@@ -387,6 +387,7 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
 
     register_telemetry(mcp, service)
     register_resources(mcp, service)
+    register_speculator(mcp, service)
     return mcp
 
 
@@ -423,6 +424,13 @@ async def _operator_approval(service: Service, txid: str, wait_s: float, ctx: Co
 def register_telemetry(mcp: MCPServer[Service], service: Service) -> None:
     """The telemetry tools (see lumos_mcp.telemetry)."""
     from lumos_mcp.server_telemetry import register
+
+    register(mcp, service)
+
+
+def register_speculator(mcp: MCPServer[Service], service: Service) -> None:
+    """The speculator tools (see lumos_mcp.speculator)."""
+    from lumos_mcp.server_speculator import register
 
     register(mcp, service)
 

@@ -128,6 +128,13 @@ class Service:
         self.telemetry = self._telemetry()
         self._staged: dict[str, StagedChange] = {}
         self._history = _History()
+        """Changes the agent's rules count (cooldowns, commits): speculative moves are not among them."""
+        self._spec_history = _History()
+        """Every applied change, for the envelope's cooldown: an agent's write cools the speculator too."""
+        self.speculator: Any = None
+        """The running `lumos_mcp.speculator.Speculator`, if any (set by it; read by its tools)."""
+        self.task_group: Any = None
+        """The server lifespan's task group, where background work (the speculator) is started."""
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
         self.recovery: RecoveryReport | None = None
@@ -196,7 +203,21 @@ class Service:
         self._lock_fd = fd
 
     async def run_deadlines(self, poll_s: float = 0.25) -> None:
-        """Forever: revert armed transactions whose deadline passed (the server's own timer)."""
+        """Forever: revert armed transactions whose deadline passed (the server's own timer).
+
+        It also hosts the server's background work: ``task_group`` is open while it runs (the
+        speculator is started there), and everything in it stops with it.
+        """
+        async with anyio.create_task_group() as tg:
+            self.task_group = tg
+            try:
+                await self._expire_forever(poll_s)
+            finally:
+                self.task_group = None
+                if self.speculator is not None:
+                    self.speculator.stop(revert=True)
+
+    async def _expire_forever(self, poll_s: float) -> None:
         while True:
             due = self.txns.next_deadline()
             delay = poll_s if due is None else min(max(due - self.clock(), 0.0), poll_s)
@@ -306,7 +327,7 @@ class Service:
             self.policy,
             changes,
             current=current,
-            history=self._history,
+            history=self._spec_history if speculative else self._history,
             now=self.clock(),
             confirm_within_s=confirm_within_s,
             speculative=speculative,
@@ -420,13 +441,21 @@ class Service:
             if verdict.approval_required:
                 approval = self._consume_approval(staged, approval_id)
             try:
-                tx = self.txns.apply(txid, staged.confirm_within_s)
+                # Last write wins over a speculative move only: it never overrides another's
+                # pending change, and the speculator never overrides the agent's.
+                tx = self.txns.apply(txid, staged.confirm_within_s, take_over=lambda holder: holder.speculative)
             except LumosError as e:
                 self.audit.append("apply_failed", tx=txid, actor=actor, error=e.to_dict())
                 raise
+            for holder, knobs in tx.took_over.items():
+                self.audit.append(
+                    "superseded", tx=holder, by=txid, actor=actor, knobs=sorted(knobs), restores_on_revert="original"
+                )
             now = self.clock()
             for c in tx.changes:
-                self._history.changed[c.knob] = now
+                self._spec_history.changed[c.knob] = now
+                if not tx.speculative:
+                    self._history.changed[c.knob] = now
             self.audit.append(
                 "apply",
                 tx=txid,
@@ -453,6 +482,27 @@ class Service:
             raise
         self.audit.append("approval_used", tx=tx.id, approval=approval.id, digest=tx.digest)
         return approval
+
+    def rearm(self, txid: str, actor: str = "speculator") -> Transaction:
+        """Give an applied speculative move another envelope deadline (it keeps helping).
+
+        Raises:
+            ModeError: observe mode.
+            TransactionStateError: not applied, or not speculative.
+            JournalError: the new deadline could not be journaled.
+        """
+        self._refuse_in_observe("rearm")
+        tx = self.txns.get(txid)
+        if not tx.speculative:
+            raise TransactionStateError(
+                "only speculative moves are re-armed", txid=txid, state=tx.state.value, wanted="a speculative move"
+            )
+        confirm = (
+            self._staged[txid].confirm_within_s if txid in self._staged else self.policy.speculation.confirm_within_s
+        )
+        tx = self.txns.rearm(txid, confirm)
+        self.audit.append("rearm", tx=txid, actor=actor, deadline=tx.deadline, speculative=True)
+        return tx
 
     def commit(self, txid: str, actor: str = "agent") -> Transaction:
         """Keep an applied change (disarms its deadline).

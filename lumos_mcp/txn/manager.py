@@ -62,6 +62,9 @@ class KnobChange:
     written: bool = False
     raw_after: tuple[str, ...] = ()
     """What the files showed right after our write (differs from the target if the kernel clamped)."""
+    raw_found: tuple[str, ...] = ()
+    """What the files held when this transaction took the knob over from a speculative one
+    (that transaction's value): restoring over it is ours too."""
 
 
 @dataclass
@@ -77,6 +80,8 @@ class Transaction:
     closed_at: float | None = None
     outcome: str = ""
     notes: list[str] = field(default_factory=list)
+    took_over: dict[str, list[str]] = field(default_factory=dict)
+    """txid -> knobs this transaction took over from applied transactions (last write wins)."""
 
     def knobs(self) -> list[str]:
         return [c.knob for c in self.changes]
@@ -225,12 +230,21 @@ class TransactionManager:
         return tx
 
     # ------------------------------------------------------------------ apply
-    def apply(self, txid: str, confirm_within_s: float) -> Transaction:
+    def apply(
+        self, txid: str, confirm_within_s: float, take_over: Callable[[Transaction], bool] | None = None
+    ) -> Transaction:
         """Write a staged transaction through the journal, read back, and arm its deadline.
+
+        ``take_over(holder)`` says whether a knob held by another applied transaction may be
+        taken from it (last write wins). A knob taken over keeps the holder's original as the
+        value to restore: this transaction inherits the holder's duty to put back what was
+        there before either wrote, and the holder drops the knob without restoring it. The
+        hand-over is part of this transaction's ``begin`` record, one durable line, so no crash
+        can leave the knob owned by neither (see docs/speculator.md).
 
         Raises:
             TransactionStateError: not staged.
-            ConflictError: another applied transaction holds one of its knobs.
+            ConflictError: another applied transaction holds one of its knobs (and may not be taken over).
             ExternalChangeError: a knob changed since staging (stage again).
             ApplyFailedError: a write failed; what was written has been rolled back.
             JournalError: the journal cannot be written; nothing was written to the kernel.
@@ -240,17 +254,46 @@ class TransactionManager:
             if tx.state is not TxState.STAGED:
                 raise TransactionStateError(txid=txid, state=tx.state.value, wanted="staged")
             resolved = [self._resolved(c) for c in tx.changes]
+            taken: dict[str, KnobChange] = {}  # knob -> the holder's change it takes over
+            holders: dict[str, Transaction] = {}
             for change, res in zip(tx.changes, resolved, strict=True):
-                holder = next((self._holders[f] for f in res.files if f in self._holders), None)
-                if holder is not None:
-                    raise ConflictError(knob=change.knob, holder=holder)
+                holder_id = next((self._holders[f] for f in res.files if f in self._holders), None)
+                if holder_id is None:
+                    continue
+                holder = self._txs[holder_id]
+                if take_over is None or not take_over(holder):
+                    raise ConflictError(knob=change.knob, holder=holder_id)
+                held = next(c for c in holder.changes if c.knob == change.knob and c.written)
+                if held.files != change.files:
+                    raise ConflictError(knob=change.knob, holder=holder_id)
+                taken[change.knob] = held
+                holders[change.knob] = holder
             for change, res in zip(tx.changes, resolved, strict=True):
                 now = self.backend.read(res)
-                if now.value != change.before:
+                found = taken.get(change.knob)
+                if found is None:
+                    if now.value != change.before:
+                        raise ExternalChangeError(
+                            "since it was staged; stage again",
+                            knob=change.knob,
+                            expected=change.before,
+                            actual=now.value,
+                        )
+                    change.raw_before = now.raw
+                    continue
+                if now.value != found.after:
                     raise ExternalChangeError(
-                        "since it was staged; stage again", knob=change.knob, expected=change.before, actual=now.value
+                        "its holder's value was changed outside lumos-mcp",
+                        knob=change.knob,
+                        expected=found.after,
+                        actual=now.value,
                     )
-                change.raw_before = now.raw
+                change.raw_found = now.raw
+                change.raw_before = found.raw_before
+                change.before = found.before
+            tx.took_over = {}
+            for knob, holder in holders.items():
+                tx.took_over.setdefault(holder.id, []).append(knob)
             self.probe("apply:before-begin")
             self._log(
                 {
@@ -265,11 +308,20 @@ class TransactionManager:
                             "codec": c.codec,
                             "raw": list(c.raw_before),
                             "after": c.after,
+                            **({"found": list(c.raw_found)} if c.knob in taken else {}),
                         }
                         for c in tx.changes
                     ],
+                    **({"takes_over": tx.took_over} if tx.took_over else {}),
                 }
             )
+            # The begin record made the hand-over durable: the holders drop the knobs, and this
+            # transaction owns restoring them from now on, whether or not its write happens.
+            for change in tx.changes:
+                if change.knob in taken:
+                    change.written = True
+            for holder_id, knobs in tx.took_over.items():
+                self._drop(self._txs[holder_id], set(knobs), reason=f"superseded by {tx.id}")
             self.probe("apply:after-begin")
             for index, (change, res) in enumerate(zip(tx.changes, resolved, strict=True)):
                 try:
@@ -340,9 +392,10 @@ class TransactionManager:
         target = codec.encode(res.codec, res.ref.spec, change.after)
         # what the kernel showed after our write is ours too, even if it clamped the value
         shown = change.raw_after or target
+        found = change.raw_found or change.raw_before
         ours = all(
-            _same_text(now, o) or _same_text(now, t) or _same_text(now, a)
-            for now, o, t, a in zip(live, change.raw_before, target, shown, strict=True)
+            _same_text(now, o) or _same_text(now, t) or _same_text(now, a) or _same_text(now, f)
+            for now, o, t, a, f in zip(live, change.raw_before, target, shown, found, strict=True)
         )
         if not ours and not force:
             now = self.backend.read(res).value
@@ -454,6 +507,25 @@ class TransactionManager:
                 done.append((tx, results))
         return done
 
+    def rearm(self, txid: str, confirm_within_s: float) -> Transaction:
+        """Move an applied transaction's deadline to ``confirm_within_s`` from now (journaled).
+
+        Recovery restores every uncommitted transaction whatever its deadline, so a re-arm
+        never widens what a crash can leave behind.
+
+        Raises:
+            TransactionStateError: not applied.
+            JournalError: the new deadline could not be journaled; the old one stands.
+        """
+        with self._lock:
+            tx = self.get(txid)
+            if tx.state is not TxState.APPLIED:
+                raise TransactionStateError(txid=txid, state=tx.state.value, wanted="applied")
+            deadline = self.clock() + confirm_within_s
+            self._log({"t": "armed", "tx": tx.id, "deadline": deadline})
+            tx.deadline = deadline
+            return tx
+
     def supersede(self, txid: str, knobs: set[str]) -> None:
         """Drop ``knobs`` from an applied transaction without restoring them (a newer write won).
 
@@ -467,17 +539,25 @@ class TransactionManager:
             if tx.state is not TxState.APPLIED:
                 raise TransactionStateError(txid=txid, state=tx.state.value, wanted="applied")
             self._log({"t": "supersede", "tx": tx.id, "knobs": sorted(knobs)})
-            for change in tx.changes:
-                if change.knob in knobs:
-                    change.written = False
-                    for f in change.files:
-                        if self._holders.get(f) == tx.id:
-                            del self._holders[f]
-            if not any(c.written for c in tx.changes):
+            self._drop(tx, knobs, reason="superseded")
+
+    def _drop(self, tx: Transaction, knobs: set[str], reason: str) -> None:
+        """Forget ``knobs`` of an applied transaction (already journaled by the caller); close
+        it as superseded when nothing of it is left."""
+        for change in tx.changes:
+            if change.knob in knobs:
+                change.written = False
+                for f in change.files:
+                    if self._holders.get(f) == tx.id:
+                        del self._holders[f]
+        if not any(c.written for c in tx.changes):
+            try:
                 self._log({"t": "commit", "tx": tx.id})
-                tx.state = TxState.COMMITTED
-                tx.closed_at = self.clock()
-                tx.outcome = "superseded"
+            except JournalError as e:  # recovery already knows: the supersede/begin record dropped them
+                tx.notes.append(f"close not journaled: {e}")
+            tx.state = TxState.COMMITTED
+            tx.closed_at = self.clock()
+            tx.outcome = reason
 
     def _release(self, tx: Transaction) -> None:
         for f in [f for f, holder in self._holders.items() if holder == tx.id]:
@@ -540,7 +620,13 @@ class TransactionManager:
             if not isinstance(txid, str):
                 continue
             if kind == "begin":
-                open_txs[txid] = (r, [])
+                taken: list[str] = []
+                for holder, knobs in (r.get("takes_over") or {}).items():
+                    taken.extend(knobs)
+                    if holder in open_txs:
+                        held = open_txs[holder]
+                        open_txs[holder] = (held[0], [k for k in held[1] if k not in set(knobs)])
+                open_txs[txid] = (r, taken)
             elif kind == "write" and txid in open_txs:
                 open_txs[txid][1].append(r["knob"])
             elif kind == "supersede" and txid in open_txs:
@@ -570,6 +656,7 @@ class TransactionManager:
                     codec=res.codec,
                     raw_before=raw,
                     written=k["knob"] in written,
+                    raw_found=tuple(k.get("found", ())),
                 )
             )
             resolved.append(res)
