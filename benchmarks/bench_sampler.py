@@ -211,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--settle-s", type=float, default=3.0, help="pause after start-up before measuring (default 3)")
     p.add_argument("--calls", type=int, default=300, help="timed read_telemetry and noop calls per rate (default 300)")
     p.add_argument("--warmup", type=int, default=30, help="untimed calls of each first (default 30)")
-    p.add_argument("--window-s", type=float, default=1.0, help="read_telemetry window in seconds (default 1)")
+    p.add_argument("--window-s", type=float, default=2.0, help="read_telemetry window in seconds (default 2)")
     p.add_argument("--no-perf", action="store_true", help="sample without perf stat")
     p.add_argument("--quick", action="store_true", help="2 s per condition, a few calls, no doc update")
     p.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")

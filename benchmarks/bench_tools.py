@@ -264,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=500, help="timed calls per operation and transport (default 500)")
     p.add_argument("--warmup", type=int, default=50, help="untimed calls per operation first (default 50)")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds the calls are split into (default 10)")
-    p.add_argument("--window-s", type=float, default=1.0, help="read_telemetry window in seconds (default 1)")
+    p.add_argument("--window-s", type=float, default=2.0, help="read_telemetry window in seconds (default 2)")
     p.add_argument("--transport", choices=TRANSPORTS, action="append", help="only this transport (repeatable)")
     p.add_argument("--quick", action="store_true", help="a handful of calls, no doc update (smoke test)")
     p.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
