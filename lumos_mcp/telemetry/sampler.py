@@ -122,11 +122,15 @@ class Sampler:
             return self._buffer[-1] if self._buffer else None
 
     def window(self, window_s: float) -> list[Snapshot]:
-        """The snapshots of the last ``window_s`` seconds, ending with the newest."""
+        """The snapshots of the last ``window_s`` seconds, ending with the newest.
+
+        A tenth of an interval of slack (as ``Telemetry.fresh_signature`` allows): samples come
+        a little late, so without it a window of one interval would often hold one snapshot.
+        """
         newest = self.latest()
         if newest is None:
             return []
-        return self.samples(since=newest.t - window_s - 1e-9)
+        return self.samples(since=newest.t - window_s - 0.1 * self.interval_s - 1e-9)
 
     def rates(self, window_s: float | None = None) -> dict[str, float]:
         """Flat metrics between the oldest snapshot of the window (or of the buffer) and the newest;

@@ -111,6 +111,15 @@ def test_ring_buffer_keeps_only_the_newest_capacity_samples(fake: FakeKernel) ->
     assert [s.t for s in sampler.window(1.0)] == [1004.0, 1005.0]
 
 
+def test_a_window_of_one_interval_keeps_two_samples_when_the_sampler_runs_late(fake: FakeKernel) -> None:
+    clock = FakeClock()
+    sampler = Sampler(fake.root, clock=clock)
+    for step in (1.0, 1.0, 1.03):  # the real sampler wakes a few ms late
+        clock.advance(step)
+        sampler.sample_once()
+    assert [s.t for s in sampler.window(1.0)] == [1002.0, 1003.03]
+
+
 def test_a_snapshot_not_later_than_the_newest_is_refused(fake: FakeKernel) -> None:
     sampler = Sampler(fake.root, clock=FakeClock())
     sampler.sample_once()

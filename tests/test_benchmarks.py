@@ -1,0 +1,45 @@
+"""Smoke tests of the benchmarks: each runs in --quick mode and prints its tables (no timing asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import bench_sampler, bench_tools
+
+pytestmark = pytest.mark.slow
+
+
+def table_rows(text: str) -> list[list[str]]:
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_bench_tools_quick_prints_every_operation_on_both_transports(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_tools.main(["--quick", "--no-doc"]) == 0
+    out = capsys.readouterr().out
+    assert "## MCP tool-call latency" in out
+    rows = table_rows(out)
+    assert rows[0] == list(bench_tools.HEADER)
+    measured = {(r[0], r[1]) for r in rows[1:]}
+    assert measured == {(op, t) for op in bench_tools.ROWS for t in bench_tools.TRANSPORTS}
+    noop_ratios = {r[5] for r in rows[1:] if r[0] == "noop"}
+    assert noop_ratios == {"1.0"}
+
+
+def test_bench_sampler_quick_prints_the_cost_of_each_rate_and_the_latency_ratio(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert bench_sampler.main(["--quick", "--no-doc"]) == 0
+    out = capsys.readouterr().out
+    assert "## Telemetry cost" in out
+    assert "Target (at most 0.5% of one core at 1 Hz)" in out
+    rows = table_rows(out)
+    conditions = [r[0] for r in rows if len(r) == len(bench_sampler.HEADER) and r[0] != "condition"]
+    assert conditions == list(bench_sampler.CONDITIONS)
+    latency = {(r[0], r[1]) for r in rows if len(r) == 7 and r[0] != "operation"}
+    assert latency == {
+        (op, rate) for op in ("noop", "read_telemetry", bench_tools.UNVALIDATED) for rate in ("1 Hz", "10 Hz")
+    }
