@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
@@ -70,8 +71,13 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
         if fresh or _covered(telemetry) < window_s * 0.9:
             signature = await telemetry.fresh_signature(window_s, progress, chosen)
         else:
-            signature = telemetry.signature(window_s, chosen)
-        trends = telemetry.trends(window_s, window_s, chosen) if _covered(telemetry) >= 2 * window_s else None
+            signature = await anyio.to_thread.run_sync(telemetry.signature, window_s, chosen)
+        # trends fit a line per metric over hundreds of samples: keep that off the event loop
+        trends = (
+            await anyio.to_thread.run_sync(telemetry.trends, window_s, window_s, chosen)
+            if _covered(telemetry) >= 2 * window_s
+            else None
+        )
         return ok(TelemetryResult(signature=signature, trends=trends))
 
     @mcp.tool(title="Report an application metric", annotations=REPORTING)

@@ -95,6 +95,11 @@ class _History:
     def commits_since(self, ts: float) -> int:
         return sum(1 for t in self.commits if t >= ts)
 
+    def record_commit(self, now: float) -> None:
+        """Remember a commit; only the last hour matters to any policy rule."""
+        self.commits = [t for t in self.commits if t >= now - 3600.0]
+        self.commits.append(now)
+
 
 class Service:
     """Everything a tool or command can ask of lumos-mcp."""
@@ -512,7 +517,7 @@ class Service:
         """
         self._refuse_in_observe("commit")
         tx = self.txns.commit(txid)
-        self._history.commits.append(self.clock())
+        self._history.record_commit(self.clock())
         self.audit.append("commit", tx=txid, actor=actor, values={c.knob: c.after for c in tx.changes})
         return tx
 
