@@ -387,6 +387,7 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
 
     register_telemetry(mcp, service)
     register_resources(mcp, service)
+    __import__("lumos_mcp.server_ranker", fromlist=["register"]).register(mcp, service)
     return mcp
 
 

@@ -73,9 +73,9 @@ def generator_policy() -> str:
     """The policy the generator's Service runs under: only the arena's own cgroup knobs, no
     approval, no cooldown (each window's change is reverted before the next one)."""
     rules = {
-        knob(OTHER, "cpu_shares"): "min = 2\nmax = 262144\napproval = \"never\"\ncooldown_s = 0",
-        knob(OTHER, "cpu_idle"): "approval = \"never\"\ncooldown_s = 0",
-        knob(APP, "cpu_max"): "allow_unlimited = true\nmin_quota_ratio = 0.1\napproval = \"never\"\ncooldown_s = 0",
+        knob(OTHER, "cpu_shares"): 'min = 2\nmax = 262144\napproval = "never"\ncooldown_s = 0',
+        knob(OTHER, "cpu_idle"): 'approval = "never"\ncooldown_s = 0',
+        knob(APP, "cpu_max"): 'allow_unlimited = true\nmin_quota_ratio = 0.1\napproval = "never"\ncooldown_s = 0',
     }
     head = (
         'name = "ranker-generate"\n'
@@ -230,7 +230,13 @@ def run_chunk(
                     written += 1
                     log.info(
                         "%s antagonist=%s %d/%d %s %s=%.1f noise=%.2f",
-                        workload, antagonist, i + 1, windows, config, metric.name, metric.value,
+                        workload,
+                        antagonist,
+                        i + 1,
+                        windows,
+                        config,
+                        metric.name,
+                        metric.value,
                         nw.report.noise_cpus,
                     )
         finally:
@@ -263,4 +269,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

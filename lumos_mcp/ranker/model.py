@@ -202,8 +202,10 @@ class RankerModel:
         radius = math.sqrt(chi2.ppf(p.novelty_quantile, df=n_comp))
         for a in range(k):
             members = emb[assign == a]
-            cov = LedoitWolf().fit(members).covariance_ if len(members) > n_comp else np.cov(emb.T).reshape(
-                n_comp, n_comp
+            cov = (
+                LedoitWolf().fit(members).covariance_
+                if len(members) > n_comp
+                else np.cov(emb.T).reshape(n_comp, n_comp)
             )
             precision = np.linalg.pinv(np.atleast_2d(cov))
             model.precisions.append(precision)
@@ -219,7 +221,7 @@ class RankerModel:
                 if lab == a:
                     key = f"{r.workload}/{'antagonist' if r.antagonist else 'solo'}"
                     comp[key] = comp.get(key, 0) + 1
-            model.archetypes.append(Archetype(a, int(len(members)), threshold, has_ranker, dict(sorted(comp.items()))))
+            model.archetypes.append(Archetype(a, len(members), threshold, has_ranker, dict(sorted(comp.items()))))
         model.manifest = model._manifest(records, all_pairs, p)
         return model
 
@@ -278,7 +280,9 @@ class RankerModel:
     def gate(self, x: FloatArray) -> Gate:
         """The ranker for windows ``x`` (rows), by the mean of their embeddings."""
         centre = self.embed(x).mean(axis=0, keepdims=True)
-        dists = [float(_mahalanobis(centre, c, prec)[0]) for c, prec in zip(self.centroids, self.precisions, strict=True)]
+        dists = [
+            float(_mahalanobis(centre, c, prec)[0]) for c, prec in zip(self.centroids, self.precisions, strict=True)
+        ]
         k = int(np.argmin(dists))
         arch = self.archetypes[k]
         if dists[k] > arch.threshold:
@@ -295,6 +299,31 @@ class RankerModel:
         p_ba = clf.predict_proba(self._pairs(b, a))[:, 1]
         out: FloatArray = (p_ab + 1.0 - p_ba) / 2.0
         return out
+
+    def gate_pairs(self, a: FloatArray, b: FloatArray) -> list[Gate]:
+        """`gate` for each pair of rows, vectorised."""
+        centres = (self.embed(a) + self.embed(b)) / 2.0
+        dists = np.column_stack(
+            [_mahalanobis(centres, c, prec) for c, prec in zip(self.centroids, self.precisions, strict=True)]
+        )
+        out = []
+        for row in dists:
+            k = int(np.argmin(row))
+            arch = self.archetypes[k]
+            if row[k] > arch.threshold:
+                out.append(Gate(None, float(row[k]), arch.threshold, True, GLOBAL))
+            else:
+                out.append(Gate(k, float(row[k]), arch.threshold, False, str(k) if arch.has_ranker else GLOBAL))
+        return out
+
+    def prob_pairs(self, a: FloatArray, b: FloatArray) -> tuple[FloatArray, list[Gate]]:
+        """P(a better than b) per pair, each pair answered by the ranker its gate chooses."""
+        gates = self.gate_pairs(a, b)
+        out = np.empty(len(gates))
+        for ranker in {g.ranker for g in gates}:
+            idx = np.array([i for i, g in enumerate(gates) if g.ranker == ranker])
+            out[idx] = self.prob(a[idx], b[idx], ranker)
+        return out, gates
 
     def compare(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, Gate]:
         """Margin of window ``a`` over window ``b`` in [-1, 1] (positive: ``a`` looks better), and the gate."""
