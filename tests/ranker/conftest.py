@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+import pytest
+
+from lumos_mcp.ranker.dataset import WindowRecord
+from lumos_mcp.ranker.model import RankerModel
+from tests.ranker.ranker_helpers import tiny_model
+
+
+@pytest.fixture(scope="session")
+def trained() -> tuple[RankerModel, list[WindowRecord]]:
+    return tiny_model()
