@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult
 from pydantic import BaseModel, Field
 
-from lumos_mcp.ranker.model import NOVEL, RankerModel, RankerModelError
+from lumos_mcp.ranker.rules import NOVEL, RankerModelError
 from lumos_mcp.server import READ_ONLY, domain_errors, ok
 from lumos_mcp.service import Service
+
+if TYPE_CHECKING:
+    from lumos_mcp.ranker.model import RankerModel
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "ranker" / "model"
 
@@ -74,6 +77,12 @@ class RankerHolder:
                     raise RankerModelError(
                         "no ranker model: train one with `python -m lumos_mcp.ranker train`", path=str(self.path)
                     )
+                try:  # scikit-learn is the optional extra lumos-mcp[ranker]
+                    from lumos_mcp.ranker.model import RankerModel
+                except ImportError as e:
+                    raise RankerModelError(
+                        f"the ranker needs scikit-learn: pip install 'lumos-mcp[ranker]' ({e})", path=str(self.path)
+                    ) from e
                 self._model = RankerModel.load(self.path)
             return self._model
 

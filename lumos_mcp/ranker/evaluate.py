@@ -26,12 +26,17 @@ from lumos_mcp.ranker.dataset import Pair, WindowRecord, pairs
 from lumos_mcp.ranker.features import FloatArray, flat_signature
 from lumos_mcp.ranker.model import GLOBAL, RankerModel, TrainParams
 
+NOISE = "@noise_cpus"
+"""Not a counter the ranker sees: the CPU used outside the arena during the window (how much of
+the ranking a confound explains; other users of this shared machine ran beside the generator)."""
+
 PROXIES: dict[str, str] = {
     "ctx switches/s": "sched.ctx_switches_per_s",
     "PSI cpu some": "psi.cpu.some.window_pct",
     "run delay": "sched.run_delay_ms_per_s",
     "IPC": "perf.ipc",
     "app cgroup CPU": "cgroups.lumos-arena/app.cpu_usage_cores",
+    "outside noise (diagnostic)": NOISE,
 }
 MISSING_WHY = {
     "run delay": "no /proc/schedstat here (CONFIG_SCHEDSTATS off)",
@@ -63,9 +68,13 @@ def score(prob: FloatArray, labels: FloatArray) -> Score:
     return Score(acc, auc, len(p))
 
 
+def _value(r: WindowRecord, metric: str) -> float:
+    return r.noise_cpus if metric == NOISE else flat_signature(r.features).get(metric, math.nan)
+
+
 def proxy_values(prs: Sequence[Pair], metric: str) -> tuple[FloatArray, FloatArray]:
-    a = np.array([flat_signature(p.a.features).get(metric, math.nan) for p in prs])
-    b = np.array([flat_signature(p.b.features).get(metric, math.nan) for p in prs])
+    a = np.array([_value(p.a, metric) for p in prs])
+    b = np.array([_value(p.b, metric) for p in prs])
     return a, b
 
 
@@ -74,11 +83,11 @@ def proxy_prob(prs: Sequence[Pair], metric: str, sign: float) -> FloatArray:
     a, b = proxy_values(prs, metric)
     d = sign * (a - b)
     out: FloatArray = np.where(np.isnan(d), np.nan, np.where(d > 0, 1.0, np.where(d < 0, 0.0, 0.5)))
-    # a graded version for AUC: the sign times the log-ratio, squashed into (0, 1)
     return out
 
 
 def proxy_graded(prs: Sequence[Pair], metric: str, sign: float) -> FloatArray:
+    """A graded version for AUC: the signed log-ratio squashed into (0, 1)."""
     a, b = proxy_values(prs, metric)
     d = sign * (np.log1p(np.abs(a)) - np.log1p(np.abs(b)))
     out: FloatArray = 1.0 / (1.0 + np.exp(-d))

@@ -51,7 +51,6 @@ from sklearn.impute import SimpleImputer
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
-from lumos_mcp.errors import LumosError
 from lumos_mcp.ranker.dataset import Pair, WindowRecord, data_hash, pairs
 from lumos_mcp.ranker.features import (
     DEFAULT_ROLES,
@@ -62,20 +61,13 @@ from lumos_mcp.ranker.features import (
     pair_features,
     signed_log,
 )
+from lumos_mcp.ranker.rules import DEFAULT_DELTA, GLOBAL, NOVEL, RankerModelError, decide
 
 MODEL_FORMAT = "lumos-ranker-model"
 FORMAT_VERSION = 1
+__all__ = ["DEFAULT_DELTA", "GLOBAL", "NOVEL", "RankerModel", "RankerModelError", "TrainParams", "decide"]
 MANIFEST = "manifest.json"
 ESTIMATORS = "estimators.joblib"
-GLOBAL = "global"
-NOVEL = "novel: global fallback"
-DEFAULT_DELTA = 0.2
-
-
-class RankerModelError(LumosError):
-    """A ranker model that cannot be trained, loaded or used as asked."""
-
-    code = "ranker_model_error"
 
 
 @dataclass(frozen=True)
@@ -425,11 +417,6 @@ class RankerModel:
             delta=float(manifest["delta"]),
             manifest=manifest,
         )
-
-
-def decide(margin: float, delta: float, challenger: int, incumbent: int) -> int:
-    """The margin rule: the challenger only if its margin over the incumbent is at least ``delta``."""
-    return challenger if margin >= delta else incumbent
 
 
 def _mahalanobis(points: FloatArray, centre: FloatArray, precision: FloatArray) -> FloatArray:
