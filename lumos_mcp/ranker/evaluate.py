@@ -4,7 +4,7 @@ Splits (the model never sees a test window while training):
 - ``workload``: leave one workload out (train on the two others, test on its pairs);
 - ``antagonist``: train without the antagonist, test with it (the paper's "stable -> noisy"),
   and the reverse;
-- ``windows`` (reference, in distribution): 4-fold over windows, test pairs inside a fold.
+- ``windows`` (reference, in distribution): k-fold over windows (4 by default), test pairs inside a fold.
 
 Every number is a pairwise accuracy (ties in a proxy count half) and an AUC, over ordered
 pairs of windows of one workload and antagonist setting whose true metrics differ by more
@@ -15,6 +15,7 @@ delay: no schedstats) are reported as such.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class Row:
     pairs: int
     ranker: Score
     global_only: Score
+    host_only: Score
     gated_share: float
     novel_share: float
     proxies: dict[str, Score]
@@ -118,6 +120,7 @@ def _evaluate(
     split: str, test_name: str, train: Sequence[WindowRecord], test: Sequence[WindowRecord], params: TrainParams
 ) -> list[Row]:
     model = RankerModel.train(train, params)
+    host_model = RankerModel.train(train, dataclasses.replace(params, with_cgroups=False))
     train_pairs = list(pairs(train, params.min_pair_gap))
     signs = {name: fit_sign(train_pairs, metric) for name, metric in PROXIES.items()}
     test_pairs = list(pairs(test, params.min_pair_gap))
@@ -127,6 +130,9 @@ def _evaluate(
     xb = model.vectors([p.b.features for p in test_pairs])
     prob, gates = model.prob_pairs(xa, xb)
     glob = model.prob(xa, xb, GLOBAL)
+    host, _ = host_model.prob_pairs(
+        host_model.vectors([p.a.features for p in test_pairs]), host_model.vectors([p.b.features for p in test_pairs])
+    )
     labels = np.array([p.label for p in test_pairs], dtype=float)
     rows = []
     groups = sorted({p.a.workload for p in test_pairs})
@@ -149,6 +155,7 @@ def _evaluate(
                 pairs=int(mask.sum()),
                 ranker=score(prob[mask], labels[mask]),
                 global_only=score(glob[mask], labels[mask]),
+                host_only=score(host[mask], labels[mask]),
                 gated_share=float(np.mean([g.ranker != GLOBAL for g in gsub])),
                 novel_share=float(np.mean([g.novel for g in gsub])),
                 proxies=proxies,
@@ -177,7 +184,7 @@ def evaluate(records: Sequence[WindowRecord], params: TrainParams | None = None,
     for f in range(folds):
         train = [r for r, k in zip(records, fold_of, strict=True) if k != f]
         test = [r for r, k in zip(records, fold_of, strict=True) if k == f]
-        for row in _evaluate("in distribution (4-fold)", "windows", train, test, p):
+        for row in _evaluate(f"in distribution ({folds}-fold)", "windows", train, test, p):
             pooled.setdefault(row.test, []).append(row)
     for name, rs in pooled.items():
         rows.append(_pool(rs, name))
@@ -202,6 +209,7 @@ def _pool(rows: Sequence[Row], name: str) -> Row:
         pairs=n,
         ranker=_mean_score([r.ranker for r in rows]),
         global_only=_mean_score([r.global_only for r in rows]),
+        host_only=_mean_score([r.host_only for r in rows]),
         gated_share=sum(r.gated_share * r.pairs for r in rows) / n,
         novel_share=sum(r.novel_share * r.pairs for r in rows) / n,
         proxies={k: _mean_score([r.proxies[k] for r in rows]) for k in rows[0].proxies},
@@ -216,6 +224,7 @@ def markdown(rows: Sequence[Row]) -> str:
         "n",
         "ranker (gated)",
         "global ranker",
+        "ranker, host counters only",
         "archetype ranker used",
         "novel",
         *PROXIES,
@@ -228,6 +237,7 @@ def markdown(rows: Sequence[Row]) -> str:
             str(r.pairs),
             r.ranker.cell(),
             r.global_only.cell(),
+            r.host_only.cell(),
             f"{100 * r.gated_share:.0f}%",
             f"{100 * r.novel_share:.0f}%",
         ]
