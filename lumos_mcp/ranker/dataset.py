@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -140,11 +141,14 @@ class Pair:
 
 def pairs(records: Sequence[WindowRecord], min_gap: float = 0.05) -> Iterator[Pair]:
     """Every ordered pair of windows in the same group whose true metrics differ by more than
-    ``min_gap`` (relative): closer pairs are ties within measurement noise and are left out.
+    ``min_gap`` (relative): closer pairs are ties within measurement noise and are left out, as are
+    windows without a finite metric.
     Both orders are produced, so labels are balanced.
     """
     by_group: dict[tuple[str, bool], list[WindowRecord]] = {}
     for r in records:
+        if not math.isfinite(r.metric.value):
+            continue  # a window whose metric could not be measured
         by_group.setdefault(r.group, []).append(r)
     for group in sorted(by_group):
         for a, b in itertools.combinations(by_group[group], 2):

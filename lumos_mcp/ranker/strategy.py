@@ -2,7 +2,10 @@
 
 The interface the arena drives (the arena owns applying, measuring and the true p99)::
 
-    strategy = RankerStrategy(model, space, start=default_config, roles={"app": ..., "other": ...})
+    space = arena_space("lumos-arena/victim", "lumos-arena/batch")
+    start = {k: v for k, v in zip(space, [1024, "max 100000"])}
+    strategy = RankerStrategy(RankerModel.load(path), space, start,
+                              roles={"app": "lumos-arena/victim", "other": "lumos-arena/batch"})
     for _ in range(budget):
         config = strategy.propose(history)        # history: the arena's list of past (config, result)
         result = arena.evaluate(config)           # applies config, measures one window
@@ -33,6 +36,16 @@ from lumos_mcp.ranker.model import RankerModel
 
 Value = int | bool | str
 Config = dict[str, Value]
+
+
+def arena_space(app_cgroup: str, other_cgroup: str) -> dict[str, list[Value]]:
+    """The knobs the shipped model was trained on, as a strategy space: the co-runner's
+    ``cpu_shares`` (log-spaced) and the app's ``cpu_max``. (``cpu_idle`` is left out: on cgroup v1
+    it cannot be combined with a shares change in one step.) Start from shares 1024, no limit."""
+    return {
+        f"cgroup.{other_cgroup}.cpu_shares": [64, 128, 256, 512, 1024, 2048, 4096, 8192],
+        f"cgroup.{app_cgroup}.cpu_max": ["max 100000", "150000 100000", "100000 100000", "60000 100000"],
+    }
 
 
 def _key(config: Mapping[str, Value]) -> tuple[tuple[str, str], ...]:
