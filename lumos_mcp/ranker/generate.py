@@ -224,7 +224,7 @@ def run_chunk(
                         noise_cpus=nw.report.noise_cpus,
                         start_unix_s=sig.start_unix_s,
                         chunk=chunk,
-                        features=flatten(sig.model_dump(exclude={"unavailable"})),
+                        features={k: float(f"{v:.6g}") for k, v in flatten(sig.model_dump()).items()},
                     )
                     append_records(out, [record])
                     written += 1
