@@ -7,6 +7,7 @@ python -m lumos_mcp.ranker evaluate --data data/ranker/windows.jsonl > docs/rank
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("train", "evaluate"):
         s = sub.add_parser(name)
         s.add_argument("--data", type=Path, nargs="+", required=True)
-        s.add_argument("--max-noise-cpus", type=float, default=0.6)
+        s.add_argument("--max-noise-cpus", type=float, default=math.inf, help="drop noisier windows")
         s.add_argument("--no-cgroups", action="store_true", help="host counters only (no per-cgroup CPU)")
     sub.choices["train"].add_argument("--out", type=Path, required=True)
     sub.choices["train"].add_argument("--delta", type=float, default=DEFAULT_DELTA)
