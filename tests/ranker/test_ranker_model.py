@@ -111,3 +111,18 @@ def test_loading_refuses_a_tampered_or_foreign_model(trained: Trained, tmp_path:
 def test_training_refuses_too_little_data() -> None:
     with pytest.raises(RankerModelError):
         RankerModel.train(shipped_subset(1))
+
+
+def test_the_shipped_model_loads_and_ranks_shipped_windows() -> None:
+    import sklearn
+
+    from lumos_mcp.server_ranker import DEFAULT_MODEL
+
+    manifest = json.loads((DEFAULT_MODEL / "manifest.json").read_text())
+    if manifest["sklearn_version"] != sklearn.__version__:
+        pytest.skip(f"shipped model pickled by scikit-learn {manifest['sklearn_version']}: retrain to use it")
+    model = RankerModel.load(DEFAULT_MODEL)
+    records = load_records(SHIPPED)
+    assert manifest["training_data"]["windows"] <= len(records)
+    ranking = model.rank([r.features for r in records[:3]])
+    assert sorted(ranking.order) == [0, 1, 2]
