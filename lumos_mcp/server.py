@@ -388,6 +388,7 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
     register_telemetry(mcp, service)
     register_resources(mcp, service)
     register_speculator(mcp, service)
+    register_ranker(mcp, service)
     return mcp
 
 
@@ -424,6 +425,13 @@ async def _operator_approval(service: Service, txid: str, wait_s: float, ctx: Co
 def register_telemetry(mcp: MCPServer[Service], service: Service) -> None:
     """The telemetry tools (see lumos_mcp.telemetry)."""
     from lumos_mcp.server_telemetry import register
+
+    register(mcp, service)
+
+
+def register_ranker(mcp: MCPServer[Service], service: Service) -> None:
+    """The zero-mod ranker's tool (see lumos_mcp.ranker)."""
+    from lumos_mcp.server_ranker import register
 
     register(mcp, service)
 

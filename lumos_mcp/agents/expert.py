@@ -56,6 +56,11 @@ def metric(signature: dict[str, Any], path: str) -> float | None:
     return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
 
 
+def has_app_metric(signature: dict[str, Any]) -> bool:
+    """Whether an application metric was reported into this window (report_app_metric)."""
+    return bool(signature.get("app"))
+
+
 OBJECTIVE_PATHS = ("psi.cpu.some.window_pct", "psi.cpu.some.avg10_pct")
 
 
@@ -163,6 +168,7 @@ class ExpertAgent:
         worse_tolerance: float = 0.10,
         sandbox: bool = False,
         noise_floor: float = 2.0,
+        use_ranker: bool = True,
     ) -> None:
         """``noise_floor``: an absolute worsening (objective units, PSI % by default) below which a
         change counts as neutral: single-digit PSI moves are noise on a shared machine."""
@@ -172,6 +178,7 @@ class ExpertAgent:
         self.window_s = window_s
         self.on_event = on_event
         self.worse_tolerance = worse_tolerance
+        self.use_ranker = use_ranker
         self.rounds: list[RoundLog] = []
 
     async def call(self, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -200,7 +207,7 @@ class ExpertAgent:
             tried.update(proposal.changes)  # a committed step frees its knob again (below)
             self.on_event(f"propose {proposal.changes} ({proposal.rule}): {proposal.why}")
             try:
-                await self._try(proposal, log)
+                await self._try(proposal, log, sig)
             except AgentToolError as e:
                 log.outcome = f"refused: {e.code}"
                 log.notes.append(str(e))
@@ -209,7 +216,28 @@ class ExpertAgent:
                 tried.difference_update(proposal.changes)
         return self.rounds
 
-    async def _try(self, proposal: Proposal, log: RoundLog) -> None:
+    async def _ranker_says_worse(self, before: dict[str, Any], after: dict[str, Any], log: RoundLog) -> bool | None:
+        """With no application metric: ask rank_configs whether the new window fails to beat the old one by
+        the margin rule (then revert). None when the ranker is unavailable (no model): PSI decides then."""
+        try:
+            ranked = await self.call(
+                "rank_configs",
+                {
+                    "candidates": [
+                        {"label": "before", "signature": before},
+                        {"label": "after", "signature": after},
+                    ],
+                    "incumbent": 0,
+                },
+            )
+        except AgentToolError as e:
+            log.notes.append(f"ranker unavailable: {e.code}")
+            return None
+        margin = next(c["margin_vs_incumbent"] for c in ranked["order"] if c["label"] == "after")
+        log.notes.append(f"ranker ({ranked['archetype']}): margin {margin:+.2f}, delta {ranked['delta']}")
+        return bool(ranked["keep_incumbent"])  # the margin rule: keep the old setting unless margin >= delta
+
+    async def _try(self, proposal: Proposal, log: RoundLog, before_sig: dict[str, Any] | None = None) -> None:
         staged = await self.call("stage_sched_params", {"changes": proposal.changes})
         log.txid = staged["txid"]
         if not staged["allowed"]:
@@ -235,13 +263,17 @@ class ExpertAgent:
         self.on_event(f"applied {applied['values']}; auto-revert in {applied['deadline_in_s']:.0f} s; measuring")
         sig = (await self.call("read_telemetry", {"window_s": self.window_s, "fresh": True}))["signature"]
         log.after = objective(sig)
-        if (
+        ranker_worse = None
+        if self.use_ranker and before_sig is not None and not (has_app_metric(before_sig) or has_app_metric(sig)):
+            ranker_worse = await self._ranker_says_worse(before_sig, sig, log)
+        worse = (
             log.before is not None
             and log.after is not None
-            and log.after > log.before * (1 + self.worse_tolerance) + 0.5
-        ):
+            and log.after > log.before * (1 + self.worse_tolerance) + self.noise_floor
+        )
+        if ranker_worse if ranker_worse is not None else worse:
             await self.call("revert", {"txid": log.txid})
-            log.outcome = "reverted (worse)"
+            log.outcome = "reverted (ranker: no clear win)" if ranker_worse else "reverted (worse)"
         else:
             await self.call("commit", {"txid": log.txid})
             log.outcome = "committed"

@@ -248,6 +248,19 @@ class Telemetry:
         snaps = [s for s in self.sampler.samples(since=first.t) if s.t <= last.t]
         return self._signature(snaps, window, chosen)
 
+    def signature_between(self, start_unix_s: float, end_unix_s: float, sections: set[str] | None = None) -> Signature:
+        """The signature over the buffered samples taken between two wall-clock times (for
+        example while a transaction was applied), so past windows can be compared later.
+
+        Raises:
+            InvalidTelemetryRequestError: an unknown section.
+            TelemetryNotReadyError: fewer than two samples in that span (evicted, or too short).
+        """
+        chosen = _check_sections(sections)
+        snaps = [s for s in self.sampler.samples() if start_unix_s <= s.wall <= end_unix_s]
+        window = snaps[-1].t - snaps[0].t if len(snaps) >= 2 else 0.0
+        return self._signature(snaps, window, chosen)
+
     def _signature(self, snaps: list[Snapshot], window: float, sections: set[str]) -> Signature:
         if len(snaps) < 2:
             raise TelemetryNotReadyError(

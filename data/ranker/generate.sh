@@ -1,0 +1,12 @@
+#!/bin/sh
+# Regenerate data/ranker/windows.jsonl on this host (root; about 28 minutes of locked runs).
+# One locked run per workload (each under 12 minutes): windows per antagonist setting as shipped
+# (probe 50, batch 50, vm 25: the vm run was cut to 25 to fit a busy shared lock).
+set -eu
+cd "$(dirname "$0")/../.."
+PY=${PY:-/work/venv/bin/python}
+OUT=${OUT:-data/ranker/windows.jsonl}
+for spec in ${RUNS:-probe:50 batch:50 vm:25}; do
+    flock /work/measure.lock "$PY" -m lumos_mcp.ranker.generate --workload "${spec%%:*}" --antagonist both \
+        --windows "${spec##*:}" --seed "${SEED:-1}" --out "$OUT"
+done
