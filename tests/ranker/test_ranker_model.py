@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,8 @@ def test_the_shipped_dataset_has_three_workloads_with_and_without_the_antagonist
     assert all(r.metric.higher_is_better == (r.workload != "probe") for r in records)
 
 
-def test_a_tiny_model_trains_on_the_shipped_data_in_seconds() -> None:
-    start = time.monotonic()
+def test_a_tiny_model_trains_on_the_shipped_data() -> None:
     model, records = tiny_model()
-    assert time.monotonic() - start < 10
     assert len(model.archetypes) == 2
     assert sum(a.size for a in model.archetypes) == len(records)
     assert GLOBAL in model.rankers
