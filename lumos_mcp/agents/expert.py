@@ -98,7 +98,7 @@ def propose(signature: dict[str, Any], tunables: list[dict[str, Any]], tried: se
 
     # 1. CPU contention: give latency-sensitive work the CPU before batch groups.
     for knob in sorted(knobs):
-        if knob.endswith(".cpu_weight") and knob not in tried:
+        if knob.endswith((".cpu_weight", ".cpu_shares")) and knob not in tried:
             new = bounded(knob, max(1, int(knobs[knob]["value"]) // 4))
             if new is not None:
                 return Proposal(
