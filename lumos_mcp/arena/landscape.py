@@ -3,6 +3,7 @@ written through the MCP tools (stage, apply, measure, revert), and a plot."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -60,7 +61,7 @@ def analyse(problem: Problem, points: list[dict[str, Any]]) -> tuple[dict[str, A
         line = [p for p in points if all(p["config"][kk] == vv for kk, vv in others.items())]
         line.sort(key=lambda p: grid.index(p["config"][k.knob_id]))
         objs = [p["objective"] for p in line]
-        diffs = [b - a for a, b in zip(objs, objs[1:], strict=False)]
+        diffs = [b - a for a, b in itertools.pairwise(objs)]
         spread = max(objs) - min(objs) if objs else 0.0
         if spread <= max(0.002, 0.1 * max(objs, default=0.0)):
             verdict.append(f"{k.short}: flat (no effect beyond noise along this knob at the optimum)")

@@ -41,8 +41,8 @@ class KnobRange:
     @property
     def short(self) -> str:
         """``batch.cpu_shares`` for ``cgroup.lumos-arena/batch.cpu_shares``; the sysctl name otherwise."""
-        if self.knob_id.startswith(f"cgroup.{ARENA_PARENT}/"):
-            return self.knob_id.split("/", 1)[1]
+        if self.knob_id.startswith("cgroup."):
+            return self.knob_id.split(".", 1)[1].rsplit("/", 1)[-1]
         return self.knob_id.removeprefix("kernel.")
 
     def clip(self, value: Value) -> Value:
@@ -51,8 +51,8 @@ class KnobRange:
         return int(min(self.high, max(self.low, int(value))))
 
 
-def shares(group: str, grid: Sequence[int], default: int = 1024) -> KnobRange:
-    return KnobRange(f"cgroup.{ARENA_PARENT}/{group}.cpu_shares", "int_log", 2, 8192, default, tuple(grid))
+def shares(group: str, grid: Sequence[int], default: int = 1024, parent: str = ARENA_PARENT) -> KnobRange:
+    return KnobRange(f"cgroup.{parent}/{group}.cpu_shares", "int_log", 2, 8192, default, tuple(grid))
 
 
 SLICE = KnobRange("kernel.sched_cfs_bandwidth_slice_us", "int", 1000, 20000, 5000, (1000, 20000))
@@ -98,6 +98,8 @@ class Problem:
     landscape: str = ""
     """The problem whose sweep scores this one's regret (itself when empty)."""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    parent: str = ARENA_PARENT
+    """The parent cgroup of victim, batch and neighbour (the knobs' ids must name it)."""
 
     @property
     def knob_ids(self) -> tuple[str, ...]:
@@ -136,7 +138,7 @@ class Problem:
             name=self.name, title=self.title, knobs=knobs, scenario=self.scenario, objective=self.objective,
             floor_fraction=self.floor_fraction, slo_us=self.slo_us, work_us=self.work_us,
             batch_threads=self.batch_threads, neighbour_cpus=self.neighbour_cpus, window_s=self.window_s,
-            repeats=1, trials=4, sweep_repeats=1, landscape=self.landscape, notes=self.notes,
+            repeats=1, trials=4, sweep_repeats=1, landscape=self.landscape, notes=self.notes, parent=self.parent,
         )  # fmt: skip
 
 
@@ -154,7 +156,7 @@ PROBLEMS: dict[str, Problem] = {
             "shares-2d",
             "2 knobs: batch and neighbour cpu.shares, steady 1 kHz",
             (shares("batch", (2, 64, 1024, 4096)), shares("neighbour", (2, 64, 1024, 4096))),
-            trials=8,
+            sweep_repeats=1,
         ),
         Problem(
             "shares-distract",

@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 from mcp import Client
 
-from lumos_mcp.arena.problems import ARENA_PARENT, Config, Problem, Value
+from lumos_mcp.arena.problems import Config, Problem, Value
 from lumos_mcp.arena.stats import TailStats, median_of_repeats, throughput_floor_ok
 from lumos_mcp.arena.workloads import (
     ArenaCgroups,
@@ -106,7 +106,7 @@ class Arena:
         try:
             p = self.problem
             self.groups = self._stack.enter_context(
-                ArenaCgroups(self.cg, ["victim", "batch", "neighbour"], parent=ARENA_PARENT)
+                ArenaCgroups(self.cg, ["victim", "batch", "neighbour"], parent=self.problem.parent)
             )
             self.probe = self._stack.enter_context(
                 ProbeWorkload(
