@@ -64,6 +64,8 @@ def main(
     if action == "run":
         for p in chosen:
             land = landscape.load(out, p.landscape_name)
+            if land is not None:
+                land = landscape.rescore(land, p)
             chosen_strats = strat_mod.available(strategies)
             result = run_problem(p, chosen_strats, seeds if not quick else min(seeds, 1), state, land, _say)
             (out / f"runs-{p.name}.json").write_text(json.dumps(result, indent=1, default=str))

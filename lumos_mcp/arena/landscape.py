@@ -74,8 +74,8 @@ def analyse(problem: Problem, points: list[dict[str, Any]]) -> tuple[dict[str, A
         where = "at the low edge" if pos == 0 else "at the high edge" if pos == len(grid) - 1 else "interior"
         on_floor = ""
         for nb in (pos - 1, pos + 1):
-            if 0 <= nb < len(line) and not line[nb]["feasible"] and line[nb]["objective"] < best["objective"]:
-                on_floor = " and on the throughput-floor boundary (the better neighbour breaks the floor)"
+            if 0 <= nb < len(line) and not line[nb]["feasible"]:
+                on_floor = " and on the throughput-floor boundary (the next grid point breaks the floor)"
         verdict.append(
             f"{k.short}: optimum {v} is {where} of the grid{on_floor}"
             + (f"; tail is monotone {mono} in this knob" if mono else "")
@@ -155,6 +155,23 @@ def save(land: Landscape, out: Path) -> Path:
     return path
 
 
+def rescore(land: dict[str, Any], problem: Problem) -> dict[str, Any]:
+    """``land`` judged with ``problem``'s floor (a problem may reuse another's sweep with another floor)."""
+    points = []
+    for p in land["points"]:
+        eps = p["batch_eps"]
+        ok = math.isfinite(eps) and throughput_floor_ok(eps, land["baseline_eps"], problem.floor_fraction)
+        points.append({**p, "feasible": ok})
+    best, verdict = analyse(problem, points)
+    return {
+        **land,
+        "points": points,
+        "best": best,
+        "verdict": verdict,
+        "floor_eps": land["baseline_eps"] * problem.floor_fraction,
+    }
+
+
 def load(out: Path, name: str) -> dict[str, Any] | None:
     path = out / f"landscape-{name}.json"
     if not path.exists():
@@ -163,4 +180,4 @@ def load(out: Path, name: str) -> dict[str, Any] | None:
     return data
 
 
-__all__ = ["Landscape", "analyse", "load", "save", "sweep"]
+__all__ = ["Landscape", "analyse", "load", "rescore", "save", "sweep"]

@@ -153,6 +153,13 @@ PROBLEMS: dict[str, Problem] = {
             (shares("batch", BATCH_GRID),),
         ),
         Problem(
+            "shares-1d-85",
+            "1 knob, floor 85%: the floor binds (same landscape as shares-1d)",
+            (shares("batch", BATCH_GRID),),
+            floor_fraction=0.85,
+            landscape="shares-1d",
+        ),
+        Problem(
             "shares-2d",
             "2 knobs: batch and neighbour cpu.shares, steady 1 kHz",
             (shares("batch", (2, 64, 1024, 4096)), shares("neighbour", (2, 64, 1024, 4096))),
@@ -162,12 +169,14 @@ PROBLEMS: dict[str, Problem] = {
             "shares-distract",
             "1 knob + 2 distractors (cfs_bandwidth_slice_us, sched_autogroup_enabled)",
             (shares("batch", (2, 64, 1024)), SLICE, AUTOGROUP),
+            floor_fraction=0.85,
         ),
         Problem(
             "shares-shift",
             "1 knob, rate shift 300 -> 1100 req/s half-way",
             (shares("batch", BATCH_GRID),),
             scenario=SHIFT,
+            floor_fraction=0.85,
             landscape="shares-1d",
         ),
         Problem(
@@ -175,6 +184,7 @@ PROBLEMS: dict[str, Problem] = {
             "1 knob, the neighbour arrives half-way",
             (shares("batch", BATCH_GRID),),
             scenario=ARRIVAL,
+            floor_fraction=0.85,
             landscape="shares-1d",
         ),
     )

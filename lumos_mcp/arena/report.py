@@ -22,7 +22,7 @@ def _spread(xs: list[float], fmt: str) -> str:
     xs = [x for x in xs if isinstance(x, int | float) and math.isfinite(x)]
     if not xs:
         return "-"
-    return f"{format(statistics.median(xs), fmt)} [{format(min(xs), fmt)}-{format(max(xs), fmt)}]"
+    return f"{format(statistics.median(xs), fmt)} [{format(min(xs), fmt)}, {format(max(xs), fmt)}]"
 
 
 def summarise_run(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +77,9 @@ def table(data: dict[str, Any]) -> str:
         f"{data['floor_fraction']:.0%} of default throughput; {data['trials']} trials x {data['window_s']:.0f} s "
         f"window x {data['repeats']} repeat(s); {data['seeds']} seeds; scenario `{data['scenario']}`. Sweep best "
         f"({data['landscape']}): {ref.get('objective', math.nan):.4f} at {ref.get('config')}. Cells: median "
-        "[min-max] over seeds.",
+        "[min, max] over seeds.",
+        "",
+        *[f"- landscape at this floor: {v}" for v in data.get("landscape_verdict", [])],
         "",
         "| strategy | best frac>SLO | best p99 ms | final frac>SLO | final p99 ms | batch kept | trials to 5% "
         "| failed trials | regret | max noise CPUs |",

@@ -114,6 +114,7 @@ async def _run(
         "baselines": baselines,
         "landscape": problem.landscape_name,
         "landscape_best": landscape["best"] if landscape else None,
+        "landscape_verdict": landscape["verdict"] if landscape else [],
         "runs": runs,
         "skipped": skipped,
         "tool_calls": tool_calls,
