@@ -8,6 +8,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from lumos_mcp.arena.landscape import rescore
+from lumos_mcp.arena.problems import PROBLEMS
+
 WITHIN = 0.05
 WITHIN_ABS = 0.0005
 """'Within 5% of the best' also accepts 0.05 percentage points, since the best fraction can be ~0."""
@@ -195,6 +198,7 @@ def plot_trials(data: dict[str, Any], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("trial")
         ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=6)
     fig.suptitle(f"{data['problem']}: tail per trial and best so far (all seeds)", fontsize=9)
     fig.tight_layout()
@@ -237,6 +241,10 @@ def write(out: Path, *, quick: bool = False) -> Path:
         md.append(landscape_md(land))
     summary: dict[str, Any] = {}
     for name, data in runs.items():
+        land = lands.get(data.get("landscape", ""))
+        if land is not None and name in PROBLEMS:
+            judged = rescore(land, PROBLEMS[name])  # the sweep at this problem's floor
+            data["landscape_best"], data["landscape_verdict"] = judged["best"], judged["verdict"]
         md.append(table(data))
         plot_trials(data, out / f"trials-{name}.png")
         md.append(f"![trials {name}](trials-{name}.png)\n")
