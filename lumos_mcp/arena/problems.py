@@ -131,7 +131,9 @@ class Problem:
     def quick(self) -> Problem:
         """A cheaper copy for ``--quick``: fewer trials and a coarse 1-repeat grid."""
         knobs = tuple(
-            KnobRange(k.knob_id, k.kind, k.low, k.high, k.default, (k.grid[0], k.default, k.grid[-1]))
+            KnobRange(
+                k.knob_id, k.kind, k.low, k.high, k.default, tuple(dict.fromkeys((k.grid[0], k.default, k.grid[-1])))
+            )
             for k in self.knobs
         )
         return Problem(
