@@ -54,7 +54,7 @@ def analyse(problem: Problem, points: list[dict[str, Any]]) -> tuple[dict[str, A
     best = min(ok, key=lambda p: p["objective"])
     verdict: list[str] = []
     for k in problem.knobs:
-        grid = list(k.grid)
+        grid = sorted({p["config"][k.knob_id] for p in points})  # the swept values (--quick's grid differs)
         v = best["config"][k.knob_id]
         pos = grid.index(v)
         others = {kk: vv for kk, vv in best["config"].items() if kk != k.knob_id}
