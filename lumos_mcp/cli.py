@@ -114,6 +114,20 @@ def parser() -> argparse.ArgumentParser:
     tp.add_argument("--interval", type=float, default=1.0, help="sampling interval in seconds")
     tp.add_argument("--window", type=float, default=10.0, help="window in seconds")
     tp.add_argument("--once", action="store_true", help="print one signature as JSON after one window and exit")
+    ar = sub.add_parser("arena", help="real workloads, real knobs, tuning strategies side by side (live, root)")
+    arsub = ar.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (
+        ("run", "sweep (if not done) and run every strategy on each problem, then write the report"),
+        ("sweep", "map each problem's landscape with a grid sweep"),
+        ("report", "write results.json, results.md and plots from what is in --out"),
+    ):
+        x = arsub.add_parser(name, help=text)
+        x.add_argument("--out", type=Path, default=Path("arena-results"), help="results directory")
+        x.add_argument("--problems", nargs="*", default=None, help="problem names (default: all)")
+        x.add_argument("--quick", action="store_true", help="probe workload only, 1 problem, short budget (~5 min)")
+        x.add_argument("--seeds", type=int, default=3, help="seeds per strategy (default 3)")
+        x.add_argument("--strategies", nargs="*", default=None, help="strategy names (default: all)")
+        x.add_argument("--resweep", action="store_true", help="sweep again even if a landscape is saved")
     return top
 
 
@@ -341,6 +355,20 @@ def cmd_desktop_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_arena(args: argparse.Namespace) -> int:
+    from lumos_mcp.arena.campaign import main as arena_main
+
+    return arena_main(
+        args.action,
+        out=args.out,
+        problems=args.problems,
+        quick=args.quick,
+        seeds=args.seeds,
+        strategies=args.strategies,
+        resweep=args.resweep,
+    )
+
+
 COMMANDS = {
     "serve": cmd_serve,
     "tune": cmd_tune,
@@ -350,6 +378,7 @@ COMMANDS = {
     "recover": cmd_recover,
     "top": cmd_top,
     "desktop-config": cmd_desktop_config,
+    "arena": cmd_arena,
 }
 
 __all__ = ["main", "parser", "read_token"]

@@ -1,0 +1,270 @@
+"""Results: ``results.json``, ``results.md`` (per problem, per strategy) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from lumos_mcp.arena.landscape import rescore
+from lumos_mcp.arena.problems import PROBLEMS
+
+WITHIN = 0.05
+WITHIN_ABS = 0.0005
+"""'Within 5% of the best' also accepts 0.05 percentage points, since the best fraction can be ~0."""
+
+
+def _median(xs: list[float]) -> float:
+    xs = [x for x in xs if isinstance(x, int | float) and math.isfinite(x)]
+    return float(statistics.median(xs)) if xs else math.nan
+
+
+def _spread(xs: list[float], fmt: str) -> str:
+    xs = [x for x in xs if isinstance(x, int | float) and math.isfinite(x)]
+    if not xs:
+        return "-"
+    return f"{format(statistics.median(xs), fmt)} [{format(min(xs), fmt)}, {format(max(xs), fmt)}]"
+
+
+def summarise_run(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Per run: best and final tail, batch kept, trials to within 5% of the sweep's best, failures, regret."""
+    trials = run["trials"]
+    phases = {t["phase"] for t in trials}
+    last_phase = max(phases)
+    scored = [t for t in trials if t["phase"] == last_phase]  # in a scenario, score the post-change phase
+    base = data["baselines"][last_phase]["batch_eps"]
+    ok = [t for t in scored if t["feasible"]]
+    best = min(ok, key=lambda t: t["objective"]) if ok else None
+    ref = (data.get("landscape_best") or {}).get("objective")
+    reach = None
+    if ref is not None:
+        so_far = math.inf
+        for i, t in enumerate(scored, 1):
+            if t["feasible"]:
+                so_far = min(so_far, t["objective"])
+            if so_far <= ref * (1 + WITHIN) + WITHIN_ABS:
+                reach = i
+                break
+    final = run["final"]
+    return {
+        "strategy": run["strategy"],
+        "seed": run["seed"],
+        "best_objective": best["objective"] if best else math.nan,
+        "best_p99_us": best["measurement"]["p99_us"] if best else math.nan,
+        "best_config": best["config"] if best else None,
+        "batch_kept": best["measurement"]["batch_eps"] / base if best else math.nan,
+        "final_objective": final["objective"],
+        "final_p99_us": final["p99_us"],
+        "final_batch_kept": final["batch_eps"] / base,
+        "trials_to_5pct": reach,
+        "failed": sum(1 for t in trials if not t["feasible"]),
+        "regret": (best["objective"] - ref) if best and ref is not None else math.nan,
+        "final_regret": (final["objective"] - ref) if ref is not None else math.nan,
+        "noise_max_cpus": max([max(t["measurement"]["noise_cpus"] or [0.0]) for t in trials] or [0.0]),
+        "noisy_repeated": sum(t["measurement"]["noisy_repeated"] for t in trials),
+    }
+
+
+def table(data: dict[str, Any]) -> str:
+    rows = [summarise_run(r, data) for r in data["runs"]]
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["strategy"], []).append(r)
+    ref = data.get("landscape_best") or {}
+    lines = [
+        f"### {data['problem']}: {data['title']}",
+        "",
+        f"Objective: fraction of probe requests over {data['slo_us']:.0f} us (p99 beside it); batch floor "
+        f"{data['floor_fraction']:.0%} of default throughput; {data['trials']} trials x {data['window_s']:.0f} s "
+        f"window x {data['repeats']} repeat(s); {data['seeds']} seeds; scenario `{data['scenario']}`. Sweep best "
+        f"({data['landscape']}): {ref.get('objective', math.nan):.4f} at {ref.get('config')}. Cells: median "
+        "[min, max] over seeds.",
+        "",
+        *[f"- landscape at this floor: {v}" for v in data.get("landscape_verdict", [])],
+        "",
+        "| strategy | best frac>SLO | best p99 ms | final frac>SLO | final p99 ms | batch kept | trials to 5% "
+        "| failed trials | regret | max noise CPUs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rs in by.items():
+        reach = [r["trials_to_5pct"] for r in rs]
+        reach_s = ", ".join("-" if x is None else str(x) for x in reach)
+        lines.append(
+            f"| {name} | {_spread([r['best_objective'] for r in rs], '.4f')} "
+            f"| {_spread([r['best_p99_us'] / 1000 for r in rs], '.2f')} "
+            f"| {_spread([r['final_objective'] for r in rs], '.4f')} "
+            f"| {_spread([r['final_p99_us'] / 1000 for r in rs], '.2f')} "
+            f"| {_spread([r['batch_kept'] for r in rs], '.2f')} | {reach_s} "
+            f"| {_spread([float(r['failed']) for r in rs], '.0f')} "
+            f"| {_spread([r['regret'] for r in rs], '.4f')} | {max(r['noise_max_cpus'] for r in rs):.2f} |"
+        )
+    for name, why in data.get("skipped", {}).items():
+        lines.append(f"| {name} | skipped: {why} | | | | | | | | |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def landscape_md(land: dict[str, Any]) -> str:
+    best = land.get("best") or {}
+    out = [
+        f"### Landscape {land['problem']}",
+        "",
+        f"Default batch throughput {land['baseline_eps']:.0f} ev/s, floor {land['floor_eps']:.0f}; "
+        f"{len(land['points'])} grid points, sweep took {land['seconds']:.0f} s. Best feasible: "
+        f"`{best.get('config')}` frac {best.get('objective', math.nan):.4f}, "
+        f"p99 {best.get('p99_us', math.nan) / 1000:.2f} ms.",
+        "",
+        *[f"- {v}" for v in land["verdict"]],
+        "",
+        f"![landscape {land['problem']}](landscape-{land['problem']}.png)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def plot_landscape(land: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    knobs = land["knobs"]
+    pts = land["points"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    main = knobs[0]
+    others = knobs[1:]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for p in pts:
+        key = ", ".join(
+            f"{k.split('.')[-2].split('/')[-1] if k.startswith('cgroup') else k.split('.')[-1]}={p['config'][k]}"
+            for k in others
+        )
+        groups.setdefault(key or "all", []).append(p)
+    for key, ps in groups.items():
+        ps = sorted(ps, key=lambda p: p["config"][main])
+        xs = [p["config"][main] for p in ps]
+        axes[0].plot(xs, [p["objective"] for p in ps], marker="o", label=key)
+        for p in ps:
+            for r in p["repeats"]:
+                axes[0].scatter([p["config"][main]], [r["objective"]], s=8, color="grey", alpha=0.5)
+            if not p["feasible"]:
+                axes[0].scatter([p["config"][main]], [p["objective"]], s=80, facecolors="none", edgecolors="red")
+        axes[1].plot(xs, [p["batch_eps"] for p in ps], marker="o", label=key)
+    axes[1].axhline(land["floor_eps"], color="red", linestyle="--", label="floor")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(main.replace("cgroup.", ""))
+    axes[0].set_ylabel("fraction over SLO (red ring: floor broken)")
+    axes[1].set_ylabel("batch events/s")
+    axes[0].legend(fontsize=6)
+    axes[1].legend(fontsize=6)
+    fig.suptitle(f"landscape {land['problem']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_trials(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["strategy"] for r in data["runs"]))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(names):
+        c = colours[i % len(colours)]
+        for j, run in enumerate(r for r in data["runs"] if r["strategy"] == name):
+            ys = [t["objective"] for t in run["trials"]]
+            xs = list(range(1, len(ys) + 1))
+            axes[0].plot(xs, ys, color=c, alpha=0.5, marker=".", label=name if j == 0 else None)
+            best, so_far = math.inf, []
+            for t in run["trials"]:
+                if t["feasible"]:
+                    best = min(best, t["objective"])
+                so_far.append(best if math.isfinite(best) else math.nan)
+            axes[1].plot(xs, so_far, color=c, alpha=0.7, label=name if j == 0 else None)
+    ref = (data.get("landscape_best") or {}).get("objective")
+    if ref is not None:
+        axes[1].axhline(ref, color="black", linestyle=":", label="sweep best")
+    if data["scenario"] != "steady":
+        for ax in axes:
+            ax.axvline(data["trials"] // 2 + 0.5, color="red", linestyle="--")
+    axes[0].set_ylabel("fraction over SLO per trial")
+    axes[1].set_ylabel("best feasible so far")
+    for ax in axes:
+        ax.set_xlabel("trial")
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"{data['problem']}: tail per trial and best so far (all seeds)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_timeline(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    for run in data["runs"]:
+        if run["seed"] != 0:
+            continue
+        ts = [t["t_s"] for t in run["trials"]]
+        ax.plot(ts, [t["measurement"]["p99_us"] / 1000 for t in run["trials"]], marker=".", label=run["strategy"])
+        change = [t["t_s"] for t in run["trials"] if t["phase"] == 1]
+        if change:
+            ax.axvline(change[0], color="red", linestyle="--", alpha=0.3)
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds since the run started (seed 0; red: the change)")
+    ax.set_ylabel("probe p99 per window (ms)")
+    ax.legend(fontsize=6)
+    ax.set_title(f"{data['problem']}: latency over time", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(out: Path, *, quick: bool = False) -> Path:
+    """Combine every ``landscape-*.json`` and ``runs-*.json`` under ``out`` into the report."""
+    lands = {p.stem.removeprefix("landscape-"): json.loads(p.read_text()) for p in sorted(out.glob("landscape-*.json"))}
+    runs = {p.stem.removeprefix("runs-"): json.loads(p.read_text()) for p in sorted(out.glob("runs-*.json"))}
+    md = ["# Arena results" + (" (--quick)" if quick else ""), ""]
+    for name, land in lands.items():
+        plot_landscape(land, out / f"landscape-{name}.png")
+        md.append(landscape_md(land))
+    summary: dict[str, Any] = {}
+    for name, data in runs.items():
+        land = lands.get(data.get("landscape", ""))
+        if land is not None and name in PROBLEMS:
+            judged = rescore(land, PROBLEMS[name])  # the sweep at this problem's floor
+            data["landscape_best"], data["landscape_verdict"] = judged["best"], judged["verdict"]
+        md.append(table(data))
+        plot_trials(data, out / f"trials-{name}.png")
+        md.append(f"![trials {name}](trials-{name}.png)\n")
+        if data["scenario"] != "steady":
+            plot_timeline(data, out / f"timeline-{name}.png")
+            md.append(f"![timeline {name}](timeline-{name}.png)\n")
+        noise = [n for r in data["runs"] for t in r["trials"] for n in t["measurement"]["noise_cpus"]]
+        rep = sum(t["measurement"]["noisy_repeated"] for r in data["runs"] for t in r["trials"])
+        if noise:
+            md.append(
+                f"Noise ({name}): CPU used outside the arena per window, median {statistics.median(noise):.3f} CPUs, "
+                f"max {max(noise):.3f}; {rep} window(s) over 0.1 CPU were measured again. "
+                f"Run took {data['seconds']:.0f} s.\n"
+            )
+        summary[name] = {"summary": [summarise_run(r, data) for r in data["runs"]], "skipped": data.get("skipped", {})}
+    (out / "results.md").write_text("\n".join(md))
+    (out / "results.json").write_text(
+        json.dumps({"landscapes": lands, "runs": runs, "summary": summary}, indent=1, default=str)
+    )
+    return out / "results.md"
+
+
+__all__ = ["summarise_run", "table", "write"]

@@ -1,0 +1,410 @@
+"""Run arena trials on the live host, every write through lumos-mcp's own MCP tools.
+
+A trial: ``stage_sched_params`` -> ``apply`` -> settle -> measure a window (probe tail,
+batch throughput, noise) -> ``commit`` when it is the run's best feasible configuration so
+far, else ``revert``. A sweep is the same with an unconditional revert. At the end, and on
+any exception including Ctrl-C, every knob the run may have touched is put back to the value
+it had at the start by one more journaled transaction (stage, apply, commit) through the
+Service; the originals are also written to ``originals.json`` in the state directory first,
+so a run killed with -9 is repaired by the next run's start (uncommitted trials are already
+restored by the journal's recovery).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import statistics
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client
+
+from lumos_mcp.arena.problems import Config, Problem, Value
+from lumos_mcp.arena.stats import TailStats, median_of_repeats, throughput_floor_ok
+from lumos_mcp.arena.workloads import (
+    ArenaCgroups,
+    BatchWorkload,
+    NeighbourWorkload,
+    ProbeWorkload,
+    noise_cpu,
+)
+from lumos_mcp.errors import LumosError
+from lumos_mcp.kernelfs.cgroups import CgroupManager
+from lumos_mcp.resources import policy_path
+from lumos_mcp.service import Service, ServiceConfig
+from lumos_mcp.txn import TxState
+
+log = logging.getLogger(__name__)
+
+NOISE_THRESHOLD_CPUS = 0.1
+SETTLE_S = 0.5
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One configuration's measured window(s)."""
+
+    frac_over_slo: float
+    p99_us: float
+    p95_us: float
+    batch_eps: float
+    noise_cpus: tuple[float, ...]
+    noisy_repeated: int
+    repeats: tuple[dict[str, float], ...]
+
+    @property
+    def noise_max(self) -> float:
+        return max(self.noise_cpus) if self.noise_cpus else 0.0
+
+
+@dataclass
+class TrialRecord:
+    index: int
+    config: Config
+    phase: int
+    measurement: Measurement
+    objective: float
+    feasible: bool
+    action: str
+    """``commit``, ``revert`` or ``unchanged`` (nothing to write: measured in place)."""
+    txid: str | None
+    t_s: float
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["config"] = {k: _plain(v) for k, v in self.config.items()}
+        return d
+
+
+def _plain(v: Value) -> int | bool:
+    return v
+
+
+# ------------------------------------------------------------------------------------ environment
+class Arena:
+    """The probe (victim), the batch job and the neighbour in ``lumos-arena/{victim,batch,neighbour}``."""
+
+    def __init__(self, problem: Problem, cgroups: CgroupManager) -> None:
+        self.problem = problem
+        self.cg = cgroups
+        self.phase = 0
+        self._stack = contextlib.ExitStack()
+        self.groups: ArenaCgroups | None = None
+        self.probe: ProbeWorkload | None = None
+        self.batch: BatchWorkload | None = None
+        self.neighbour: NeighbourWorkload | None = None
+
+    def __enter__(self) -> Arena:
+        try:
+            p = self.problem
+            self.groups = self._stack.enter_context(
+                ArenaCgroups(self.cg, ["victim", "batch", "neighbour"], parent=self.problem.parent)
+            )
+            self.probe = self._stack.enter_context(
+                ProbeWorkload(
+                    p.scenario.rate_hz[0],
+                    p.work_us,
+                    cgroup=self.groups["victim"],
+                    client_cgroup=self.groups["victim"],
+                    cgroups=self.cg,
+                    slo_us=p.slo_us,
+                )
+            )
+            self.batch = self._stack.enter_context(
+                BatchWorkload(p.batch_threads, cgroup=self.groups["batch"], cgroups=self.cg)
+            )
+            self._set_neighbour(p.scenario.neighbour[0])
+            time.sleep(1.0)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.neighbour is not None:
+            self.neighbour.stop()
+        self._stack.close()
+
+    def _set_neighbour(self, on: bool) -> None:
+        assert self.groups is not None
+        if on and self.neighbour is None:
+            self.neighbour = NeighbourWorkload(
+                self.problem.neighbour_cpus, cgroup=self.groups["neighbour"], cgroups=self.cg
+            )
+            self.neighbour.start()
+        elif not on and self.neighbour is not None:
+            self.neighbour.stop()
+            self.neighbour = None
+
+    def set_phase(self, phase: int) -> None:
+        """Apply the scenario's phase (0 before the change, 1 after)."""
+        assert self.probe is not None
+        self.phase = phase
+        self.probe.rate_hz = self.problem.scenario.rate_hz[phase]
+        self._set_neighbour(self.problem.scenario.neighbour[phase])
+        time.sleep(1.0)
+
+    def measure(self, repeats: int | None = None) -> Measurement:
+        """``repeats`` windows (a window whose outside CPU exceeds 0.1 CPU is measured once more).
+
+        Raises:
+            WorkloadError, CgroupError: from the workloads.
+        """
+        assert self.probe is not None and self.batch is not None and self.groups is not None
+        tails: list[TailStats] = []
+        eps: list[float] = []
+        noise: list[float] = []
+        reps: list[dict[str, float]] = []
+        extra = 0
+        wanted = repeats or self.problem.repeats
+        while len(tails) < wanted:
+            mark = self.batch.mark()
+            with noise_cpu(self.cg, [self.groups.parent]) as window:
+                tail = self.probe.measure(self.problem.window_s)
+            rate = self.batch.events_per_s(mark)
+            report = window.report
+            noise.append(report.noise_cpus)
+            reps.append(
+                {
+                    "frac_over_slo": tail.frac_over_slo,
+                    "p99_us": tail.p99_us,
+                    "batch_eps": rate,
+                    "noise_cpus": report.noise_cpus,
+                }
+            )
+            if report.noisy(NOISE_THRESHOLD_CPUS) and extra < wanted:
+                extra += 1  # flagged: measured again, the noisy window is kept in `repeats` only
+                continue
+            tails.append(tail)
+            eps.append(rate)
+        med = median_of_repeats(tails)
+        finite = [e for e in eps if math.isfinite(e)]
+        return Measurement(
+            frac_over_slo=med.frac_over_slo,
+            p99_us=med.p99_us,
+            p95_us=med.p95_us,
+            batch_eps=float(statistics.median(finite)) if finite else math.nan,
+            noise_cpus=tuple(noise),
+            noisy_repeated=extra,
+            repeats=tuple(reps),
+        )
+
+
+# ------------------------------------------------------------------------------------ service + tools
+class ArenaTools:
+    """The MCP tools a strategy and the runner use (an in-memory client over ``build_server``)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.calls: dict[str, int] = {}
+
+    async def call(self, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Call ``tool``; raise `ArenaToolError` when it answers with an error."""
+        self.calls[tool] = self.calls.get(tool, 0) + 1
+        result = await self.client.call_tool(tool, args or {})
+        data = result.structured_content or {}
+        if result.is_error:
+            error = data.get("error", {}) if isinstance(data, dict) else {}
+            raise ArenaToolError(tool, str(error.get("code", "error")), str(error.get("message", result.content)))
+        return data
+
+
+class ArenaToolError(Exception):
+    def __init__(self, tool: str, code: str, message: str) -> None:
+        super().__init__(f"{tool}: {code}: {message}")
+        self.tool = tool
+        self.code = code
+
+
+def arena_service(state_dir: Path, problem: Problem) -> Service:
+    """A live Service on the real host with the arena policy and the problem's cgroups.
+
+    Raises:
+        ModeError: not root; StateLockedError: another arena run holds ``state_dir``.
+    """
+    config = ServiceConfig(
+        mode="live",
+        state_dir=state_dir,
+        policy=policy_path("arena"),
+        host_root=Path("/"),
+        cgroups=problem.cgroups,
+        perf=False,
+    )
+    service = Service(config)
+    service.start()
+    return service
+
+
+@contextlib.asynccontextmanager
+async def mcp_tools(service: Service) -> AsyncIterator[ArenaTools]:
+    from lumos_mcp.server import build_server
+
+    async with Client(build_server(service)) as client:
+        yield ArenaTools(client)
+
+
+def read_values(service: Service, knob_ids: Sequence[str]) -> Config:
+    out: Config = {}
+    for k in knob_ids:
+        v = service.backend.read(k).value
+        out[k] = v if isinstance(v, bool) else int(str(v))
+    return out
+
+
+def restore(service: Service, originals: Config, actor: str = "arena-restore") -> list[str]:
+    """Revert whatever is still armed, then write ``originals`` back as one committed transaction.
+
+    Returns what it did, for the log. Never raises a domain error (it is a ``finally`` path):
+    failures are logged and returned.
+    """
+    done: list[str] = []
+    for tx in service.txns.transactions():
+        if tx.state is TxState.APPLIED:
+            try:
+                service.revert(tx.id, force=True, actor=actor)
+                done.append(f"reverted {tx.id}")
+            except LumosError as e:
+                done.append(f"revert {tx.id} failed: {e}")
+    try:
+        current = {k: service.backend.read(k).value for k in originals if _exists(service, k)}
+        changes = {k: v for k, v in originals.items() if k in current and current[k] != v}
+        if changes:
+            staged = service.stage(changes, actor=actor)
+            service.apply(staged.tx.id, actor=actor)
+            service.commit(staged.tx.id, actor=actor)
+            done.append(f"restored {changes}")
+    except LumosError as e:
+        done.append(f"restore failed: {e}")
+        log.error("arena restore failed: %s", e)
+    return done
+
+
+def _exists(service: Service, knob: str) -> bool:
+    try:
+        service.backend.read(knob)
+    except LumosError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def guarded_originals(service: Service, problem: Problem, state_dir: Path) -> Iterator[Config]:
+    """Record the problem's knobs' current values (durably), restore them on exit, whatever happens.
+
+    A leftover ``originals.json`` from a killed run is restored first.
+    """
+    path = state_dir / "originals.json"
+    if path.exists():
+        left = {k: v for k, v in json.loads(path.read_text()).items() if _exists(service, k)}
+        log.warning("restoring knobs a previous arena run left behind: %s", restore(service, left))
+        path.unlink()
+    originals = read_values(service, problem.knob_ids)
+    path.write_text(json.dumps(originals))
+    try:
+        yield originals
+    finally:
+        with anyio.CancelScope(shield=True):
+            log.info("arena restore: %s", restore(service, originals))
+        path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ trials
+@dataclass
+class TrialContext:
+    """What a running strategy run knows: the problem, the arena, the tools, the baseline."""
+
+    problem: Problem
+    arena: Arena
+    tools: ArenaTools
+    baseline_eps: list[float]
+    """Batch events/s at default settings, per phase: the floor's reference."""
+    current: Config
+    incumbent_objective: float = math.inf
+    started: float = field(default_factory=time.monotonic)
+    records: list[TrialRecord] = field(default_factory=list)
+
+
+def feasible(problem: Problem, m: Measurement, baseline: float) -> bool:
+    return math.isfinite(m.batch_eps) and throughput_floor_ok(m.batch_eps, baseline, problem.floor_fraction)
+
+
+async def trial(ctx: TrialContext, config: Config, *, keep_best: bool = True) -> TrialRecord:
+    """One trial of ``config`` through the MCP tools (see the module docstring)."""
+    problem = ctx.problem
+    config = {k.knob_id: k.clip(config.get(k.knob_id, k.default)) for k in problem.knobs}
+    changes = {k: v for k, v in config.items() if ctx.current.get(k) != v}
+    txid: str | None = None
+    error: str | None = None
+    if changes:
+        staged = await ctx.tools.call("stage_sched_params", {"changes": changes})
+        txid = str(staged["txid"])
+        if not staged["allowed"]:
+            raise ArenaToolError("stage_sched_params", "denied", json.dumps(staged["denials"]))
+        await ctx.tools.call("apply", {"txid": txid})
+    try:
+        await anyio.sleep(SETTLE_S)
+        m = await anyio.to_thread.run_sync(ctx.arena.measure)
+    except BaseException:
+        if txid is not None:
+            with anyio.CancelScope(shield=True):
+                await ctx.tools.call("revert", {"txid": txid})
+        raise
+    baseline = ctx.baseline_eps[ctx.arena.phase]
+    ok = feasible(problem, m, baseline)
+    objective = problem.score(m.frac_over_slo, m.p99_us)
+    action = "unchanged"
+    if txid is not None:
+        if keep_best and ok and objective < ctx.incumbent_objective:
+            await ctx.tools.call("commit", {"txid": txid})
+            action = "commit"
+            ctx.current = dict(config)
+        else:
+            await ctx.tools.call("revert", {"txid": txid})
+            action = "revert"
+    if keep_best and ok and objective < ctx.incumbent_objective and config == ctx.current:
+        ctx.incumbent_objective = objective
+    record = TrialRecord(
+        index=len(ctx.records),
+        config=config,
+        phase=ctx.arena.phase,
+        measurement=m,
+        objective=objective,
+        feasible=ok,
+        action=action,
+        txid=txid,
+        t_s=round(time.monotonic() - ctx.started, 2),
+        error=error,
+    )
+    ctx.records.append(record)
+    return record
+
+
+async def measure_baseline(ctx: TrialContext, repeats: int = 3) -> Measurement:
+    """Measure the current (default) settings with ``repeats`` windows."""
+    return await anyio.to_thread.run_sync(ctx.arena.measure, repeats)
+
+
+__all__ = [
+    "Arena",
+    "ArenaToolError",
+    "ArenaTools",
+    "Measurement",
+    "TrialContext",
+    "TrialRecord",
+    "arena_service",
+    "feasible",
+    "guarded_originals",
+    "mcp_tools",
+    "measure_baseline",
+    "read_values",
+    "restore",
+    "trial",
+]

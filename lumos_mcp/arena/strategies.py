@@ -1,0 +1,332 @@
+"""Tuning strategies, pluggable: anything with ``name``, ``reset``, ``propose`` and ``observe``.
+
+A strategy only proposes configurations; the runner writes each one through the MCP tools
+(stage, apply, measure, commit or revert), so every strategy goes through the same
+transaction path with the same trial budget and window. Strategies that reason over the MCP
+tools themselves (the expert agent, the LLM agent) get the tools in ``propose``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import random
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from lumos_mcp.agents import expert
+from lumos_mcp.arena.problems import Config, KnobRange, Problem, Value, log_uniform
+from lumos_mcp.arena.runner import ArenaTools, TrialRecord
+
+log = logging.getLogger(__name__)
+
+
+class StrategyUnavailable(Exception):
+    """The strategy cannot run here (a missing package or key); the reason is reported."""
+
+
+class Strategy(Protocol):
+    name: str
+
+    def reset(self, problem: Problem, seed: int) -> None:
+        """Start a fresh run.
+
+        Raises:
+            StrategyUnavailable: it cannot run on this machine.
+        """
+
+    async def propose(self, history: Sequence[TrialRecord], tools: ArenaTools) -> Config: ...
+
+    def observe(self, config: Config, record: TrialRecord) -> None: ...
+
+
+def _penalised(record: TrialRecord) -> float:
+    """What a model-based strategy is told: the objective, plus 1 (worse than any fraction) when infeasible."""
+    return record.objective + (0.0 if record.feasible else 1.0)
+
+
+class Default:
+    """Untuned: the kernel's defaults on every trial (measures the noise floor of 'doing nothing')."""
+
+    name = "default"
+
+    def reset(self, problem: Problem, seed: int) -> None:
+        self.problem = problem
+
+    async def propose(self, history: Sequence[TrialRecord], tools: ArenaTools) -> Config:
+        return self.problem.defaults()
+
+    def observe(self, config: Config, record: TrialRecord) -> None:
+        return None
+
+
+def _sample(k: KnobRange, rng: random.Random) -> Value:
+    if k.kind == "bool":
+        return rng.random() < 0.5
+    if k.kind == "int_log":
+        return log_uniform(k.low, k.high, rng.random())
+    return rng.randint(k.low, k.high)
+
+
+class RandomSearch:
+    """Uniform (log-uniform for shares) samples of the whole box."""
+
+    name = "random"
+
+    def reset(self, problem: Problem, seed: int) -> None:
+        self.problem = problem
+        self.rng = random.Random(seed)
+
+    async def propose(self, history: Sequence[TrialRecord], tools: ArenaTools) -> Config:
+        return {k.knob_id: _sample(k, self.rng) for k in self.problem.knobs}
+
+    def observe(self, config: Config, record: TrialRecord) -> None:
+        return None
+
+
+class _Optuna:
+    """Optuna's ask/tell interface; an infeasible trial is told its objective plus 1."""
+
+    name = "optuna"
+
+    def _sampler(self, seed: int) -> Any:
+        raise NotImplementedError
+
+    def reset(self, problem: Problem, seed: int) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.problem = problem
+        self.study = optuna.create_study(direction="minimize", sampler=self._sampler(seed))
+        self.dists: dict[str, Any] = {}
+        for k in problem.knobs:
+            if k.kind == "bool":
+                self.dists[k.knob_id] = optuna.distributions.CategoricalDistribution([False, True])
+            else:
+                self.dists[k.knob_id] = optuna.distributions.IntDistribution(k.low, k.high, log=k.kind == "int_log")
+        self.pending: Any = None
+
+    async def propose(self, history: Sequence[TrialRecord], tools: ArenaTools) -> Config:
+        self.pending = self.study.ask(self.dists)
+        return {k: self.pending.params[k] for k in self.dists}
+
+    def observe(self, config: Config, record: TrialRecord) -> None:
+        if self.pending is not None:
+            self.study.tell(self.pending, _penalised(record))
+            self.pending = None
+
+
+class OptunaTPE(_Optuna):
+    name = "optuna-tpe"
+
+    def _sampler(self, seed: int) -> Any:
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
+
+
+class OptunaGP(_Optuna):
+    """Optuna's GPSampler (needs torch)."""
+
+    name = "optuna-gp"
+
+    def _sampler(self, seed: int) -> Any:
+        import optuna
+
+        if importlib.util.find_spec("torch") is None:
+            raise StrategyUnavailable("optuna's GPSampler needs torch, which is not installed here")
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=3)
+
+
+class NumpyGP:
+    """A small GP (RBF kernel on the unit cube, log scale for shares) with expected improvement
+    over random candidates: the GP baseline when optuna's GPSampler cannot run (no torch)."""
+
+    name = "gp-numpy"
+
+    def reset(self, problem: Problem, seed: int) -> None:
+        self.problem = problem
+        self.rng = random.Random(seed)
+        self.xs: list[list[float]] = []
+        self.ys: list[float] = []
+
+    def _to_unit(self, config: Config) -> list[float]:
+        out = []
+        for k in self.problem.knobs:
+            v = float(config[k.knob_id])
+            if k.kind == "int_log":
+                out.append((math.log(v) - math.log(k.low)) / (math.log(k.high) - math.log(k.low)))
+            else:
+                out.append((v - k.low) / (k.high - k.low))
+        return out
+
+    async def propose(self, history: Sequence[TrialRecord], tools: ArenaTools) -> Config:
+        cands = [{k.knob_id: _sample(k, self.rng) for k in self.problem.knobs} for _ in range(256)]
+        if len(self.ys) < 3:
+            return cands[0]
+        x = np.array(self.xs)
+        y = np.array(self.ys)
+        mu0, sd0 = float(y.mean()), float(y.std()) or 1.0
+        yn = (y - mu0) / sd0
+        ls, noise = 0.25, 0.05
+
+        def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            d = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+            return np.exp(-0.5 * d / ls**2)  # type: ignore[no-any-return]
+
+        kinv = np.linalg.inv(k(x, x) + noise * np.eye(len(x)))
+        xc = np.array([self._to_unit(c) for c in cands])
+        ks = k(xc, x)
+        mu = ks @ kinv @ yn
+        var = np.clip(1.0 - np.einsum("ij,jk,ik->i", ks, kinv, ks), 1e-9, None)
+        sd = np.sqrt(var)
+        best = float(yn.min())
+        z = (best - mu) / sd
+        from math import erf, pi, sqrt
+
+        cdf = 0.5 * (1 + np.vectorize(erf)(z / sqrt(2)))
+        pdf = np.exp(-0.5 * z**2) / sqrt(2 * pi)
+        ei = (best - mu) * cdf + sd * pdf
+        return cands[int(np.argmax(ei))]
+
+    def observe(self, config: Config, record: TrialRecord) -> None:
+        self.xs.append(self._to_unit(config))
+        self.ys.append(_penalised(record))
+
+
+class ExpertAgentStrategy:
+    """The built-in expert agent's rules over the MCP tools.
+
+    Every proposal starts from ``list_tunables`` (current values and the policy's bounds, read
+    through MCP) and `lumos_mcp.agents.expert.propose`'s batch-weight rule: lower a cgroup's
+    CPU weight (here ``cpu.shares``) fourfold, within the policy's step. While a move improves
+    the tail and keeps the batch floor, it keeps lowering the same knob; a move that is worse
+    (by more than ``worse_tolerance``) or breaks the floor is reverted by the runner and that
+    knob is done. When no rule fires it holds the incumbent (the real agent would stop).
+    """
+
+    name = "expert"
+
+    def __init__(self, worse_tolerance: float = 0.10) -> None:
+        self.worse_tolerance = worse_tolerance
+
+    def reset(self, problem: Problem, seed: int) -> None:
+        self.problem = problem
+        self.tried: set[str] = set()
+        self.last: tuple[str, ...] = ()
+        self.incumbent = math.inf
+        self.rules: list[str] = []
+
+    async def propose(self, history: Sequence[TrialRecord], tools: ArenaTools) -> Config:
+        tunables = (await tools.call("list_tunables", {"only_allowed": True}))["tunables"]
+        current: Config = {t["id"]: t["value"] for t in tunables if t["id"] in self.problem.knob_ids}
+        config = {**self.problem.defaults(), **current}
+        if not history:
+            self.last = ()
+            return config  # first look: measure where the host is
+        proposal = expert.propose({}, [t for t in tunables if t["id"] in self.problem.knob_ids], self.tried)
+        if proposal is None:
+            self.last = ()
+            self.rules.append("hold")
+            return config
+        self.last = tuple(proposal.changes)
+        self.rules.append(f"{proposal.rule}: {proposal.changes}")
+        for knob, value in proposal.changes.items():
+            config[knob] = value if isinstance(value, bool) else int(value)
+        return config
+
+    def observe(self, config: Config, record: TrialRecord) -> None:
+        worse = record.objective > self.incumbent * (1 + self.worse_tolerance) + 1e-4
+        if self.last and (not record.feasible or worse or record.action != "commit"):
+            self.tried.update(self.last)
+        if record.feasible and record.objective < self.incumbent:
+            self.incumbent = record.objective
+
+
+class LLMAgentStrategy:
+    """An LLM (Anthropic API) proposing each configuration from the problem and the history.
+
+    Runs only when ``ANTHROPIC_API_KEY`` is set and the ``anthropic`` package is importable.
+    """
+
+    name = "llm"
+
+    def __init__(self, model: str | None = None) -> None:
+        self.model = model or os.environ.get("LUMOS_ARENA_LLM_MODEL", "claude-sonnet-4-5")
+
+    def reset(self, problem: Problem, seed: int) -> None:
+        if not os.environ.get("ANTHROPIC_API_KEY"):
+            raise StrategyUnavailable("ANTHROPIC_API_KEY is not set")
+        if importlib.util.find_spec("anthropic") is None:
+            raise StrategyUnavailable("the anthropic package is not installed (pip install 'lumos-mcp[llm]')")
+        self.problem = problem
+        self.client: Any = importlib.import_module("anthropic").Anthropic()
+
+    async def propose(self, history: Sequence[TrialRecord], tools: ArenaTools) -> Config:
+        tunables = (await tools.call("list_tunables", {"only_allowed": True}))["tunables"]
+        knobs = [
+            {"id": t["id"], "value": t["value"], "description": t["description"], "policy": t["policy"]}
+            for t in tunables
+            if t["id"] in self.problem.knob_ids
+        ]
+        past = [
+            {"config": r.config, "frac_over_slo": r.measurement.frac_over_slo, "p99_us": r.measurement.p99_us,
+             "batch_eps": r.measurement.batch_eps, "feasible": r.feasible}
+            for r in history
+        ]  # fmt: skip
+        prompt = (
+            f"Tune a live Linux host. Goal: {self.problem.title}. Minimise the probe's fraction of requests over "
+            f"{self.problem.slo_us:.0f} us while the batch job keeps >= {self.problem.floor_fraction:.0%} of its "
+            f"default throughput. Knobs: {json.dumps(knobs)}. Trials so far: {json.dumps(past)}. "
+            "Answer with one JSON object mapping knob id to value, nothing else."
+        )
+        reply = await _to_thread(self.client.messages.create, self.model, prompt)
+        text = "".join(getattr(b, "text", "") for b in reply.content)
+        try:
+            raw = json.loads(text[text.index("{") : text.rindex("}") + 1])
+        except ValueError:
+            return self.problem.defaults()
+        return {k.knob_id: k.clip(raw.get(k.knob_id, k.default)) for k in self.problem.knobs}
+
+    def observe(self, config: Config, record: TrialRecord) -> None:
+        return None
+
+
+async def _to_thread(create: Any, model: str, prompt: str) -> Any:
+    import anyio
+
+    def call() -> Any:
+        return create(model=model, max_tokens=300, messages=[{"role": "user", "content": prompt}])
+
+    return await anyio.to_thread.run_sync(call)
+
+
+def all_strategies() -> list[Strategy]:
+    return [Default(), RandomSearch(), OptunaTPE(), OptunaGP(), NumpyGP(), ExpertAgentStrategy(), LLMAgentStrategy()]
+
+
+def available(names: Sequence[str] | None = None) -> list[Strategy]:
+    """The named strategies (all when ``None``); unavailability is found out at ``reset``."""
+    every = all_strategies()
+    return [s for s in every if names is None or s.name in names]
+
+
+__all__ = [
+    "Default",
+    "ExpertAgentStrategy",
+    "LLMAgentStrategy",
+    "NumpyGP",
+    "OptunaGP",
+    "OptunaTPE",
+    "RandomSearch",
+    "Strategy",
+    "StrategyUnavailable",
+    "all_strategies",
+    "available",
+]

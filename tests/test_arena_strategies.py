@@ -1,0 +1,160 @@
+"""Arena problems, strategies and the report on synthetic data; a live --quick smoke of two
+strategies through the MCP tools on cgroups the test creates (root only)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from lumos_mcp.arena import report
+from lumos_mcp.arena.landscape import analyse
+from lumos_mcp.arena.problems import PROBLEMS, Problem, shares
+from lumos_mcp.arena.runner import Measurement, TrialRecord
+from lumos_mcp.arena.strategies import (
+    Default,
+    ExpertAgentStrategy,
+    LLMAgentStrategy,
+    NumpyGP,
+    OptunaTPE,
+    RandomSearch,
+    StrategyUnavailable,
+)
+
+LIVE_OK = os.geteuid() == 0 and Path("/sys/fs/cgroup/cpu/cpu.shares").exists()
+
+
+def _record(i: int, config: dict[str, Any], objective: float, feasible: bool = True) -> TrialRecord:
+    m = Measurement(objective, 1000.0, 500.0, 5000.0, (0.01,), 0, ())
+    return TrialRecord(i, config, 0, m, objective, feasible, "revert", None, float(i))
+
+
+def test_every_problem_has_a_grid_inside_its_ranges_and_defaults_on_the_grid_axes() -> None:
+    for p in PROBLEMS.values():
+        assert p.trials > 0 and p.knobs
+        for k in p.knobs:
+            assert all(k.clip(v) == v for v in k.grid)
+        assert len(p.grid()) == math.prod(len(k.grid) for k in p.knobs)
+
+
+def test_random_and_tpe_propose_values_inside_the_box_and_are_seeded() -> None:
+    p = PROBLEMS["shares-distract"]
+
+    async def proposals(strategy: Any, seed: int) -> list[dict[str, Any]]:
+        strategy.reset(p, seed)
+        out = []
+        for i in range(5):
+            c = await strategy.propose([], None)
+            strategy.observe(c, _record(i, c, 0.1 * i))
+            out.append(c)
+        return out
+
+    for cls in (RandomSearch, OptunaTPE, NumpyGP):
+        a = anyio.run(proposals, cls(), 1)
+        b = anyio.run(proposals, cls(), 1)
+        assert a == b
+        for c in a:
+            for k in p.knobs:
+                assert k.clip(c[k.knob_id]) == c[k.knob_id]
+
+
+def test_default_always_proposes_the_defaults() -> None:
+    p = PROBLEMS["shares-2d"]
+    d = Default()
+    d.reset(p, 0)
+    assert anyio.run(d.propose, [], None) == p.defaults()
+
+
+def test_llm_strategy_is_skipped_with_a_reason_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(StrategyUnavailable, match="ANTHROPIC_API_KEY"):
+        LLMAgentStrategy().reset(PROBLEMS["shares-1d"], 0)
+
+
+def test_expert_marks_a_knob_done_after_a_move_that_breaks_the_floor() -> None:
+    p = PROBLEMS["shares-1d"]
+    e = ExpertAgentStrategy()
+    e.reset(p, 0)
+    e.last = (p.knob_ids[0],)
+    e.observe({}, _record(0, {}, 0.0, feasible=False))
+    assert p.knob_ids[0] in e.tried
+
+
+def _point(batch: int, objective: float, feasible: bool) -> dict[str, Any]:
+    return {
+        "config": {shares("batch", [2]).knob_id: batch},
+        "objective": objective,
+        "p99_us": 1.0,
+        "batch_eps": 1.0,
+        "feasible": feasible,
+    }
+
+
+def test_landscape_analysis_says_when_the_optimum_sits_on_the_floor_boundary() -> None:
+    p = Problem("t", "t", (shares("batch", (2, 16, 128, 1024)),))
+    pts = [_point(2, 0.0, False), _point(16, 0.01, True), _point(128, 0.05, True), _point(1024, 0.2, True)]
+    best, verdict = analyse(p, pts)
+    assert best is not None and best["config"][p.knob_ids[0]] == 16
+    assert "interior" in verdict[0] and "floor" in verdict[0] and "monotone increasing" in verdict[0]
+
+
+def test_landscape_analysis_reports_an_infeasible_problem() -> None:
+    p = Problem("t", "t", (shares("batch", (2, 16)),))
+    best, verdict = analyse(p, [_point(2, 0.0, False), _point(16, 0.1, False)])
+    assert best is None and "infeasible" in verdict[0]
+
+
+def test_report_counts_failures_regret_and_trials_to_reach_the_best() -> None:
+    knob = shares("batch", [2]).knob_id
+    trials = [
+        _record(i, {knob: 2}, o, f).as_dict() for i, (o, f) in enumerate([(0.3, True), (0.0, False), (0.1, True)])
+    ]
+    data = {
+        "baselines": [{"batch_eps": 10000.0}],
+        "landscape_best": {"objective": 0.1, "config": {knob: 64}},
+        "runs": [
+            {
+                "strategy": "x",
+                "seed": 0,
+                "trials": trials,
+                "final": {"objective": 0.2, "p99_us": 1.0, "batch_eps": 5000.0},
+            }
+        ],
+    }
+    s = report.summarise_run(data["runs"][0], data)  # type: ignore[index]
+    assert s["failed"] == 1 and s["trials_to_5pct"] == 3
+    assert s["regret"] == pytest.approx(0.0) and s["final_regret"] == pytest.approx(0.1)
+    assert s["batch_kept"] == pytest.approx(0.5)
+
+
+@pytest.mark.live
+@pytest.mark.slow
+@pytest.mark.skipif(not LIVE_OK, reason="needs root and the cgroup v1 cpu controller")
+def test_live_quick_smoke_of_two_strategies_restores_every_knob(tmp_path: Path) -> None:
+    from lumos_mcp.arena.problems import SLICE
+    from lumos_mcp.arena.run import run_problem
+    from lumos_mcp.kernelfs import KernelRoot
+    from lumos_mcp.kernelfs.cgroups import CgroupManager
+
+    parent = f"lumos-test-arena-{os.getpid()}"
+    problem = Problem(
+        "smoke",
+        "smoke",
+        (shares("batch", (2, 1024), parent=parent), SLICE),
+        window_s=1.0,
+        trials=2,
+        neighbour_cpus=0.3,
+        parent=parent,
+    )
+    slice_before = Path("/proc/sys/kernel/sched_cfs_bandwidth_slice_us").read_text()
+    result = run_problem(problem, [Default(), RandomSearch()], 1, tmp_path / "state", None, lambda s: None)
+    assert [r["strategy"] for r in result["runs"]] == ["default", "random"]
+    assert all(len(r["trials"]) == 2 for r in result["runs"])
+    assert result["tool_calls"].get("apply", 0) >= 1
+    assert Path("/proc/sys/kernel/sched_cfs_bandwidth_slice_us").read_text() == slice_before
+    assert not CgroupManager(KernelRoot("/")).exists(parent)
+    assert not (tmp_path / "state" / "originals.json").exists()
