@@ -105,6 +105,14 @@ def parser() -> argparse.ArgumentParser:
     _common(r)
     _modes(r)
 
+    se = sub.add_parser("selftest", help="crash, storage, fuzz, concurrency and intruder tests; one table of figures")
+    se.add_argument(
+        "--long", action="store_true", help="the long form (1000 crashes, 10,000 fuzzed calls, 50x200 HTTP)"
+    )
+    se.add_argument("--json", action="store_true", help="figures as JSON")
+    se.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    se.add_argument("--only", action="append", default=[], metavar="PART", help="run only this part (repeatable)")
+
     tp = sub.add_parser("top", help="live view of the performance signature and trends")
     tp.add_argument("--interval", type=float, default=1.0, help="sampling interval in seconds")
     tp.add_argument("--window", type=float, default=10.0, help="window in seconds")
@@ -317,6 +325,23 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from lumos_mcp.selftest.report import as_json, render, run_all
+
+    outcomes = run_all(long=args.long, seed=args.seed, only=tuple(args.only))
+    if args.json:
+        print(orjson.dumps(as_json(outcomes), option=orjson.OPT_INDENT_2).decode())
+    else:
+        from rich.console import Console
+
+        console = Console()
+        console.print(render(outcomes, args.long))
+        for o in outcomes:
+            for p in o.problems:
+                console.print(f"[red]{o.name}: {p}[/]", markup=True, highlight=False)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     from lumos_mcp.telemetry.top import run_top
 
@@ -331,6 +356,7 @@ COMMANDS = {
     "audit": cmd_audit,
     "recover": cmd_recover,
     "top": cmd_top,
+    "selftest": cmd_selftest,
 }
 
 __all__ = ["main", "parser", "read_token"]
