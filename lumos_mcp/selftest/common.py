@@ -3,6 +3,7 @@ a service over them, and a snapshot of the tree to prove what was (not) written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lumos_mcp.kernelfs.fake import typical_host
+from lumos_mcp.kernelfs.root import TMP_PREFIX
 from lumos_mcp.service import Service, ServiceConfig
 
 # The knobs the self-test moves, with the bounds its policy sets (writes outside them are bugs).
@@ -116,8 +118,11 @@ def snapshot(tree: Path) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for dirpath, _dirs, files in os.walk(tree):
         for name in files:
+            if name.startswith(TMP_PREFIX):  # a write in flight (the server's auto-revert thread)
+                continue
             p = Path(dirpath) / name
-            out[str(p.relative_to(tree))] = p.read_bytes()
+            with contextlib.suppress(FileNotFoundError):
+                out[str(p.relative_to(tree))] = p.read_bytes()
     return out
 
 

@@ -74,7 +74,11 @@ def run_all(long: bool = False, base: Path | None = None, seed: int = 1, only: t
             if only and name not in only:
                 continue
             t0 = time.monotonic()
-            outcome = part(root / name)
+            try:
+                outcome = part(root / name)
+            except Exception as e:  # noqa: BLE001 - one part's harness failure must not hide the others' figures
+                outcome = Outcome(name)
+                outcome.fail(f"the {name} part itself failed: {type(e).__name__}: {e}")
             outcome.figures["seconds"] = round(time.monotonic() - t0, 1)
             outcomes.append(outcome)
     return outcomes
