@@ -334,7 +334,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        console = Console()
+        console = Console(width=None if sys.stdout.isatty() else 110)
         console.print(render(outcomes, args.long))
         for o in outcomes:
             for p in o.problems:
