@@ -109,6 +109,13 @@ def parser() -> argparse.ArgumentParser:
     dc.add_argument("--mode", choices=MODES, default="sandbox")
     dc.add_argument("--policy", type=Path, default=None)
     dc.add_argument("--state-dir", type=Path, default=None)
+    se = sub.add_parser("selftest", help="crash, storage, fuzz, concurrency and intruder tests; one table of figures")
+    se.add_argument(
+        "--long", action="store_true", help="the long form (1000 crashes, 10,000 fuzzed calls, 50x200 HTTP)"
+    )
+    se.add_argument("--json", action="store_true", help="figures as JSON")
+    se.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    se.add_argument("--only", action="append", default=[], metavar="PART", help="run only this part (repeatable)")
 
     tp = sub.add_parser("top", help="live view of the performance signature and trends")
     tp.add_argument("--interval", type=float, default=1.0, help="sampling interval in seconds")
@@ -336,6 +343,23 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from lumos_mcp.selftest.report import as_json, render, run_all
+
+    outcomes = run_all(long=args.long, seed=args.seed, only=tuple(args.only))
+    if args.json:
+        print(orjson.dumps(as_json(outcomes), option=orjson.OPT_INDENT_2).decode())
+    else:
+        from rich.console import Console
+
+        console = Console(width=None if sys.stdout.isatty() else 110)
+        console.print(render(outcomes, args.long))
+        for o in outcomes:
+            for p in o.problems:
+                console.print(f"[red]{o.name}: {p}[/]", markup=True, highlight=False)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     from lumos_mcp.telemetry.top import run_top
 
@@ -379,6 +403,7 @@ COMMANDS = {
     "top": cmd_top,
     "desktop-config": cmd_desktop_config,
     "arena": cmd_arena,
+    "selftest": cmd_selftest,
 }
 
 __all__ = ["main", "parser", "read_token"]

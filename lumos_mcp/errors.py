@@ -198,6 +198,21 @@ class WorkloadError(ArenaError):
     template = "workload {workload}: {detail}"
 
 
+class InvalidArgumentsError(LumosError):
+    """A tool's arguments do not match its input schema (wrong type, out of range, missing).
+
+    ``fields`` names the offending arguments (``"changes.vm.swappiness"``), never their values.
+    """
+
+    code = "invalid_arguments"
+    template = "invalid arguments for {tool}: {detail}"
+
+
+class UnknownToolError(LumosError):
+    code = "unknown_tool"
+    template = "no tool named {tool!r} {detail}"
+
+
 class ModeError(LumosError):
     code = "mode_refused"
     template = "{mode} mode refuses this: {detail}"
@@ -270,6 +285,7 @@ __all__ = [
     "CgroupError",
     "ConflictError",
     "ExternalChangeError",
+    "InvalidArgumentsError",
     "InvalidMetricError",
     "InvalidParameterError",
     "InvalidTelemetryRequestError",
@@ -297,6 +313,7 @@ __all__ = [
     "TransactionError",
     "TransactionStateError",
     "UnknownKnobError",
+    "UnknownToolError",
     "UnknownTransactionError",
     "WorkloadError",
 ]

@@ -22,8 +22,9 @@ from mcp.server.mcpserver import (
     MCPServer,
     Resolve,
 )
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
 
 from lumos_mcp import __version__
 from lumos_mcp.api import (
@@ -38,7 +39,7 @@ from lumos_mcp.api import (
     TxResult,
     TxSummary,
 )
-from lumos_mcp.errors import LumosError
+from lumos_mcp.errors import InvalidArgumentsError, LumosError, UnknownToolError
 from lumos_mcp.service import Service
 from lumos_mcp.txn import Transaction, TxState
 
@@ -164,6 +165,32 @@ def _tx_result(
     )
 
 
+class LumosServer(MCPServer[Service]):
+    """``MCPServer`` whose argument errors are typed like every other error a tool returns.
+
+    The SDK answers arguments that fail the input schema with a bare text ("Error executing
+    tool ...: 1 validation error ..."); a caller cannot act on that by code, so they come back
+    as ``invalid_arguments`` naming the fields (not the values, which are the caller's data).
+    """
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Service, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as e:
+            if isinstance(e, UnexpectedToolError):
+                raise
+            if isinstance(e.__cause__, ValidationError):
+                problems = e.__cause__.errors()
+                fields = sorted({".".join(str(p) for p in err["loc"]) for err in problems})
+                reasons = sorted({str(err["msg"]) for err in problems})
+                return failed(InvalidArgumentsError("; ".join(reasons)[:500], tool=name, arguments=fields[:50]))
+            if self._tool_manager.get_tool(name) is None:
+                return failed(UnknownToolError(tool=name))
+            raise
+
+
 def build_server(service: Service, *, token_verifier: Any = None, auth: Any = None) -> MCPServer[Service]:
     """The MCP server over ``service`` (already started: locked and recovered)."""
 
@@ -179,7 +206,7 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
     kwargs: dict[str, Any] = {}
     if token_verifier is not None:
         kwargs.update(token_verifier=token_verifier, auth=auth)
-    mcp: MCPServer[Service] = MCPServer(
+    mcp: MCPServer[Service] = LumosServer(
         "lumos-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, **kwargs
     )
 

@@ -25,6 +25,7 @@ from lumos_mcp.audit import AuditLog
 from lumos_mcp.errors import (
     ApprovalInvalidError,
     ApprovalRequiredError,
+    AuditError,
     KnobError,
     LumosError,
     ModeError,
@@ -292,7 +293,7 @@ class Service:
         try:
             tx = self.txns.stage(changes, speculative=speculative)
         except KnobError as e:
-            self.audit.append("stage_rejected", actor=actor, changes=_jsonable(changes), error=e.to_dict())
+            self.audit.append("stage_rejected", actor=actor, changes=_jsonable(changes), error=_jsonable(e.to_dict()))
             raise
         verdict = self._evaluate(tx, confirm_within_s, speculative)
         confirm = verdict.confirm_within_s
@@ -450,7 +451,12 @@ class Service:
                 # pending change, and the speculator never overrides the agent's.
                 tx = self.txns.apply(txid, staged.confirm_within_s, take_over=lambda holder: holder.speculative)
             except LumosError as e:
-                self.audit.append("apply_failed", tx=txid, actor=actor, error=e.to_dict())
+                # The state directory may be what failed (disk full, removed): an audit error
+                # here must not hide the error that says why nothing was written.
+                try:
+                    self.audit.append("apply_failed", tx=txid, actor=actor, error=e.to_dict())
+                except AuditError as audit_error:
+                    log.warning("apply_failed of %s not audited: %s", txid, audit_error)
                 raise
             for holder, knobs in tx.took_over.items():
                 self.audit.append(
@@ -579,6 +585,8 @@ def _denial(d: Any) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)  # orjson (the audit log) stops at 64 bits; the refusal must still be logged
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, Mapping):

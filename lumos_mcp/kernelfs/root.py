@@ -45,6 +45,8 @@ from lumos_mcp.errors import (
 )
 
 BEHAVIOURS_FILE = ".lumos-kernel.json"
+TMP_PREFIX = ".lumos-tmp."
+"""Prefix of the scratch file a fake tree's write goes through (left behind only by a kill)."""
 _RELEASE_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 
 KernelVersion = tuple[int, int, int]
@@ -203,6 +205,13 @@ class KernelRoot:
         with self._wrap(rel, knob, value):
             if not path.exists():
                 raise FileNotFoundError(errno_mod.ENOENT, "no such file", str(path))
+            if not self.is_host:
+                # A kernel swaps a value in one step; a plain file truncated then written does not,
+                # and a server killed in between would leave an empty knob that nothing can restore.
+                tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+                tmp.write_text(data)
+                os.replace(tmp, path)
+                return
             fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
             try:
                 encoded = data.encode()

@@ -8,6 +8,7 @@ and the server then refuses new writes while still recovering what the intact re
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._broken: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             existed = path.exists()
@@ -96,14 +98,39 @@ class Journal:
         Raises:
             JournalError: the write or fsync failed (disk full, read-only, I/O error).
         """
+        if self._broken is not None:
+            raise JournalError(self._broken + "; refusing new writes", path=str(self.path))
         line = _line(record)
+        self._check_file()
+        start: int | None = None
         try:
+            start = os.lseek(self._fd, 0, os.SEEK_END)  # O_APPEND: where this write lands
             written = os.write(self._fd, line)
             if written != len(line):
-                raise OSError(28, f"short write ({written} of {len(line)} bytes)")
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
             os.fsync(self._fd)
         except OSError as e:
+            if start is not None:
+                self._cut(start)
             raise JournalError(f"append failed: {e.strerror or e}", path=str(self.path)) from e
+
+    def _check_file(self) -> None:
+        """Refuse to append to a journal file that is no longer the one at ``path`` (the state
+        directory was removed or replaced): records written there would be lost to recovery."""
+        try:
+            mine, there = os.fstat(self._fd), os.stat(self.path)
+        except OSError as e:
+            raise JournalError(f"journal file is gone: {e.strerror}; refusing new writes", path=str(self.path)) from e
+        if mine.st_nlink == 0 or (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+            raise JournalError("journal file was removed or replaced; refusing new writes", path=str(self.path))
+
+    def _cut(self, size: int) -> None:
+        """Drop the bytes of a failed append (a short write on a full disk), so the next record
+        does not glue onto a fragment and become unreadable to recovery."""
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as e:
+            self._broken = f"a failed append left bytes that could not be removed ({e.strerror})"
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Atomically replace the journal with ``records`` (compaction after recovery).
