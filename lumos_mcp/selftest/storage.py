@@ -249,10 +249,10 @@ def two_servers(base: Path, out: Outcome) -> None:
     cmd = [sys.executable, "-m", "lumos_mcp", "serve", "--mode", "sandbox", "--state-dir", str(state)]
     first = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
-        lock = state / "server-sandbox.lock"
+        lock = state / "server.lock"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and first.poll() is None:
-            if lock.exists() and lock.read_text().strip() == str(first.pid):
+            if lock.exists() and lock.read_text().split()[:1] == [str(first.pid)]:
                 break
             time.sleep(0.05)
         else:
