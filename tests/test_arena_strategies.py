@@ -145,7 +145,7 @@ def test_live_quick_smoke_of_two_strategies_restores_every_knob(tmp_path: Path) 
         "smoke",
         "smoke",
         (shares("batch", (2, 1024), parent=parent), SLICE),
-        window_s=1.0,
+        window_s=2.5,  # at least one whole 1 s report interval of the batch job per window
         trials=2,
         neighbour_cpus=0.3,
         parent=parent,

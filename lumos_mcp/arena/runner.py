@@ -35,7 +35,7 @@ from lumos_mcp.arena.workloads import (
     ProbeWorkload,
     noise_cpu,
 )
-from lumos_mcp.errors import LumosError
+from lumos_mcp.errors import LumosError, WorkloadError
 from lumos_mcp.kernelfs.cgroups import CgroupManager
 from lumos_mcp.resources import policy_path
 from lumos_mcp.service import Service, ServiceConfig
@@ -388,8 +388,20 @@ async def trial(ctx: TrialContext, config: Config, *, keep_best: bool = True) ->
 
 
 async def measure_baseline(ctx: TrialContext, repeats: int = 3) -> Measurement:
-    """Measure the current (default) settings with ``repeats`` windows."""
-    return await anyio.to_thread.run_sync(ctx.arena.measure, repeats)
+    """Measure the current (default) settings with ``repeats`` windows.
+
+    Raises:
+        WorkloadError: the batch job's throughput could not be measured (no whole report
+            interval fit in any window), so no throughput floor can be set.
+    """
+    m = await anyio.to_thread.run_sync(ctx.arena.measure, repeats)
+    if not math.isfinite(m.batch_eps) or m.batch_eps <= 0:
+        raise WorkloadError(
+            f"no batch throughput in {repeats} windows of {ctx.problem.window_s:g} s: a window must hold at least "
+            "one whole report interval of the batch job (1 s); use a longer window",
+            workload="batch",
+        )
+    return m
 
 
 __all__ = [

@@ -115,7 +115,10 @@ def _child(spec: dict[str, Any], page: mmap.mmap) -> NoReturn:
         page[:_LABEL_BYTES] = (f"!{type(e).__name__}: {e}".encode()[: _LABEL_BYTES - 1]).ljust(_LABEL_BYTES, b"\0")
         code = 3
     with contextlib.suppress(OSError):
-        Path(spec["seen"]).write_bytes(orjson.dumps(sorted(set(seen))))
+        # atomically: the parent's random-timer SIGKILL may land mid-write
+        tmp = Path(spec["seen"] + ".tmp")
+        tmp.write_bytes(orjson.dumps(sorted(set(seen))))
+        os.replace(tmp, spec["seen"])
     os._exit(code)
 
 
@@ -322,7 +325,7 @@ def run(base: Path, trials: int = 100, seed: int = 1, ops: int = 6) -> Outcome:
                     if answer["code"] != 0:
                         figures["child_errors"] += 1
                         out.fail(f"trial {trial}: child exited {answer['code']}: {answer['last']}")
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError):
                     known.update(orjson.loads((bed.base / "seen.json").read_bytes()))
                 truth.absorb(bed.state_dir / "journal-live.jsonl")
             _verify(bed, truth, files, tree0, knob_files, figures, out, trial, verify)
