@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
+from lumos_mcp.agents.tools import ToolCallError, ToolClient
 from lumos_mcp.service import Service, ServiceConfig
 from lumos_mcp.txn import TxState
 
@@ -173,6 +174,7 @@ class ExpertAgent:
         """``noise_floor``: an absolute worsening (objective units, PSI % by default) below which a
         change counts as neutral: single-digit PSI moves are noise on a shared machine."""
         self.client = client
+        self.tools = ToolClient(client)
         self.noise_floor = noise_floor
         self.sandbox = sandbox
         self.window_s = window_s
@@ -182,12 +184,8 @@ class ExpertAgent:
         self.rounds: list[RoundLog] = []
 
     async def call(self, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = await self.client.call_tool(tool, args or {})
-        data = result.structured_content or {}
-        if result.is_error:
-            error = data.get("error", {})
-            raise AgentToolError(tool, error.get("code", "error"), error.get("message", str(result.content)))
-        return data
+        """Raises: AgentToolError (the tool answered with an error)."""
+        return await self.tools.call(tool, args)
 
     async def run(self, rounds: int) -> list[RoundLog]:
         tried: set[str] = set()
@@ -280,11 +278,7 @@ class ExpertAgent:
         self.on_event(f"{log.outcome}: objective {log.before} -> {log.after}")
 
 
-class AgentToolError(Exception):
-    def __init__(self, tool: str, code: str, message: str) -> None:
-        super().__init__(f"{tool}: {code}: {message}")
-        self.tool = tool
-        self.code = code
+AgentToolError = ToolCallError
 
 
 class TuneView:

@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 from mcp import Client
 
+from lumos_mcp.agents.tools import ToolCallError, ToolClient
 from lumos_mcp.arena.problems import Config, Problem, Value
 from lumos_mcp.arena.stats import TailStats, median_of_repeats, throughput_floor_ok
 from lumos_mcp.arena.workloads import (
@@ -199,29 +200,9 @@ class Arena:
 
 
 # ------------------------------------------------------------------------------------ service + tools
-class ArenaTools:
-    """The MCP tools a strategy and the runner use (an in-memory client over ``build_server``)."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.calls: dict[str, int] = {}
-
-    async def call(self, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Call ``tool``; raise `ArenaToolError` when it answers with an error."""
-        self.calls[tool] = self.calls.get(tool, 0) + 1
-        result = await self.client.call_tool(tool, args or {})
-        data = result.structured_content or {}
-        if result.is_error:
-            error = data.get("error", {}) if isinstance(data, dict) else {}
-            raise ArenaToolError(tool, str(error.get("code", "error")), str(error.get("message", result.content)))
-        return data
-
-
-class ArenaToolError(Exception):
-    def __init__(self, tool: str, code: str, message: str) -> None:
-        super().__init__(f"{tool}: {code}: {message}")
-        self.tool = tool
-        self.code = code
+ArenaTools = ToolClient
+"""The MCP tools a strategy and the runner use (an in-memory client over ``build_server``)."""
+ArenaToolError = ToolCallError
 
 
 def arena_service(state_dir: Path, problem: Problem) -> Service:
