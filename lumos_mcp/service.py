@@ -313,7 +313,7 @@ class Service:
             tx=tx.id,
             allowed=verdict.allowed,
             approval_required=verdict.approval_required,
-            denials=[_denial(d) for d in verdict.denials],
+            denials=_denials(verdict),
             policy=self.policy.name,
         )
         return staged
@@ -415,11 +415,7 @@ class Service:
         if staged.tx.state is not TxState.STAGED:
             raise TransactionStateError(txid=txid, state=staged.tx.state.value, wanted="staged")
         if not staged.verdict.allowed:
-            raise PolicyDeniedError(
-                "; ".join(d.message for d in staged.verdict.denials),
-                denials=[_denial(d) for d in staged.verdict.denials],
-                tx=txid,
-            )
+            raise _denied(staged.verdict, txid)
         return staged
 
     def apply(self, txid: str, approval_id: str | None = None, actor: str = "agent") -> Transaction:
@@ -437,12 +433,9 @@ class Service:
             staged = self._appliable(txid)
             verdict = self._evaluate(staged.tx, staged.confirm_within_s, staged.tx.speculative)
             if not verdict.allowed:
-                self.audit.append("apply_refused", tx=txid, denials=[_denial(d) for d in verdict.denials])
-                raise PolicyDeniedError(
-                    "; ".join(d.message for d in verdict.denials),
-                    denials=[_denial(d) for d in verdict.denials],
-                    tx=txid,
-                )
+                error = _denied(verdict, txid)
+                self.audit.append("apply_refused", tx=txid, denials=error.fields["denials"])
+                raise error
             approval = None
             if verdict.approval_required:
                 approval = self._consume_approval(staged, approval_id)
@@ -574,14 +567,13 @@ class Service:
         return [{"knob": r.knob, "action": r.action, "detail": r.detail} for r in results]
 
 
-def _denial(d: Any) -> dict[str, Any]:
-    return {
-        "rule": d.rule,
-        "knob": d.knob,
-        "value": _jsonable(d.value),
-        "limit": _jsonable(d.limit),
-        "message": d.message,
-    }
+def _denials(verdict: Verdict) -> list[dict[str, Any]]:
+    """Every denial as data (rule, knob, value, limit, message), safe for the audit log."""
+    return [_jsonable(d.to_dict()) for d in verdict.denials]
+
+
+def _denied(verdict: Verdict, txid: str) -> PolicyDeniedError:
+    return PolicyDeniedError("; ".join(d.message for d in verdict.denials), denials=_denials(verdict), tx=txid)
 
 
 def _jsonable(value: Any) -> Any:
