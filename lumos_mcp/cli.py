@@ -14,7 +14,7 @@ import orjson
 
 from lumos_mcp import __version__
 from lumos_mcp.errors import LumosError
-from lumos_mcp.service import MODES, Mode, Service, ServiceConfig, default_state_dir
+from lumos_mcp.service import MODES, Mode, Service, ServiceConfig, decide_approval, default_state_dir
 
 log = logging.getLogger("lumos_mcp")
 TOKEN_ENV = "LUMOS_MCP_TOKEN"
@@ -300,17 +300,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
             table.add_row(a.id, a.status, a.txid, a.summary, f"{a.expires_at - _time.time():.0f} s")
         Console().print(table if items else "no pending approvals")
         return 0
-    grant = args.action == "approve"
-    approval = (store.grant if grant else store.deny)(args.id, args.by, args.note)
-    AuditLog(state / "audit.jsonl").append(
-        "approval_granted" if grant else "approval_denied",
-        tx=approval.txid,
-        approval=approval.id,
-        digest=approval.digest,
-        via="operator",
-        by=args.by,
-        note=args.note,
-    )
+    audit = AuditLog(state / "audit.jsonl")
+    approval = decide_approval(store, audit, args.id, args.action == "approve", args.by, args.note)
     print(f"{approval.id}: {approval.status} ({approval.summary})")
     return 0
 

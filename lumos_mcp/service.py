@@ -398,17 +398,7 @@ class Service:
         Raises:
             ApprovalInvalidError: unknown, already decided, or expired.
         """
-        approval = (self.approvals.grant if grant else self.approvals.deny)(approval_id, by, note)
-        self.audit.append(
-            "approval_granted" if grant else "approval_denied",
-            tx=approval.txid,
-            approval=approval.id,
-            digest=approval.digest,
-            via="operator",
-            by=by,
-            note=note,
-        )
-        return approval
+        return decide_approval(self.approvals, self.audit, approval_id, grant, by, note)
 
     def _appliable(self, txid: str) -> StagedChange:
         staged = self.staged(txid)
@@ -565,6 +555,28 @@ class Service:
     @staticmethod
     def _restored(results: list[Restored]) -> list[dict[str, str]]:
         return [{"knob": r.knob, "action": r.action, "detail": r.detail} for r in results]
+
+
+def decide_approval(
+    store: ApprovalStore, audit: AuditLog, approval_id: str, grant: bool, by: str, note: str = ""
+) -> Approval:
+    """Record an operator's decision and audit it. Needs no running server (the CLI calls it
+    from another terminal; the store and the audit log are safe for two processes).
+
+    Raises:
+        ApprovalInvalidError: unknown, already decided, or expired.
+    """
+    approval = (store.grant if grant else store.deny)(approval_id, by, note)
+    audit.append(
+        "approval_granted" if grant else "approval_denied",
+        tx=approval.txid,
+        approval=approval.id,
+        digest=approval.digest,
+        via="operator",
+        by=by,
+        note=note,
+    )
+    return approval
 
 
 def _denials(verdict: Verdict) -> list[dict[str, Any]]:
