@@ -40,7 +40,7 @@ from lumos_mcp.api import (
     TxSummary,
 )
 from lumos_mcp.errors import InvalidArgumentsError, LumosError, UnknownToolError
-from lumos_mcp.service import Service
+from lumos_mcp.service import Service, restored_data
 from lumos_mcp.txn import Transaction, TxState
 
 P = ParamSpec("P")
@@ -390,7 +390,7 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
         """Restore the original values of an applied change, in reverse order, and verify them. Refuses
         (external_change) if someone else changed a knob since apply, unless force."""
         tx, results = service.revert(txid, force=force)
-        return ok(_tx_result(service, tx, "Reverted.", restored=service._restored(results)))
+        return ok(_tx_result(service, tx, "Reverted.", restored=restored_data(results)))
 
     @mcp.tool(title="Server status", annotations=READ_ONLY)
     @domain_errors

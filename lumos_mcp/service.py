@@ -13,7 +13,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -181,7 +181,7 @@ class Service:
             "recovery",
             mode=self.mode,
             transactions=list(report.transactions),
-            knobs=[{"knob": k.knob, "action": k.action, "detail": k.detail} for k in report.knobs],
+            knobs=restored_data(report.knobs),
             committed_kept=report.committed_kept,
             journal_problems=list(report.journal_problems),
         )
@@ -234,7 +234,7 @@ class Service:
         """Revert every armed transaction past its deadline, and audit each."""
         reverted = []
         for tx, results in self.txns.expire_due():
-            self.audit.append("auto_revert", tx=tx.id, knobs=self._restored(results), speculative=tx.speculative)
+            self.audit.append("auto_revert", tx=tx.id, knobs=restored_data(results), speculative=tx.speculative)
             reverted.append(tx)
         return reverted
 
@@ -518,7 +518,7 @@ class Service:
         """
         self._refuse_in_observe("revert")
         tx, results = self.txns.revert(txid, reason="requested", force=force)
-        self.audit.append("revert", tx=txid, actor=actor, force=force, knobs=self._restored(results))
+        self.audit.append("revert", tx=txid, actor=actor, force=force, knobs=restored_data(results))
         return tx, results
 
     # ------------------------------------------------------------------ status
@@ -552,9 +552,10 @@ class Service:
         parts = [f"{c.knob}: {c.before!r} -> {c.after!r}{' ' + c.unit if c.unit else ''}" for c in staged.tx.changes]
         return f"[{self.mode}] " + "; ".join(parts)
 
-    @staticmethod
-    def _restored(results: list[Restored]) -> list[dict[str, str]]:
-        return [{"knob": r.knob, "action": r.action, "detail": r.detail} for r in results]
+
+def restored_data(results: Sequence[Restored]) -> list[dict[str, str]]:
+    """What a revert or recovery did to each knob, as data (audit records, tool results)."""
+    return [{"knob": r.knob, "action": r.action, "detail": r.detail} for r in results]
 
 
 def decide_approval(
