@@ -74,6 +74,7 @@ class KernelRoot:
     def __init__(self, base: str | os.PathLike[str] = "/") -> None:
         self.base = Path(base).resolve()
         self.is_host = self.base == Path("/")
+        self._behaviours_cache: tuple[tuple[int, int, int], dict[str, dict[str, Any]]] | None = None
 
     def __repr__(self) -> str:
         return f"KernelRoot({str(self.base)!r})"
@@ -163,18 +164,29 @@ class KernelRoot:
         """Simulated kernel rules of a fake or sandbox tree (never read on the host)."""
         if self.is_host:
             return {}
+        path = self.base / BEHAVIOURS_FILE
         try:
-            data = (self.base / BEHAVIOURS_FILE).read_bytes()
+            st = path.stat()
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if self._behaviours_cache is not None and self._behaviours_cache[0] == key:
+                return self._behaviours_cache[1]  # every knob I/O asks: stat, not re-parse
+            loaded: dict[str, dict[str, Any]] = orjson.loads(path.read_bytes())
         except FileNotFoundError:
             return {}
-        loaded: dict[str, dict[str, Any]] = orjson.loads(data)
+        self._behaviours_cache = (key, loaded)
         return loaded
 
     def set_behaviours(self, rules: dict[str, dict[str, Any]]) -> None:
         """Replace the simulated kernel rules (fake and sandbox trees only)."""
         if self.is_host:
             raise PathEscapeError("behaviours are for fake trees", path=BEHAVIOURS_FILE)
-        (self.base / BEHAVIOURS_FILE).write_bytes(orjson.dumps(rules, option=orjson.OPT_INDENT_2))
+        # temp file + rename: a crash never leaves torn rules, and every rewrite gets a new
+        # inode, so other KernelRoots' stat-keyed caches see it even within one mtime tick
+        path = self.base / BEHAVIOURS_FILE
+        tmp = path.with_name(BEHAVIOURS_FILE + ".tmp")
+        tmp.write_bytes(orjson.dumps(rules, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, path)
+        self._behaviours_cache = None
 
     # ------------------------------------------------------------------ I/O
     def read_text(self, rel: str, *, knob: str | None = None) -> str:
