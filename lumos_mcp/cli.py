@@ -14,7 +14,15 @@ import orjson
 
 from lumos_mcp import __version__
 from lumos_mcp.errors import LumosError
-from lumos_mcp.service import MODES, Mode, Service, ServiceConfig, decide_approval, default_state_dir
+from lumos_mcp.service import (
+    MODES,
+    Mode,
+    Service,
+    ServiceConfig,
+    decide_approval,
+    default_state_dir,
+    server_lock_holder,
+)
 
 log = logging.getLogger("lumos_mcp")
 TOKEN_ENV = "LUMOS_MCP_TOKEN"
@@ -239,16 +247,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     state = args.state_dir or default_state_dir()
     out: dict[str, Any] = {"state_dir": str(state), "server": "not running", "open_transactions": {}}
-    lock = state / "server.lock"
-    if lock.exists():
-        out["server"] = _lock_holder(lock)
+    holder = server_lock_holder(state)
+    if holder is not None:
+        out["server"] = f"running (pid {holder[0]}, {holder[1]} mode)"
     for mode in MODES:
         records = scan(state / f"journal-{mode}.jsonl").records
         open_txs, _ = TransactionManager._replay(records)
         if open_txs:
             out["open_transactions"][mode] = sorted(open_txs)
     out["pending_approvals"] = [a.model_dump(mode="json") for a in ApprovalStore(state).list(status="pending")]
-    out["last_events"] = [f"{r.get('event')} {r.get('tx', '')}".strip() for r in tail(state / "audit.jsonl", 5)]
+    audit = state / "audit.jsonl"  # absent until a server first starts on this state dir
+    records = tail(audit, 5) if audit.exists() else []
+    out["last_events"] = [f"{r.get('event')} {r.get('tx', '')}".strip() for r in records]
     if args.json:
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -265,21 +275,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     for line in out["last_events"]:
         c.print(f"  audit: {line}")
     return 0
-
-
-def _lock_holder(lock: Path) -> str:
-    import fcntl
-
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return "not running"
-    except BlockingIOError:
-        pid, _, mode = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
-        return f"running (pid {pid or '?'}, {mode or 'unknown'} mode)"
-    finally:
-        os.close(fd)
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:

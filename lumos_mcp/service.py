@@ -199,13 +199,11 @@ class Service:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid, _, mode = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
+            pid, mode = _lock_owner(fd)
             os.close(fd)
-            raise StateLockedError(
-                f"in {mode or 'unknown'} mode", path=str(self.state_dir), pid=pid or "unknown"
-            ) from None
+            raise StateLockedError(f"in {mode} mode", path=str(self.state_dir), pid=pid) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {self.mode}".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {self.mode}".encode(), 0)  # read back by _lock_owner
         self._lock_fd = fd
 
     async def run_deadlines(self, poll_s: float = 0.25) -> None:
@@ -551,6 +549,28 @@ class Service:
     def describe(self, staged: StagedChange) -> str:
         parts = [f"{c.knob}: {c.before!r} -> {c.after!r}{' ' + c.unit if c.unit else ''}" for c in staged.tx.changes]
         return f"[{self.mode}] " + "; ".join(parts)
+
+
+def _lock_owner(fd: int) -> tuple[str, str]:
+    """The pid and mode the server holding ``server.lock`` wrote into it."""
+    pid, _, mode = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
+    return pid or "unknown", mode or "unknown"
+
+
+def server_lock_holder(state_dir: Path) -> tuple[str, str] | None:
+    """``(pid, mode)`` of the server running on ``state_dir``, or None when none is."""
+    try:
+        fd = os.open(state_dir / "server.lock", os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return _lock_owner(fd)
+    finally:
+        os.close(fd)
 
 
 def restored_data(results: Sequence[Restored]) -> list[dict[str, str]]:
