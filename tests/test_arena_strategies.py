@@ -3,6 +3,7 @@ strategies through the MCP tools on cgroups the test creates (root only)."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ from lumos_mcp.arena.strategies import (
     Default,
     ExpertAgentStrategy,
     LLMAgentStrategy,
-    NumpyGP,
+    OptunaGP,
     OptunaTPE,
     RandomSearch,
     StrategyUnavailable,
@@ -53,7 +54,7 @@ def test_random_and_tpe_propose_values_inside_the_box_and_are_seeded() -> None:
             out.append(c)
         return out
 
-    for cls in (RandomSearch, OptunaTPE, NumpyGP):
+    for cls in (RandomSearch, OptunaTPE, OptunaGP):
         a = anyio.run(proposals, cls(), 1)
         b = anyio.run(proposals, cls(), 1)
         assert a == b
@@ -158,3 +159,61 @@ def test_live_quick_smoke_of_two_strategies_restores_every_knob(tmp_path: Path) 
     assert Path("/proc/sys/kernel/sched_cfs_bandwidth_slice_us").read_text() == slice_before
     assert not CgroupManager(KernelRoot("/")).exists(parent)
     assert not (tmp_path / "state" / "originals.json").exists()
+
+
+_CTRL_C_SCRIPT = """
+import sys
+from pathlib import Path
+from lumos_mcp.arena.problems import SLICE, Problem, shares
+from lumos_mcp.arena.run import run_problem
+from lumos_mcp.arena.strategies import RandomSearch
+
+parent, state = sys.argv[1], Path(sys.argv[2])
+problem = Problem("ctrl-c", "ctrl-c", (shares("batch", (2, 1024), parent=parent), SLICE),
+                  window_s=2.5, trials=50, neighbour_cpus=0.3, parent=parent)
+run_problem(problem, [RandomSearch()], 1, state, None, lambda s: None)
+"""
+
+
+@pytest.mark.live
+@pytest.mark.slow
+@pytest.mark.skipif(not LIVE_OK, reason="needs root and the cgroup v1 cpu controller")
+def test_live_ctrl_c_mid_trial_restores_every_knob_through_the_journal(tmp_path: Path) -> None:
+    """SIGINT while a random-search trial is applied: the trial is reverted through the server,
+    the run's knobs are put back, its cgroups and processes are gone, and the audit chain verifies."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lumos_mcp.audit import verify
+    from lumos_mcp.kernelfs import KernelRoot
+    from lumos_mcp.kernelfs.cgroups import CgroupManager
+
+    slice_path = Path("/proc/sys/kernel/sched_cfs_bandwidth_slice_us")
+    before = slice_path.read_text()
+    parent = f"lumos-test-arena-int-{os.getpid()}"
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_SCRIPT, parent, str(state)])
+    try:
+        deadline = time.monotonic() + 90
+        while slice_path.read_text() == before:  # RandomSearch's first trial moves the slice
+            assert proc.poll() is None, "the run ended before any trial was applied"
+            assert time.monotonic() < deadline, "no trial was applied within 90 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=90)
+        after = slice_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if slice_path.read_text() != before:  # never leave the host changed, even if the test fails
+            slice_path.write_text(before)
+    assert rc != 0  # interrupted, not finished
+    assert after == before
+    assert not CgroupManager(KernelRoot("/")).exists(parent)
+    assert not (state / "originals.json").exists()
+    events = [json.loads(line)["event"] for line in (state / "audit.jsonl").read_text().splitlines()]
+    assert "apply" in events and "revert" in events
+    assert verify(state / "audit.jsonl").ok

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from lumos_mcp.arena import landscape
-from lumos_mcp.arena.problems import PROBLEMS, Problem
+from lumos_mcp.arena.problems import FULL_RUN, PROBLEMS, Problem
 
 
 def _say(text: str) -> None:
@@ -24,7 +24,7 @@ def _say(text: str) -> None:
 def select(names: list[str] | None, quick: bool) -> list[Problem]:
     if quick and not names:
         names = ["shares-1d"]
-    chosen = [PROBLEMS[n] for n in (names or list(PROBLEMS))]
+    chosen = [PROBLEMS[n] for n in (names or FULL_RUN)]
     return [p.quick() for p in chosen] if quick else chosen
 
 

@@ -11,6 +11,7 @@ With the neighbour, every share the batch job gives up goes partly to the neighb
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ Value = int | bool
 Config = dict[str, Value]
 KnobKind = Literal["int_log", "int", "bool"]
 ScenarioName = Literal["steady", "shift", "neighbour"]
+VictimName = Literal["probe", "pgbench"]
 Objective = Literal["frac_over_slo", "p99_us"]
 
 
@@ -85,6 +87,9 @@ class Problem:
     title: str
     knobs: tuple[KnobRange, ...]
     scenario: Scenario = STEADY
+    victim: VictimName = "probe"
+    """The latency workload: the built-in probe (``rate_hz`` requests/s) or pgbench (``rate_hz`` tx/s)."""
+    pgbench_clients: int = 4
     objective: Objective = "frac_over_slo"
     floor_fraction: float = 0.7
     slo_us: float = 1000.0
@@ -93,7 +98,7 @@ class Problem:
     neighbour_cpus: float = 0.9
     window_s: float = 3.0
     repeats: int = 1
-    trials: int = 6
+    trials: int = 5
     sweep_repeats: int = 2
     landscape: str = ""
     """The problem whose sweep scores this one's regret (itself when empty)."""
@@ -136,15 +141,13 @@ class Problem:
             )
             for k in self.knobs
         )
-        return Problem(
-            name=self.name, title=self.title, knobs=knobs, scenario=self.scenario, objective=self.objective,
-            floor_fraction=self.floor_fraction, slo_us=self.slo_us, work_us=self.work_us,
-            batch_threads=self.batch_threads, neighbour_cpus=self.neighbour_cpus, window_s=self.window_s,
-            repeats=1, trials=4, sweep_repeats=1, landscape=self.landscape, notes=self.notes, parent=self.parent,
-        )  # fmt: skip
+        return dataclasses.replace(self, knobs=knobs, repeats=1, trials=4, sweep_repeats=1)
 
 
 BATCH_GRID = (2, 16, 64, 256, 1024, 4096)
+PGBENCH_RATE = 1200.0
+"""pgbench's fixed rate (tx/s): about 0.55 CPU here, so with the batch job and the neighbour the
+host is oversubscribed and pgbench's entitlement decides its tail (this-machine.md)."""
 
 PROBLEMS: dict[str, Problem] = {
     p.name: p
@@ -182,6 +185,16 @@ PROBLEMS: dict[str, Problem] = {
             landscape="shares-1d",
         ),
         Problem(
+            "pgbench-1d",
+            "PostgreSQL: pgbench at a fixed rate beside the batch job and the neighbour; batch cpu.shares",
+            (shares("batch", BATCH_GRID),),
+            scenario=Scenario("steady", rate_hz=(PGBENCH_RATE, PGBENCH_RATE)),
+            victim="pgbench",
+            floor_fraction=0.75,
+            slo_us=5_000.0,
+            window_s=4.0,
+        ),
+        Problem(
             "shares-arrival",
             "1 knob, the neighbour arrives half-way",
             (shares("batch", BATCH_GRID),),
@@ -193,6 +206,10 @@ PROBLEMS: dict[str, Problem] = {
 }
 
 
+FULL_RUN = ("shares-1d", "shares-2d", "shares-distract", "shares-shift", "shares-arrival", "pgbench-1d")
+"""What ``arena run`` runs without ``--problems`` (``shares-1d-85`` is extra: shares-1d at a binding floor)."""
+
+
 def log_uniform(low: int, high: int, u: float) -> int:
     """Map ``u`` in [0, 1] to an integer log-uniformly in [low, high]."""
     return round(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
@@ -200,6 +217,7 @@ def log_uniform(low: int, high: int, u: float) -> int:
 
 __all__ = [
     "AUTOGROUP",
+    "FULL_RUN",
     "ARRIVAL",
     "Config",
     "KnobRange",

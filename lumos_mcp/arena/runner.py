@@ -33,6 +33,7 @@ from lumos_mcp.arena.workloads import (
     ArenaCgroups,
     BatchWorkload,
     NeighbourWorkload,
+    PgbenchWorkload,
     ProbeWorkload,
     noise_cpu,
 )
@@ -91,7 +92,8 @@ def _plain(v: Value) -> int | bool:
 
 # ------------------------------------------------------------------------------------ environment
 class Arena:
-    """The probe (victim), the batch job and the neighbour in ``lumos-arena/{victim,batch,neighbour}``."""
+    """The victim (the probe or pgbench), the batch job and the neighbour in
+    ``PARENT/{victim,batch,neighbour}``."""
 
     def __init__(self, problem: Problem, cgroups: CgroupManager) -> None:
         self.problem = problem
@@ -99,7 +101,7 @@ class Arena:
         self.phase = 0
         self._stack = contextlib.ExitStack()
         self.groups: ArenaCgroups | None = None
-        self.probe: ProbeWorkload | None = None
+        self.victim: ProbeWorkload | PgbenchWorkload | None = None
         self.batch: BatchWorkload | None = None
         self.neighbour: NeighbourWorkload | None = None
 
@@ -109,16 +111,17 @@ class Arena:
             self.groups = self._stack.enter_context(
                 ArenaCgroups(self.cg, ["victim", "batch", "neighbour"], parent=self.problem.parent)
             )
-            self.probe = self._stack.enter_context(
-                ProbeWorkload(
-                    p.scenario.rate_hz[0],
-                    p.work_us,
-                    cgroup=self.groups["victim"],
-                    client_cgroup=self.groups["victim"],
-                    cgroups=self.cg,
-                    slo_us=p.slo_us,
-                )
-            )
+            victim = self.groups["victim"]
+            if p.victim == "pgbench":
+                self.victim = self._stack.enter_context(
+                    PgbenchWorkload(p.scenario.rate_hz[0], p.pgbench_clients, cgroup=victim, cgroups=self.cg,
+                                    slo_us=p.slo_us)
+                )  # fmt: skip
+            else:
+                self.victim = self._stack.enter_context(
+                    ProbeWorkload(p.scenario.rate_hz[0], p.work_us, cgroup=victim, client_cgroup=victim,
+                                  cgroups=self.cg, slo_us=p.slo_us)
+                )  # fmt: skip
             self.batch = self._stack.enter_context(
                 BatchWorkload(p.batch_threads, cgroup=self.groups["batch"], cgroups=self.cg)
             )
@@ -147,9 +150,13 @@ class Arena:
 
     def set_phase(self, phase: int) -> None:
         """Apply the scenario's phase (0 before the change, 1 after)."""
-        assert self.probe is not None
+        assert self.victim is not None
         self.phase = phase
-        self.probe.rate_hz = self.problem.scenario.rate_hz[phase]
+        rate = self.problem.scenario.rate_hz[phase]
+        if isinstance(self.victim, PgbenchWorkload):
+            self.victim.rate_tps = rate
+        else:
+            self.victim.rate_hz = rate
         self._set_neighbour(self.problem.scenario.neighbour[phase])
         time.sleep(1.0)
 
@@ -159,7 +166,7 @@ class Arena:
         Raises:
             WorkloadError, CgroupError: from the workloads.
         """
-        assert self.probe is not None and self.batch is not None and self.groups is not None
+        assert self.victim is not None and self.batch is not None and self.groups is not None
         tails: list[TailStats] = []
         eps: list[float] = []
         noise: list[float] = []
@@ -169,7 +176,7 @@ class Arena:
         while len(tails) < wanted:
             mark = self.batch.mark()
             with noise_cpu(self.cg, [self.groups.parent]) as window:
-                tail = self.probe.measure(self.problem.window_s)
+                tail = self.victim.measure(self.problem.window_s)
             rate = self.batch.events_per_s(mark)
             report = window.report
             noise.append(report.noise_cpus)

@@ -18,8 +18,6 @@ import random
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import numpy as np
-
 from lumos_mcp.agents import expert
 from lumos_mcp.arena.problems import Config, KnobRange, Problem, Value, log_uniform
 from lumos_mcp.arena.runner import ArenaTools, TrialRecord
@@ -140,64 +138,8 @@ class OptunaGP(_Optuna):
         import optuna
 
         if importlib.util.find_spec("torch") is None:
-            raise StrategyUnavailable("optuna's GPSampler needs torch, which is not installed here")
+            raise StrategyUnavailable("optuna's GPSampler needs torch: pip install 'lumos-mcp[gp]'")
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=3)
-
-
-class NumpyGP:
-    """A small GP (RBF kernel on the unit cube, log scale for shares) with expected improvement
-    over random candidates: the GP baseline when optuna's GPSampler cannot run (no torch)."""
-
-    name = "gp-numpy"
-
-    def reset(self, problem: Problem, seed: int) -> None:
-        self.problem = problem
-        self.rng = random.Random(seed)
-        self.xs: list[list[float]] = []
-        self.ys: list[float] = []
-
-    def _to_unit(self, config: Config) -> list[float]:
-        out = []
-        for k in self.problem.knobs:
-            v = float(config[k.knob_id])
-            if k.kind == "int_log":
-                out.append((math.log(v) - math.log(k.low)) / (math.log(k.high) - math.log(k.low)))
-            else:
-                out.append((v - k.low) / (k.high - k.low))
-        return out
-
-    async def propose(self, history: Sequence[TrialRecord], tools: ArenaTools) -> Config:
-        cands = [{k.knob_id: _sample(k, self.rng) for k in self.problem.knobs} for _ in range(256)]
-        if len(self.ys) < 3:
-            return cands[0]
-        x = np.array(self.xs)
-        y = np.array(self.ys)
-        mu0, sd0 = float(y.mean()), float(y.std()) or 1.0
-        yn = (y - mu0) / sd0
-        ls, noise = 0.25, 0.05
-
-        def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            d = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-            return np.exp(-0.5 * d / ls**2)  # type: ignore[no-any-return]
-
-        kinv = np.linalg.inv(k(x, x) + noise * np.eye(len(x)))
-        xc = np.array([self._to_unit(c) for c in cands])
-        ks = k(xc, x)
-        mu = ks @ kinv @ yn
-        var = np.clip(1.0 - np.einsum("ij,jk,ik->i", ks, kinv, ks), 1e-9, None)
-        sd = np.sqrt(var)
-        best = float(yn.min())
-        z = (best - mu) / sd
-        from math import erf, pi, sqrt
-
-        cdf = 0.5 * (1 + np.vectorize(erf)(z / sqrt(2)))
-        pdf = np.exp(-0.5 * z**2) / sqrt(2 * pi)
-        ei = (best - mu) * cdf + sd * pdf
-        return cands[int(np.argmax(ei))]
-
-    def observe(self, config: Config, record: TrialRecord) -> None:
-        self.xs.append(self._to_unit(config))
-        self.ys.append(_penalised(record))
 
 
 class ExpertAgentStrategy:
@@ -308,7 +250,7 @@ async def _to_thread(create: Any, model: str, prompt: str) -> Any:
 
 
 def all_strategies() -> list[Strategy]:
-    return [Default(), RandomSearch(), OptunaTPE(), OptunaGP(), NumpyGP(), ExpertAgentStrategy(), LLMAgentStrategy()]
+    return [Default(), RandomSearch(), OptunaTPE(), OptunaGP(), ExpertAgentStrategy(), LLMAgentStrategy()]
 
 
 def available(names: Sequence[str] | None = None) -> list[Strategy]:
@@ -321,7 +263,6 @@ __all__ = [
     "Default",
     "ExpertAgentStrategy",
     "LLMAgentStrategy",
-    "NumpyGP",
     "OptunaGP",
     "OptunaTPE",
     "RandomSearch",
