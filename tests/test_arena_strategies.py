@@ -162,12 +162,16 @@ def test_live_quick_smoke_of_two_strategies_restores_every_knob(tmp_path: Path) 
 
 
 _CTRL_C_SCRIPT = """
+import signal
 import sys
 from pathlib import Path
 from lumos_mcp.arena.problems import SLICE, Problem, shares
 from lumos_mcp.arena.run import run_problem
 from lumos_mcp.arena.strategies import RandomSearch
 
+# Python leaves SIGINT ignored when its parent ignored it (a background job of a script): set
+# the terminal's Ctrl-C behaviour explicitly so the test does not depend on how CI started it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 parent, state = sys.argv[1], Path(sys.argv[2])
 problem = Problem("ctrl-c", "ctrl-c", (shares("batch", (2, 1024), parent=parent), SLICE),
                   window_s=2.5, trials=50, neighbour_cpus=0.3, parent=parent)

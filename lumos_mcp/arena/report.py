@@ -67,6 +67,9 @@ def summarise_run(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_VICTIM_UNITS = {"probe": "probe requests", "pgbench": "pgbench transactions"}
+
+
 def table(data: dict[str, Any]) -> str:
     rows = [summarise_run(r, data) for r in data["runs"]]
     by: dict[str, list[dict[str, Any]]] = {}
@@ -76,7 +79,8 @@ def table(data: dict[str, Any]) -> str:
     lines = [
         f"### {data['problem']}: {data['title']}",
         "",
-        f"Objective: fraction of probe requests over {data['slo_us']:.0f} us (p99 beside it); batch floor "
+        f"Objective: fraction of {_VICTIM_UNITS.get(data.get('victim', 'probe'), 'requests')} over "
+        f"{data['slo_us']:.0f} us (p99 beside it); batch floor "
         f"{data['floor_fraction']:.0%} of default throughput; {data['trials']} trials x {data['window_s']:.0f} s "
         f"window x {data['repeats']} repeat(s); {data['seeds']} seeds; scenario `{data['scenario']}`. Sweep best "
         f"({data['landscape']}): {ref.get('objective', math.nan):.4f} at {ref.get('config')}. Cells: median "
@@ -223,7 +227,7 @@ def plot_timeline(data: dict[str, Any], path: Path) -> None:
             ax.axvline(change[0], color="red", linestyle="--", alpha=0.3)
     ax.set_yscale("log")
     ax.set_xlabel("seconds since the run started (seed 0; red: the change)")
-    ax.set_ylabel("probe p99 per window (ms)")
+    ax.set_ylabel(f"{data.get('victim', 'probe')} p99 per window (ms)")
     ax.legend(fontsize=6)
     ax.set_title(f"{data['problem']}: latency over time", fontsize=9)
     fig.tight_layout()

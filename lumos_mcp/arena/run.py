@@ -104,6 +104,7 @@ async def _run(
         "title": problem.title,
         "knobs": list(problem.knob_ids),
         "scenario": problem.scenario.name,
+        "victim": problem.victim,
         "objective": problem.objective,
         "floor_fraction": problem.floor_fraction,
         "slo_us": problem.slo_us,
