@@ -6,13 +6,16 @@ A candidate is a configuration the host has already run: give its ``signature`` 
 telemetry buffer between the apply (plus ``settle_s``) and the revert, commit or now (the
 buffer holds the last hour at 1 Hz). The model is loaded once, from ``model_path`` (default:
 the checkout's ``data/ranker/model``); it is a pickle, so only point this at models you trust.
+The model reads cgroup counters by role (``app``: the group whose performance matters,
+``other``: the group that trades against it); ``roles`` names this host's groups for them.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -107,14 +110,18 @@ def rank_candidates(
     incumbent: int,
     delta: float | None,
     settle_s: float,
+    roles: dict[str, str] | None = None,
 ) -> RankResult:
-    """The tool's body, usable without MCP.
+    """The tool's body, usable without MCP. ``roles`` overrides the model's cgroup names per role.
 
     Raises:
         RankerModelError: fewer than two candidates, a bad incumbent, or a candidate without a window.
         UnknownTransactionError, TelemetryNotReadyError: a txid the server does not know or no longer buffers.
     """
     sigs = [_signature_of(service, c, settle_s) for c in candidates]
+    if roles:
+        model = copy.copy(model)  # the shared model keeps its roles; only this call reads others
+        model.roles = {**model.roles, **roles}
     r = model.rank(sigs, incumbent=incumbent, delta=delta)
     order = [
         RankedCandidate(
@@ -163,6 +170,13 @@ def register(mcp: MCPServer[Service], service: Service, model_path: Path | None 
             float | None, Field(ge=0, le=1, description="Margin needed to switch; default: the model's (0.2).")
         ] = None,
         settle_s: Annotated[float, Field(ge=0, le=60, description="Seconds after an apply left out.")] = 2.0,
+        roles: Annotated[
+            dict[Literal["app", "other"], Annotated[str, Field(max_length=200)]] | None,
+            Field(
+                description="The cgroups in the signatures that play 'app' (whose performance matters) and "
+                "'other' (the co-runner it trades against); default: the model's training names."
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, RankResult]:
         """Predict which configuration is best WITHOUT an application metric, from each one's performance
         signature (counters: CPU, scheduler, PSI, memory, I/O, cgroup CPU). Use it when no latency or
@@ -172,7 +186,15 @@ def register(mcp: MCPServer[Service], service: Service, model_path: Path | None 
         training data), and a recommendation that keeps the incumbent unless a challenger's margin >= delta."""
 
         def run() -> RankResult:
-            return rank_candidates(service, holder.get(), candidates, incumbent, delta, settle_s)
+            return rank_candidates(
+                service,
+                holder.get(),
+                candidates,
+                incumbent,
+                delta,
+                settle_s,
+                {str(k): v for k, v in (roles or {}).items()},
+            )
 
         return ok(await anyio.to_thread.run_sync(run))
 

@@ -71,6 +71,8 @@ class ServiceConfig:
     """Where telemetry is read (default: host_root). Tests read the real host, write a fake."""
     cgroups: tuple[str, ...] = ()
     """cgroups whose knobs are listed (and, in sandbox, simulated when the host lacks them)."""
+    telemetry_cgroups: tuple[str, ...] = ()
+    """More cgroups whose CPU telemetry reads (besides ``cgroups``) without listing their knobs."""
     telemetry_interval_s: float = 1.0
     perf: bool = True
 
@@ -163,7 +165,9 @@ class Service:
         return Telemetry(
             root,
             interval_s=self.config.telemetry_interval_s,
-            cgroups=self.config.cgroups if self.mode != "sandbox" else (),
+            cgroups=tuple(dict.fromkeys((*self.config.cgroups, *self.config.telemetry_cgroups)))
+            if self.mode != "sandbox"
+            else (),
             perf=perf,
         )
 

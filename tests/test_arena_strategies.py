@@ -3,6 +3,7 @@ strategies through the MCP tools on cgroups the test creates (root only)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -23,7 +24,11 @@ from lumos_mcp.arena.strategies import (
     OptunaGP,
     OptunaTPE,
     RandomSearch,
+    RankerArenaStrategy,
     StrategyUnavailable,
+    all_strategies,
+    available,
+    ranker_space,
 )
 
 LIVE_OK = os.geteuid() == 0 and Path("/sys/fs/cgroup/cpu/cpu.shares").exists()
@@ -221,3 +226,23 @@ def test_live_ctrl_c_mid_trial_restores_every_knob_through_the_journal(tmp_path:
     events = [json.loads(line)["event"] for line in (state / "audit.jsonl").read_text().splitlines()]
     assert "apply" in events and "revert" in events
     assert verify(state / "audit.jsonl").ok
+
+
+def test_the_ranker_is_unavailable_with_a_reason_when_its_model_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(StrategyUnavailable, match="no ranker model"):
+        RankerArenaStrategy(model_path=tmp_path / "absent").reset(PROBLEMS["shares-1d"], 0)
+
+
+def test_the_ranker_is_unavailable_without_scikit_learn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    with pytest.raises(StrategyUnavailable, match="scikit-learn"):
+        RankerArenaStrategy().reset(PROBLEMS["shares-1d"], 0)
+
+
+def test_the_ranker_searches_each_knobs_grid_plus_its_default_and_is_registered() -> None:
+    space = ranker_space(PROBLEMS["shares-distract"])
+    assert list(space.values()) == [[2, 64, 1024], [1000, 5000, 20000], [False, True]]
+    ranker = next(s for s in all_strategies() if s.name == "ranker")
+    assert isinstance(ranker, RankerArenaStrategy) and ranker.label == "ranker (zero-mod)"
+    assert [s.name for s in available(["ranker"])] == ["ranker"]

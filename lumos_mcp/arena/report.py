@@ -49,7 +49,7 @@ def summarise_run(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
                 break
     final = run["final"]
     return {
-        "strategy": run["strategy"],
+        "strategy": run.get("label", run["strategy"]),
         "seed": run["seed"],
         "best_objective": best["objective"] if best else math.nan,
         "best_p99_us": best["measurement"]["p99_us"] if best else math.nan,

@@ -70,19 +70,20 @@ async def _run(
                             await anyio.to_thread.run_sync(arena.set_phase, 0)
                             ctx = TrialContext(
                                 problem, arena, tools, baseline_eps=ctx0.baseline_eps,
-                                current=read_values(service, problem.knob_ids),
+                                current=read_values(service, problem.knob_ids), telemetry=service.telemetry,
                             )  # fmt: skip
                             for t in range(problem.trials):
                                 if problem.scenario.phases == 2 and t == problem.trials // 2:
                                     await anyio.to_thread.run_sync(arena.set_phase, 1)
                                     ctx.incumbent_objective = math.inf
                                 config = await strategy.propose(ctx.records, tools)
-                                rec = await trial(ctx, config)
+                                rec = await trial(ctx, config, strategy=strategy)
                                 strategy.observe(config, rec)
                             final = await measure_baseline(ctx, 1)
                             runs.append(
                                 {
                                     "strategy": strategy.name,
+                                    "label": getattr(strategy, "label", strategy.name),
                                     "seed": seed,
                                     "trials": [r.as_dict() for r in ctx.records],
                                     "final": {"config": ctx.current, "phase": arena.phase,

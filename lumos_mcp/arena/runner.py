@@ -1,8 +1,11 @@
 """Run arena trials on the live host, every write through lumos-mcp's own MCP tools.
 
 A trial: ``stage_sched_params`` -> ``apply`` -> settle -> measure a window (probe tail,
-batch throughput, noise) -> ``commit`` when it is the run's best feasible configuration so
-far, else ``revert``. A sweep is the same with an unconditional revert. At the end, and on
+batch throughput, noise; the host's counter signature over the same span) -> ``commit`` when
+it is the run's best feasible configuration so far, else ``revert``. A strategy with a
+``judge`` hook (`Judge`) decides commit or revert itself, from what it chooses to read of the
+record (the zero-mod ranker reads the signature only). A sweep is the same with an
+unconditional revert. At the end, and on
 any exception including Ctrl-C, every knob the run may have touched is put back to the value
 it had at the start by one more journaled transaction (stage, apply, commit) through the
 Service; the originals are also written to ``originals.json`` in the state directory first,
@@ -21,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 from mcp import Client
@@ -37,16 +40,22 @@ from lumos_mcp.arena.workloads import (
     ProbeWorkload,
     noise_cpu,
 )
-from lumos_mcp.errors import LumosError, WorkloadError
+from lumos_mcp.errors import LumosError, TelemetryNotReadyError, WorkloadError
 from lumos_mcp.kernelfs.cgroups import CgroupManager
 from lumos_mcp.resources import policy_path
 from lumos_mcp.service import Service, ServiceConfig
+from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.txn import TxState
 
 log = logging.getLogger(__name__)
 
 NOISE_THRESHOLD_CPUS = 0.1
 SETTLE_S = 0.5
+TELEMETRY_INTERVAL_S = 0.5
+"""The arena service's sampling (and perf) interval: a 3 s window then holds 6 samples (about
+2.5 s covered) and 5-6 perf intervals; at 1 s it would hold 3 samples covering as little as 2 s.
+500 ms perf intervals are what the ranker's training data had. Cost measured here: about 2 ms
+of CPU per sample (0.4% of one CPU at 2 Hz), plus perf stat's software counters."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class Measurement:
     noise_cpus: tuple[float, ...]
     noisy_repeated: int
     repeats: tuple[dict[str, float], ...]
+    span_unix_s: tuple[float, float] | None = None
+    """Wall-clock start of the first window and end of the last (noisy repeats included)."""
 
     @property
     def noise_max(self) -> float:
@@ -79,6 +90,13 @@ class TrialRecord:
     txid: str | None
     t_s: float
     error: str | None = None
+    signature: dict[str, Any] | None = None
+    """The host's counter signature over the measurement span (``Signature.model_dump(mode="json")``)."""
+    signature_error: str | None = None
+    """Why there is no signature (telemetry not ready, no telemetry in the context)."""
+    decided_by: str | None = None
+    """Who chose commit or revert: ``strategy`` (its judge hook), ``metric`` (the runner's true-metric
+    rule), ``sweep`` (an unconditional revert), None when nothing was written."""
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -173,6 +191,7 @@ class Arena:
         reps: list[dict[str, float]] = []
         extra = 0
         wanted = repeats or self.problem.repeats
+        start_unix_s = time.time()
         while len(tails) < wanted:
             mark = self.batch.mark()
             with noise_cpu(self.cg, [self.groups.parent]) as window:
@@ -203,6 +222,7 @@ class Arena:
             noise_cpus=tuple(noise),
             noisy_repeated=extra,
             repeats=tuple(reps),
+            span_unix_s=(start_unix_s, time.time()),
         )
 
 
@@ -212,21 +232,33 @@ ArenaTools = ToolClient
 ArenaToolError = ToolCallError
 
 
-def arena_service(state_dir: Path, problem: Problem) -> Service:
-    """A live Service on the real host with the arena policy and the problem's cgroups.
+def arena_service_config(state_dir: Path, problem: Problem) -> ServiceConfig:
+    """The arena service's configuration: live on the real host, the arena policy, the problem's cgroups.
 
-    Raises:
-        ModeError: not root; StateLockedError: another arena run holds ``state_dir``.
+    Its telemetry also reads the victim's and the batch job's cgroups (the victim's knobs are not
+    listed) and runs perf's software events, sampling every `TELEMETRY_INTERVAL_S`, so each trial's
+    signature has what the ranker was trained on: the app's (victim's) and the co-runner's (batch's)
+    cgroup CPU, and perf's context switches, migrations and page faults.
     """
-    config = ServiceConfig(
+    return ServiceConfig(
         mode="live",
         state_dir=state_dir,
         policy=policy_path("arena"),
         host_root=Path("/"),
         cgroups=problem.cgroups,
-        perf=False,
+        telemetry_cgroups=(f"{problem.parent}/victim", f"{problem.parent}/batch"),
+        telemetry_interval_s=TELEMETRY_INTERVAL_S,
+        perf=True,
     )
-    service = Service(config)
+
+
+def arena_service(state_dir: Path, problem: Problem) -> Service:
+    """A started live Service with `arena_service_config`.
+
+    Raises:
+        ModeError: not root; StateLockedError: another arena run holds ``state_dir``.
+    """
+    service = Service(arena_service_config(state_dir, problem))
     service.start()
     return service
 
@@ -315,17 +347,59 @@ class TrialContext:
     baseline_eps: list[float]
     """Batch events/s at default settings, per phase: the floor's reference."""
     current: Config
+    """What runs now: the last committed (or measured-in-place) configuration."""
     incumbent_objective: float = math.inf
+    """The metric rule: the best feasible objective so far. With a judge: the objective of ``current``'s
+    latest window (the runner's bookkeeping; the strategy is not told)."""
     started: float = field(default_factory=time.monotonic)
     records: list[TrialRecord] = field(default_factory=list)
+    telemetry: Telemetry | None = None
+    """Where each trial's signature is cut from (the service's telemetry); None: no signatures."""
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """A strategy that decides keep or revert itself (the runner's true-metric rule otherwise)."""
+
+    async def judge(self, record: TrialRecord, tools: ArenaTools) -> bool:
+        """True: commit the trial's configuration (it becomes the incumbent); False: revert it.
+
+        Called after the window is measured, before the commit or revert, only when the trial
+        wrote something; ``record.action`` is still ``pending``. The strategy reads what it
+        chooses of the record (its signature, or the true metric) and should say in its notes why.
+        """
+        ...
 
 
 def feasible(problem: Problem, m: Measurement, baseline: float) -> bool:
     return math.isfinite(m.batch_eps) and throughput_floor_ok(m.batch_eps, baseline, problem.floor_fraction)
 
 
-async def trial(ctx: TrialContext, config: Config, *, keep_best: bool = True) -> TrialRecord:
-    """One trial of ``config`` through the MCP tools (see the module docstring)."""
+def window_signature(telemetry: Telemetry | None, m: Measurement) -> tuple[dict[str, Any] | None, str | None]:
+    """The signature over ``m``'s span as JSON data, or None and the reason."""
+    if telemetry is None:
+        return None, "no telemetry in this trial context"
+    if m.span_unix_s is None:
+        return None, "the measurement has no wall-clock span"
+    try:
+        sig = telemetry.signature_between(*m.span_unix_s)
+    except TelemetryNotReadyError as e:
+        return None, f"{e.code}: {e}"
+    data: dict[str, Any] = sig.model_dump(mode="json")
+    return data, None
+
+
+async def trial(
+    ctx: TrialContext, config: Config, *, keep_best: bool = True, strategy: object | None = None
+) -> TrialRecord:
+    """One trial of ``config`` through the MCP tools (see the module docstring).
+
+    ``strategy``: the strategy that proposed ``config``; if it has a ``judge`` hook (`Judge`),
+    that decides commit or revert instead of the true-metric rule.
+
+    Raises:
+        ArenaToolError: a tool refused (the trial's write is reverted first when it was applied).
+    """
     problem = ctx.problem
     config = {k.knob_id: k.clip(config.get(k.knob_id, k.default)) for k in problem.knobs}
     changes = {k: v for k, v in config.items() if ctx.current.get(k) != v}
@@ -348,17 +422,7 @@ async def trial(ctx: TrialContext, config: Config, *, keep_best: bool = True) ->
     baseline = ctx.baseline_eps[ctx.arena.phase]
     ok = feasible(problem, m, baseline)
     objective = problem.score(m.frac_over_slo, m.p99_us)
-    action = "unchanged"
-    if txid is not None:
-        if keep_best and ok and objective < ctx.incumbent_objective:
-            await ctx.tools.call("commit", {"txid": txid})
-            action = "commit"
-            ctx.current = dict(config)
-        else:
-            await ctx.tools.call("revert", {"txid": txid})
-            action = "revert"
-    if keep_best and ok and objective < ctx.incumbent_objective and config == ctx.current:
-        ctx.incumbent_objective = objective
+    signature, signature_error = await anyio.to_thread.run_sync(window_signature, ctx.telemetry, m)
     record = TrialRecord(
         index=len(ctx.records),
         config=config,
@@ -366,11 +430,38 @@ async def trial(ctx: TrialContext, config: Config, *, keep_best: bool = True) ->
         measurement=m,
         objective=objective,
         feasible=ok,
-        action=action,
+        action="unchanged" if txid is None else "pending",
         txid=txid,
         t_s=round(time.monotonic() - ctx.started, 2),
         error=error,
+        signature=signature,
+        signature_error=signature_error,
     )
+    judge = strategy if keep_best and isinstance(strategy, Judge) else None
+    if txid is not None:
+        try:
+            if not keep_best:
+                keep, record.decided_by = False, "sweep"
+            elif judge is not None:
+                keep, record.decided_by = bool(await judge.judge(record, ctx.tools)), "strategy"
+            else:
+                keep, record.decided_by = ok and objective < ctx.incumbent_objective, "metric"
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await ctx.tools.call("revert", {"txid": txid})
+            raise
+        if keep:
+            await ctx.tools.call("commit", {"txid": txid})
+            record.action = "commit"
+            ctx.current = dict(config)
+        else:
+            await ctx.tools.call("revert", {"txid": txid})
+            record.action = "revert"
+    if judge is not None:
+        if config == ctx.current:
+            ctx.incumbent_objective = objective
+    elif keep_best and ok and objective < ctx.incumbent_objective and config == ctx.current:
+        ctx.incumbent_objective = objective
     ctx.records.append(record)
     return record
 
@@ -396,10 +487,12 @@ __all__ = [
     "Arena",
     "ArenaToolError",
     "ArenaTools",
+    "Judge",
     "Measurement",
     "TrialContext",
     "TrialRecord",
     "arena_service",
+    "arena_service_config",
     "feasible",
     "guarded_originals",
     "mcp_tools",
@@ -407,4 +500,5 @@ __all__ = [
     "read_values",
     "restore",
     "trial",
+    "window_signature",
 ]

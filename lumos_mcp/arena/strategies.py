@@ -3,7 +3,9 @@
 A strategy only proposes configurations; the runner writes each one through the MCP tools
 (stage, apply, measure, commit or revert), so every strategy goes through the same
 transaction path with the same trial budget and window. Strategies that reason over the MCP
-tools themselves (the expert agent, the LLM agent) get the tools in ``propose``.
+tools themselves (the expert agent, the LLM agent) get the tools in ``propose``. A strategy
+may also decide keep or revert itself with a ``judge`` hook (`lumos_mcp.arena.runner.Judge`):
+the zero-mod ranker does, from counter signatures alone.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import logging
 import math
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from lumos_mcp.agents import expert
 from lumos_mcp.arena.problems import Config, KnobRange, Problem, Value, log_uniform
-from lumos_mcp.arena.runner import ArenaTools, TrialRecord
+from lumos_mcp.arena.runner import ArenaToolError, ArenaTools, TrialRecord
+from lumos_mcp.ranker.strategy import RankerStrategy
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +253,133 @@ async def _to_thread(create: Any, model: str, prompt: str) -> Any:
     return await anyio.to_thread.run_sync(call)
 
 
+def ranker_space(problem: Problem) -> dict[str, list[Value]]:
+    """The ranker's search space: each knob's sweep grid plus its default, ascending (bools: False,
+    True). Its neighbour search moves one knob one step of this ladder per trial."""
+    space: dict[str, list[Value]] = {}
+    for k in problem.knobs:
+        if k.kind == "bool":
+            space[k.knob_id] = [False, True]
+        else:
+            space[k.knob_id] = sorted({int(v) for v in (*k.grid, k.default)})
+    return space
+
+
+class RankerArenaStrategy:
+    """The zero-mod ranker (`lumos_mcp.ranker.strategy.RankerStrategy`) in the arena: it proposes
+    the defaults first, then untried one-step neighbours of its incumbent in `ranker_space`, and
+    decides keep or revert itself (`judge`) by asking the server's ``rank_configs`` tool whether
+    the challenger's window signature beats the incumbent's by the margin ``delta``.
+
+    It never reads a record's true metric (``measurement``, ``objective``, ``feasible``): only
+    ``config``, ``signature``, ``signature_error``, ``index`` and ``decided_by``. It does not
+    know the batch floor either (the model was trained on the app's metric alone), so it can keep
+    a configuration the arena scores infeasible. The arena measures its true tail like any other's.
+    """
+
+    name = "ranker"
+    label = "ranker (zero-mod)"
+
+    def __init__(self, model_path: Path | None = None, delta: float | None = None) -> None:
+        self.model_path = model_path
+        self.delta = delta
+        self.rules: list[str] = []
+
+    def reset(self, problem: Problem, seed: int) -> None:
+        if importlib.util.find_spec("sklearn") is None:
+            raise StrategyUnavailable("the ranker needs scikit-learn: pip install 'lumos-mcp[ranker]'")
+        from lumos_mcp import server_ranker
+
+        path = self.model_path or server_ranker.DEFAULT_MODEL
+        manifest = path / "manifest.json"
+        if not manifest.is_file():
+            raise StrategyUnavailable(f"no ranker model at {path}: train one with `python -m lumos_mcp.ranker train`")
+        try:
+            delta = float(json.loads(manifest.read_text())["delta"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise StrategyUnavailable(f"unreadable ranker manifest {manifest}: {e}") from e
+        self.problem = problem
+        self.roles = {"app": f"{problem.parent}/victim", "other": f"{problem.parent}/batch"}
+        self.search = RankerStrategy(
+            None,
+            ranker_space(problem),
+            problem.defaults(),
+            delta=self.delta if self.delta is not None else delta,
+            seed=seed,
+        )
+        self.rules = []
+
+    def _config(self, config: Mapping[str, int | bool | str]) -> Config:
+        out: Config = {}
+        for k in self.problem.knobs:
+            v = config[k.knob_id]
+            out[k.knob_id] = k.clip(int(v) if isinstance(v, str) else v)
+        return out
+
+    def _short(self, config: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k.short}={config[k.knob_id]}" for k in self.problem.knobs)
+
+    async def propose(self, history: Sequence[TrialRecord], tools: ArenaTools) -> Config:
+        return self._config(self.search.propose())
+
+    async def judge(self, record: TrialRecord, tools: ArenaTools) -> bool:
+        """Keep the trial's configuration if the ranker prefers its signature to the incumbent's by ``delta``.
+
+        Without a signature it keeps the incumbent; the first window it sees (a change, when the host
+        did not start at the defaults) becomes the incumbent. A failed ``rank_configs`` call keeps the
+        incumbent and says so in ``rules``.
+        """
+        config, where = record.config, f"trial {record.index} ({self._short(record.config)})"
+        if record.signature is None:
+            self.search.mark_tried(config)
+            self.rules.append(f"{where}: no signature ({record.signature_error}): kept the incumbent")
+            return False
+        if self.search.baseline(config, record.signature):
+            self.rules.append(f"{where}: first window, taken as the incumbent")
+            return True
+        incumbent_sig = self.search.incumbent_signature
+        assert incumbent_sig is not None  # baseline() returned False, so there is one
+        args = {
+            "candidates": [
+                {"label": "incumbent", "config": dict(self.search.incumbent), "signature": dict(incumbent_sig)},
+                {"label": "challenger", "config": dict(config), "signature": record.signature},
+            ],
+            "incumbent": 0,
+            "delta": self.search.delta,
+            "roles": self.roles,
+        }
+        try:
+            result = await tools.call("rank_configs", args)
+        except ArenaToolError as e:
+            self.search.mark_tried(config)
+            self.rules.append(f"{where}: rank_configs failed ({e.code}): kept the incumbent")
+            return False
+        margin = float(next(c["margin_vs_incumbent"] for c in result["order"] if c["label"] == "challenger"))
+        promoted = not result["keep_incumbent"]
+        decision = self.search.settle(config, record.signature, margin, str(result["archetype"]), promoted)
+        self.rules.append(
+            f"{where}: margin {decision.margin:+.3f} vs delta {self.search.delta:g} ({decision.archetype}): "
+            + ("promoted" if promoted else "kept the incumbent")
+        )
+        return promoted
+
+    def observe(self, config: Config, record: TrialRecord) -> None:
+        if record.decided_by is not None or record.signature is None:
+            return  # judged already, or nothing to learn from
+        if not self.search.baseline(config, record.signature):
+            self.rules.append(f"trial {record.index}: an unjudged window of a non-incumbent, ignored")
+
+
 def all_strategies() -> list[Strategy]:
-    return [Default(), RandomSearch(), OptunaTPE(), OptunaGP(), ExpertAgentStrategy(), LLMAgentStrategy()]
+    return [
+        Default(),
+        RandomSearch(),
+        OptunaTPE(),
+        OptunaGP(),
+        ExpertAgentStrategy(),
+        LLMAgentStrategy(),
+        RankerArenaStrategy(),
+    ]
 
 
 def available(names: Sequence[str] | None = None) -> list[Strategy]:
@@ -266,8 +395,10 @@ __all__ = [
     "OptunaGP",
     "OptunaTPE",
     "RandomSearch",
+    "RankerArenaStrategy",
     "Strategy",
     "StrategyUnavailable",
     "all_strategies",
     "available",
+    "ranker_space",
 ]

@@ -22,6 +22,10 @@ challenger is proposed: an untried neighbour of the incumbent (one knob moved on
 signature). On observing a challenger, its margin over the incumbent's latest signature is
 computed by the gated ranker; the challenger is promoted only if the margin is at least
 ``delta`` (the margin rule), otherwise the incumbent is kept.
+
+When something else computes the margin (the arena's ``ranker`` strategy asks the server's
+``rank_configs`` tool), build the strategy without a model and feed it with `baseline` (a
+window of the incumbent) and `settle` (a judged challenger) instead of `observe`.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ import copy
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lumos_mcp.ranker.model import RankerModel
+from lumos_mcp.ranker.rules import DEFAULT_DELTA, decide
+
+if TYPE_CHECKING:  # scikit-learn is an optional extra; the search itself does not need it
+    from lumos_mcp.ranker.model import RankerModel
 
 Value = int | bool | str
 Config = dict[str, Value]
@@ -82,7 +89,7 @@ class RankerStrategy:
 
     def __init__(
         self,
-        model: RankerModel,
+        model: RankerModel | None,
         space: Mapping[str, Sequence[Value]],
         start: Mapping[str, Value],
         *,
@@ -90,18 +97,20 @@ class RankerStrategy:
         roles: Mapping[str, str] | None = None,
         seed: int = 0,
     ) -> None:
-        """Raises:
-        ValueError: ``start`` is not in ``space``.
+        """``model`` None: the caller judges challengers (`settle`); ``delta`` then defaults to 0.2.
+
+        Raises:
+            ValueError: ``start`` is not in ``space``.
         """
         for k, v in start.items():
             if k not in space or v not in space[k]:
                 raise ValueError(f"start value {k}={v!r} is not in the space")
         self.model = model
-        if roles is not None:
+        if roles is not None and model is not None:
             self.model = copy.copy(model)
             self.model.roles = dict(roles)
         self.space = {k: list(v) for k, v in space.items()}
-        self.delta = model.delta if delta is None else delta
+        self.delta = delta if delta is not None else (model.delta if model is not None else DEFAULT_DELTA)
         self.incumbent: Config = dict(start)
         self.incumbent_signature: Mapping[str, Any] | None = None
         self.tried: set[tuple[tuple[str, str], ...]] = set()
@@ -134,20 +143,50 @@ class RankerStrategy:
         """Take a measured window's signature; promote the challenger if its margin >= delta.
 
         Raises:
-            ValueError: the result carries no signature.
+            ValueError: the result carries no signature, or a challenger came without a model to judge it.
         """
         sig = signature_of(result)
+        if self.baseline(config, sig):
+            return None
+        if self.model is None or self.incumbent_signature is None:
+            raise ValueError("no model here: judge the challenger elsewhere and call settle()")
+        margin, gate = self.model.compare(sig, self.incumbent_signature)
+        return self.settle(config, sig, margin, gate.label)
+
+    def mark_tried(self, config: Mapping[str, Value]) -> None:
+        """Do not propose ``config`` again as a fresh challenger (it was measured, judged or not)."""
+        self.tried.add(_key(config))
+
+    def baseline(self, config: Mapping[str, Value], signature: Mapping[str, Any]) -> bool:
+        """Take a window of the incumbent (or the first window, which makes ``config`` the incumbent).
+
+        Returns False, changing nothing but the tried set, when ``config`` is a challenger to judge.
+        """
         config = dict(config)
         self.tried.add(_key(config))
-        if _key(config) == _key(self.incumbent) or self.incumbent_signature is None:
-            if self.incumbent_signature is None:
-                self.incumbent = config
-            self.incumbent_signature = sig
-            return None
-        margin, gate = self.model.compare(sig, self.incumbent_signature)
-        promoted = margin >= self.delta
-        decision = Decision(config, margin, gate.label, promoted)
+        if _key(config) != _key(self.incumbent) and self.incumbent_signature is not None:
+            return False
+        if self.incumbent_signature is None:
+            self.incumbent = config
+        self.incumbent_signature = signature
+        return True
+
+    def settle(
+        self,
+        config: Mapping[str, Value],
+        signature: Mapping[str, Any],
+        margin: float,
+        archetype: str,
+        promoted: bool | None = None,
+    ) -> Decision:
+        """Record a challenger judged at ``margin`` over the incumbent's latest signature; promote it
+        by the margin rule, or as ``promoted`` says when the judge (``rank_configs``) applied the rule."""
+        config = dict(config)
+        self.tried.add(_key(config))
+        if promoted is None:
+            promoted = decide(margin, self.delta, 1, 0) == 1
+        decision = Decision(config, margin, archetype, promoted)
         self.decisions.append(decision)
         if promoted:
-            self.incumbent, self.incumbent_signature = config, sig
+            self.incumbent, self.incumbent_signature = config, signature
         return decision
