@@ -75,7 +75,10 @@ async def _run(
                             for t in range(problem.trials):
                                 if problem.scenario.phases == 2 and t == problem.trials // 2:
                                     await anyio.to_thread.run_sync(arena.set_phase, 1)
-                                    ctx.incumbent_objective = math.inf
+                                    ctx.incumbent_objective = math.inf  # the metric rule re-bases...
+                                    rebase = getattr(strategy, "phase_changed", None)
+                                    if rebase is not None:  # ...and so may a strategy that judges itself
+                                        rebase()
                                 config = await strategy.propose(ctx.records, tools)
                                 rec = await trial(ctx, config, strategy=strategy)
                                 strategy.observe(config, rec)

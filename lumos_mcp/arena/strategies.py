@@ -363,6 +363,11 @@ class RankerArenaStrategy:
         )
         return promoted
 
+    def phase_changed(self) -> None:
+        """The scenario's change happened: compare from a fresh window of the incumbent, not a stale one."""
+        self.search.rebase()
+        self.rules.append("the workload changed: re-measuring the incumbent")
+
     def observe(self, config: Config, record: TrialRecord) -> None:
         if record.decided_by is not None or record.signature is None:
             return  # judged already, or nothing to learn from

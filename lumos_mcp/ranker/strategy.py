@@ -153,6 +153,12 @@ class RankerStrategy:
         margin, gate = self.model.compare(sig, self.incumbent_signature)
         return self.settle(config, sig, margin, gate.label)
 
+    def rebase(self) -> None:
+        """The workload changed (a rate shift, a neighbour arriving): the incumbent's signature and
+        the verdicts on what was tried no longer hold. The next proposal measures the incumbent again."""
+        self.incumbent_signature = None
+        self.tried.clear()
+
     def mark_tried(self, config: Mapping[str, Value]) -> None:
         """Do not propose ``config`` again as a fresh challenger (it was measured, judged or not)."""
         self.tried.add(_key(config))

@@ -177,3 +177,23 @@ async def test_without_a_signature_the_ranker_keeps_the_incumbent_without_asking
             assert await strategy.judge(record, t) is False
             assert "rank_configs" not in t.calls
     assert "no signature" in strategy.rules[-1]
+
+
+async def test_after_the_workload_changes_the_ranker_re_measures_its_incumbent_and_may_retry_a_loser(
+    service: Service, model_dir: Path, clear_pair: tuple[dict[str, float], dict[str, float], float]
+) -> None:
+    better, worse, _ = clear_pair
+    strategy = RankerArenaStrategy()
+    strategy.reset(PROBLEM, 0)
+    async with tools(service) as t:
+        with anyio.fail_after(30):
+            strategy.observe({KNOB: 1024}, blind(0, {KNOB: 1024}, as_arena(better), 0.0))
+            assert await strategy.judge(blind(1, {KNOB: 4096}, as_arena(worse), 0.0), t) is False
+            strategy.phase_changed()
+            # the phase-0 signature is gone: the next proposal is the incumbent, measured in place
+            assert await strategy.propose([], t) == {KNOB: 1024}
+            strategy.observe({KNOB: 1024}, blind(2, {KNOB: 1024}, as_arena(worse), 0.0))
+            # judged against the new window, 4096 (which lost in phase 0) can now win
+            assert await strategy.judge(blind(3, {KNOB: 4096}, as_arena(better), 0.0), t) is True
+    assert strategy.search.incumbent == {KNOB: 4096}
+    assert "re-measuring the incumbent" in strategy.rules[1]
