@@ -90,6 +90,38 @@ def test_expert_marks_a_knob_done_after_a_move_that_breaks_the_floor() -> None:
     assert p.knob_ids[0] in e.tried
 
 
+class _ExpertTools:
+    """The two tools the expert reads: the batch knob at 1024 and a signature with ``cpu_psi``."""
+
+    def __init__(self, knob: str, cpu_psi: float) -> None:
+        self.knob, self.cpu_psi = knob, cpu_psi
+        self.calls: list[str] = []
+
+    async def call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(name)
+        if name == "list_tunables":
+            policy = {"allowed": True, "min": 2, "max": 8192, "max_step_ratio": 4.0}
+            return {"tunables": [{"id": self.knob, "value": 1024, "state": "available", "policy": policy}]}
+        assert name == "read_telemetry" and set(args["sections"]) >= {"psi"}
+        return {"signature": {"psi": {"cpu": {"some": {"avg10_pct": self.cpu_psi}}}}}
+
+
+def test_expert_lowers_the_batch_weight_on_cpu_pressure_read_over_mcp_and_holds_without_it() -> None:
+    p = PROBLEMS["shares-1d"]
+    knob = p.knob_ids[0]
+
+    async def second_proposal(cpu_psi: float) -> tuple[dict[str, Any], list[str]]:
+        e, tools = ExpertAgentStrategy(), _ExpertTools(knob, cpu_psi)
+        e.reset(p, 0)
+        first = await e.propose([], tools)  # type: ignore[arg-type]
+        return await e.propose([_record(0, first, 0.05)], tools), tools.calls  # type: ignore[arg-type]
+
+    pressed, calls = anyio.run(second_proposal, 40.0)
+    assert pressed == {knob: 256} and "read_telemetry" in calls
+    calm, _ = anyio.run(second_proposal, 0.0)
+    assert calm == {knob: 1024}
+
+
 def _point(batch: int, objective: float, feasible: bool) -> dict[str, Any]:
     return {
         "config": {shares("batch", [2]).knob_id: batch},

@@ -149,9 +149,10 @@ class OptunaGP(_Optuna):
 class ExpertAgentStrategy:
     """The built-in expert agent's rules over the MCP tools.
 
-    Every proposal starts from ``list_tunables`` (current values and the policy's bounds, read
-    through MCP) and `lumos_mcp.agents.expert.propose`'s batch-weight rule: lower a cgroup's
-    CPU weight (here ``cpu.shares``) fourfold, within the policy's step. While a move improves
+    Every proposal starts from ``list_tunables`` (current values and the policy's bounds) and
+    ``read_telemetry`` (the host signature), both through MCP, and `lumos_mcp.agents.expert.propose`'s
+    rules: under CPU pressure (PSI) lower a cgroup's CPU weight (here ``cpu.shares``) fourfold,
+    within the policy's step. While a move improves
     the tail and keeps the batch floor, it keeps lowering the same knob; a move that is worse
     (by more than ``worse_tolerance``) or breaks the floor is reverted by the runner and that
     knob is done. When no rule fires it holds the incumbent (the real agent would stop).
@@ -176,7 +177,13 @@ class ExpertAgentStrategy:
         if not history:
             self.last = ()
             return config  # first look: measure where the host is
-        proposal = expert.propose({}, [t for t in tunables if t["id"] in self.problem.knob_ids], self.tried)
+        # the agent's evidence, read as the real agent reads it: the host signature over MCP (its
+        # rules fire on PSI and fault rates, so an empty signature would make it hold forever)
+        telemetry = await tools.call(
+            "read_telemetry", {"window_s": self.problem.window_s, "sections": ["psi", "memory"]}
+        )
+        signature = telemetry["signature"]
+        proposal = expert.propose(signature, [t for t in tunables if t["id"] in self.problem.knob_ids], self.tried)
         if proposal is None:
             self.last = ()
             self.rules.append("hold")
