@@ -167,6 +167,9 @@ def test_report_counts_failures_regret_and_trials_to_reach_the_best() -> None:
     assert s["failed"] == 1 and s["trials_to_5pct"] == 3
     assert s["regret"] == pytest.approx(0.0) and s["final_regret"] == pytest.approx(0.1)
     assert s["batch_kept"] == pytest.approx(0.5)
+    other = {**s, "strategy": "y", "regret": 0.3, "failed": 0}
+    table = report.overview({"p1": [s, other], "p2": [other]}, "regret", {"p2": {"x": "no key"}})
+    assert table.splitlines()[2:] == ["| x | +0.0000 (1 failed) | skipped |", "| y | +0.3000 | +0.3000 |"]
 
 
 @pytest.mark.live

@@ -110,6 +110,25 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def overview(summaries: dict[str, list[dict[str, Any]]], key: str, skipped: dict[str, dict[str, str]]) -> str:
+    """One row per strategy, one column per problem: the median over seeds of ``key`` (a regret),
+    with the trials that broke the floor summed over seeds when there were any."""
+    problems = list(summaries)
+    strategies = list(dict.fromkeys(s["strategy"] for rows in summaries.values() for s in rows))
+    lines = ["| strategy | " + " | ".join(problems) + " |", "|---" * (len(problems) + 1) + "|"]
+    for name in strategies:
+        cells = []
+        for p in problems:
+            rows = [r for r in summaries[p] if r["strategy"] == name]
+            if not rows:
+                cells.append("skipped" if name in skipped.get(p, {}) else "-")
+                continue
+            failed = sum(r["failed"] for r in rows)
+            cells.append(f"{_median([r[key] for r in rows]):+.4f}" + (f" ({failed} failed)" if failed else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def landscape_md(land: dict[str, Any]) -> str:
     best = land.get("best") or {}
     out = [
@@ -264,6 +283,23 @@ def write(out: Path, *, quick: bool = False) -> Path:
                 f"Run took {data['seconds']:.0f} s.\n"
             )
         summary[name] = {"summary": [summarise_run(r, data) for r in data["runs"]], "skipped": data.get("skipped", {})}
+    if summary:
+        rows = {name: v["summary"] for name, v in summary.items()}
+        skipped = {name: v["skipped"] for name, v in summary.items()}
+        md[2:2] = [
+            "## Overview",
+            "",
+            "Regret = the run's best feasible fraction over SLO minus the sweep's best feasible grid point "
+            "(lower is better; negative: matched it within noise). Median over seeds; in parentheses, trials "
+            "that broke the throughput floor, summed over seeds.",
+            "",
+            "Best found:",
+            "",
+            overview(rows, "regret", skipped),
+            "Final (the configuration the run kept, measured once more):",
+            "",
+            overview(rows, "final_regret", skipped),
+        ]
     (out / "results.md").write_text("\n".join(md))
     (out / "results.json").write_text(
         json.dumps({"landscapes": lands, "runs": runs, "summary": summary}, indent=1, default=str)
