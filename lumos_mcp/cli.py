@@ -138,7 +138,9 @@ def parser() -> argparse.ArgumentParser:
     ):
         x = arsub.add_parser(name, help=text)
         x.add_argument("--out", type=Path, default=Path("arena-results"), help="results directory")
-        x.add_argument("--problems", nargs="*", default=None, help="problem names (default: all)")
+        x.add_argument(
+            "--problems", nargs="*", default=None, help="problem names (default: the full run, all but shares-1d-85)"
+        )
         x.add_argument("--quick", action="store_true", help="probe workload only, 1 problem, short budget (~5 min)")
         x.add_argument("--seeds", type=int, default=3, help="seeds per strategy (default 3)")
         x.add_argument("--strategies", nargs="*", default=None, help="strategy names (default: all)")

@@ -281,3 +281,15 @@ def test_the_ranker_searches_each_knobs_grid_plus_its_default_and_is_registered(
     ranker = next(s for s in all_strategies() if s.name == "ranker")
     assert isinstance(ranker, RankerArenaStrategy) and ranker.label == "ranker (zero-mod)"
     assert [s.name for s in available(["ranker"])] == ["ranker"]
+
+
+def test_an_unknown_or_empty_strategy_list_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lumos_mcp.arena.campaign import main
+
+    for names in (["nope"], []):
+        out = tmp_path / "out"
+        rc = main("run", out=out, problems=["shares-1d"], quick=True, seeds=1, strategies=names, resweep=False)
+        assert rc == 2 and not out.exists()  # no sweep, no state, no report
+        assert "unknown strategy" in capsys.readouterr().err

@@ -42,6 +42,13 @@ def main(
     if unknown:
         print(f"lumos-mcp arena: unknown problem(s) {unknown}; known: {sorted(PROBLEMS)}", file=sys.stderr)
         return 2
+    from lumos_mcp.arena import strategies as strat_mod
+
+    known = [s.name for s in strat_mod.all_strategies()]
+    if strategies is not None and (not strategies or any(n not in known for n in strategies)):
+        bad = [n for n in strategies if n not in known] or "none given"
+        print(f"lumos-mcp arena: unknown strategy(ies) {bad}; known: {known}", file=sys.stderr)
+        return 2
     if action != "report" and os.geteuid() != 0:
         print("lumos-mcp arena: live runs need root (they write cgroup knobs on this host)", file=sys.stderr)
         return 2
@@ -49,7 +56,6 @@ def main(
     state = out / "state"
     chosen = select(problems, quick)
     from lumos_mcp.arena import report
-    from lumos_mcp.arena import strategies as strat_mod
     from lumos_mcp.arena.run import run_problem
 
     if action in ("sweep", "run"):

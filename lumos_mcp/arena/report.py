@@ -16,6 +16,12 @@ WITHIN_ABS = 0.0005
 """'Within 5% of the best' also accepts 0.05 percentage points, since the best fraction can be ~0."""
 
 
+def _legend(ax: Any) -> None:
+    """A small legend, only when something in the axes has a label (matplotlib warns otherwise)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
+
+
 def _median(xs: list[float]) -> float:
     xs = [x for x in xs if isinstance(x, int | float) and math.isfinite(x)]
     return float(statistics.median(xs)) if xs else math.nan
@@ -181,8 +187,8 @@ def plot_landscape(land: dict[str, Any], path: Path) -> None:
         ax.set_xlabel(main.replace("cgroup.", ""))
     axes[0].set_ylabel("fraction over SLO (red ring: floor broken)")
     axes[1].set_ylabel("batch events/s")
-    axes[0].legend(fontsize=6)
-    axes[1].legend(fontsize=6)
+    _legend(axes[0])
+    _legend(axes[1])
     fig.suptitle(f"landscape {land['problem']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -222,7 +228,7 @@ def plot_trials(data: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("trial")
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize=6)
+        _legend(ax)
     fig.suptitle(f"{data['problem']}: tail per trial and best so far (all seeds)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -247,7 +253,7 @@ def plot_timeline(data: dict[str, Any], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("seconds since the run started (seed 0; red: the change)")
     ax.set_ylabel(f"{data.get('victim', 'probe')} p99 per window (ms)")
-    ax.legend(fontsize=6)
+    _legend(ax)
     ax.set_title(f"{data['problem']}: latency over time", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
