@@ -308,7 +308,12 @@ def write(out: Path, *, quick: bool = False) -> Path:
         ]
     (out / "results.md").write_text("\n".join(md))
     (out / "results.json").write_text(
-        json.dumps({"landscapes": lands, "runs": runs, "summary": summary}, indent=1, default=str)
+        # the trials themselves (with their signatures) stay in runs-*.json: only name them here
+        json.dumps(
+            {"landscapes": lands, "runs": {name: f"runs-{name}.json" for name in runs}, "summary": summary},
+            indent=1,
+            default=str,
+        )
     )
     return out / "results.md"
 
