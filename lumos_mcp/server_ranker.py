@@ -12,7 +12,6 @@ The model reads cgroup counters by role (``app``: the group whose performance ma
 
 from __future__ import annotations
 
-import copy
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -120,8 +119,7 @@ def rank_candidates(
     """
     sigs = [_signature_of(service, c, settle_s) for c in candidates]
     if roles:
-        model = copy.copy(model)  # the shared model keeps its roles; only this call reads others
-        model.roles = {**model.roles, **roles}
+        model = model.with_roles(roles)  # the shared model keeps its roles; only this call reads others
     r = model.rank(sigs, incumbent=incumbent, delta=delta)
     order = [
         RankedCandidate(

@@ -28,6 +28,7 @@ author who also rewrites the manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -141,6 +142,11 @@ class RankerModel:
     rankers: dict[str, HistGradientBoostingClassifier]
     delta: float = DEFAULT_DELTA
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    def with_roles(self, roles: Mapping[str, str]) -> RankerModel:
+        """A shallow copy reading ``roles``' cgroups for those roles (the others keep their training
+        names); the fitted estimators are shared, this model is unchanged."""
+        return dataclasses.replace(self, roles={**self.roles, **roles})
 
     # ------------------------------------------------------------------ training
     @classmethod

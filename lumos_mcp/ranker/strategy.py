@@ -30,7 +30,6 @@ window of the incumbent) and `settle` (a judged challenger) instead of `observe`
 
 from __future__ import annotations
 
-import copy
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,10 +104,7 @@ class RankerStrategy:
         for k, v in start.items():
             if k not in space or v not in space[k]:
                 raise ValueError(f"start value {k}={v!r} is not in the space")
-        self.model = model
-        if roles is not None and model is not None:
-            self.model = copy.copy(model)
-            self.model.roles = dict(roles)
+        self.model = model.with_roles(roles) if roles is not None and model is not None else model
         self.space = {k: list(v) for k, v in space.items()}
         self.delta = delta if delta is not None else (model.delta if model is not None else DEFAULT_DELTA)
         self.incumbent: Config = dict(start)
