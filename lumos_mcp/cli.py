@@ -14,6 +14,7 @@ import orjson
 
 from lumos_mcp import __version__
 from lumos_mcp.errors import LumosError
+from lumos_mcp.privfs import check_state_dir
 from lumos_mcp.service import (
     MODES,
     Mode,
@@ -248,6 +249,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from lumos_mcp.txn.manager import TransactionManager
 
     state = args.state_dir or default_state_dir()
+    check_state_dir(state)
     out: dict[str, Any] = {"state_dir": str(state), "server": "not running", "open_transactions": {}}
     holder = server_lock_holder(state)
     if holder is not None:
@@ -281,6 +283,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_approvals(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from lumos_mcp.approvals import ApprovalStore
@@ -294,7 +297,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         import time as _time
 
         for a in items:
-            table.add_row(a.id, a.status, a.txid, a.summary, f"{a.expires_at - _time.time():.0f} s")
+            table.add_row(a.id, a.status, a.txid, escape(a.summary), f"{a.expires_at - _time.time():.0f} s")
         Console().print(table if items else "no pending approvals")
         return 0
     audit = AuditLog(state / "audit.jsonl")
@@ -306,14 +309,16 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from lumos_mcp.audit import format_record, tail, verify
 
-    path = (args.state_dir or default_state_dir()) / "audit.jsonl"
+    state = args.state_dir or default_state_dir()
+    check_state_dir(state)
+    path = state / "audit.jsonl"
     if args.action == "tail":
         for rec in tail(path, args.n):
             print(format_record(rec))
         return 0
     report = verify(path)
     if report.ok:
-        print(f"audit log OK: {report.records} records, hash chain intact ({path})")
+        print(f"audit log OK: {report.records} records in {report.files} file(s), hash chain intact ({path})")
         return 0
     print(f"audit log BROKEN: {report}", file=sys.stderr)
     return 1
