@@ -394,6 +394,7 @@ class Service:
 
         Raises:
             TransactionStateError: not staged; PolicyDeniedError: the policy denies it anyway.
+            StagedExpiredError: staged too long ago (see ``staged``).
         """
         staged = self._appliable(txid)
         staged.touched_at = self.clock()
@@ -455,6 +456,8 @@ class Service:
 
         Raises:
             ModeError: observe mode.
+            StagedExpiredError: staged longer than the approval lifetime ago, or pushed out by
+                ``MAX_STAGED`` newer staged changes: stage it again.
             PolicyDeniedError: the policy denies it (evaluated again now, whoever asks).
             ApprovalRequiredError, ApprovalInvalidError: approval missing, wrong, used or expired.
             ConflictError, ExternalChangeError, ApplyFailedError, JournalError: from the journaled write.
