@@ -7,10 +7,10 @@ One record per line::
 ``hash = sha256(prev + orjson.dumps(record without "hash", OPT_SORT_KEYS))`` and ``prev`` is
 the previous record's ``hash`` (``GENESIS`` for the first). ``seq`` counts from 1.
 
-Writers: any number of threads and processes may append to one file. Each append holds
-a ``threading.Lock`` and ``fcntl.flock`` on the file, re-reads the last record from the
-file's tail (another process may have appended), writes the line with one ``write`` and
-fsyncs.
+Writers: any number of threads and processes may append to one log. Each append holds
+a ``threading.Lock`` and ``fcntl.flock`` on ``audit.jsonl.lock`` (not on the log file, which
+rotation renames), re-reads the last record from the file's tail (another process may have
+appended), writes the line with one ``write`` and fsyncs.
 The writer chains from the last record's ``hash`` as found, without re-checking it:
 ``verify`` is the one place that judges integrity. Read-only tools (``audit tail``,
 ``audit verify``) should call ``tail``/``verify``, not open an ``AuditLog``, which may write

@@ -52,7 +52,7 @@ PolicyRuleKeys = ("min", "max", "allow", "max_step_ratio", "approval", "approval
 MODES: tuple[Mode, ...] = ("observe", "sandbox", "live")
 MAX_STAGED = 256
 """Staged (not yet applied) changes a server keeps; the oldest beyond this expire."""
-_MAX_EXPIRED = 4096  # expired txids remembered, to answer staged_expired rather than "unknown"
+_MAX_EXPIRED = 1024  # expired txids remembered, to answer staged_expired rather than "unknown"
 
 
 def default_state_dir() -> Path:
@@ -143,7 +143,7 @@ class Service:
         )
         self.telemetry = self._telemetry()
         self._staged: dict[str, StagedChange] = {}
-        self._expired: dict[str, str] = {}  # txid -> why its staged change was dropped
+        self._expired: dict[str, bool] = {}  # txid -> dropped for age (True) or for room (False)
         self._history = _History()
         """Changes the agent's rules count (cooldowns, commits): speculative moves are not among them."""
         self._spec_history = _History()
@@ -359,28 +359,32 @@ class Service:
         for txid, st in list(self._staged.items()):
             if st.tx.state is TxState.STAGED:
                 if now - st.touched_at > ttl:
-                    self._expire_staged(txid, f"unused for longer than the approval lifetime, {ttl:g} s")
+                    self._expire_staged(txid, True)
             elif st.tx.state is not TxState.APPLIED:
                 del self._staged[txid]  # committed, reverted or failed: its transaction tells the rest
         waiting = [txid for txid, st in self._staged.items() if st.tx.state is TxState.STAGED]
         for txid in waiting[: max(0, len(waiting) - MAX_STAGED)]:
-            self._expire_staged(txid, f"more than {MAX_STAGED} changes were staged after it")
+            self._expire_staged(txid, False)
 
-    def _expire_staged(self, txid: str, reason: str) -> None:
+    def _expire_staged(self, txid: str, for_age: bool) -> None:
         del self._staged[txid]
-        self._expired[txid] = reason
+        self._expired[txid] = for_age
         while len(self._expired) > _MAX_EXPIRED:
             del self._expired[next(iter(self._expired))]
 
     def staged(self, txid: str) -> StagedChange:
         """Raises: UnknownTransactionError, StagedExpiredError, TransactionStateError."""
         with self._lock:
-            reason = self._expired.get(txid)
             found = self._staged.get(txid)
             if found is not None and found.tx.state is TxState.STAGED:
                 self._trim_staged(self.clock())
-                reason = self._expired.get(txid)
-        if reason is not None:
+            for_age = self._expired.get(txid)
+        if for_age is not None:
+            reason = (
+                f"unused for longer than the approval lifetime, {self.policy.global_.approval_lifetime_s:g} s"
+                if for_age
+                else f"more than {MAX_STAGED} changes were staged after it"
+            )
             raise StagedExpiredError(txid=txid, reason=reason)
         tx = self.txns.get(txid)
         if found is None:
