@@ -29,6 +29,10 @@ Rotation. When the file reaches ``max_bytes`` (default 16 MiB) the next append r
 chains to the renamed file's last hash, with ``seq`` continuing: the files are one chain.
 ``verify``, ``tail`` and ``iter_records`` read all of them in order; a rotated file that is
 missing (a gap in the numbers, or no ``.1``) or out of order breaks the chain and is reported.
+Beyond ``keep_files`` (default 20) rotated files, a rotation deletes the oldest, after writing
+an ``audit_pruned`` record (the files, and the seq and hash of the last record they held) into
+the chain: ``verify`` then starts at the oldest file kept and accepts the missing ones only if
+such a record vouches for exactly them.
 Appenders serialise on ``audit.jsonl.lock``. Every file is 0600 and opened without following
 a symlink (``lumos_mcp.privfs``).
 
@@ -69,6 +73,9 @@ Problem = Literal["edited", "deleted", "inserted", "reordered", "torn", "not_jso
 _TAIL_BLOCK = 64 * 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 """The size at which the live audit file is rotated."""
+DEFAULT_KEEP_FILES = 20
+"""Rotated files kept; older ones are deleted, and an ``audit_pruned`` record in the chain says so."""
+PRUNED_EVENT = "audit_pruned"
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 _PLAIN_RE = re.compile(r"^[A-Za-z0-9_.:/@+,-]+$")
 
@@ -168,11 +175,17 @@ class AuditLog:
     """
 
     def __init__(
-        self, path: Path, clock: Callable[[], float] = time.time, *, max_bytes: int = DEFAULT_MAX_BYTES
+        self,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        keep_files: int | None = DEFAULT_KEEP_FILES,
     ) -> None:
         self.path = Path(path)
         self._clock = clock
         self.max_bytes = max_bytes
+        self.keep_files = keep_files
         self._lock = threading.Lock()
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         ensure_private_dir(self.path.parent)
@@ -264,19 +277,39 @@ class AuditLog:
                 _write_all(fd, out)
                 os.fsync(fd)
             if rotate:
-                self._rotate(line)
+                assert rec is not None
+                self._rotate(rec)
             return rec
         finally:
             os.close(fd)
 
-    def _rotate(self, first_line: bytes) -> None:
-        """Rename the full file to the next ``.N`` and put a new one holding ``first_line`` in its place."""
-        taken = [n for n, _ in _numbered(self.path)]
-        target = self.path.with_name(f"{self.path.name}.{max(taken, default=0) + 1}")
+    def _rotate(self, first: dict[str, Any]) -> None:
+        """Rename the full file to the next ``.N`` and put a new one, starting with ``first``, in its
+        place. Beyond ``keep_files`` rotated files, the oldest are deleted once an ``audit_pruned``
+        record (chained after ``first``, naming them and the last seq and hash they held) is durable."""
+        numbered = _numbered(self.path)
+        target = self.path.with_name(f"{self.path.name}.{max((n for n, _ in numbered), default=0) + 1}")
+        lines = [first]
+        doomed: list[Path] = []
+        if self.keep_files is not None and len(numbered) + 1 > self.keep_files:
+            doomed = [p for _, p in numbered[: len(numbered) + 1 - self.keep_files]]
+            through = _last_record(doomed)
+            if through is not None:
+                lines.append(
+                    self._build(
+                        first,
+                        PRUNED_EVENT,
+                        {
+                            "files": [p.name for p in doomed],
+                            "through_seq": through["seq"],
+                            "through_hash": through["hash"],
+                        },
+                    )
+                )
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")  # 0600
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(first_line)
+                f.write(b"".join(orjson.dumps(r) + b"\n" for r in lines))
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(self.path, target)  # a crash here leaves no live file: the next append chains from target
@@ -287,6 +320,9 @@ class AuditLog:
             if tmp:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+        for p in doomed if len(lines) > 1 else []:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
 
 def _numbered(path: Path) -> list[tuple[int, Path]]:
@@ -508,10 +544,21 @@ def verify(path: Path, *, head: str | None = None) -> VerifyReport:
         seq_ = line.rec["seq"] if line.rec else None
         return report(False, line=line.lineno, seq=seq_, problem=problem, detail=detail, file=line.file)
 
-    missing = [n for n in range(1, len(numbered) + 1) if n not in {k for k, _ in numbered}]
+    present = {k for k, _ in numbered}
+    low = min(present, default=1)
+    missing = [n for n in range(low, low + len(numbered)) if n not in present]
     if missing:
         gone = path.with_name(f"{path.name}.{missing[0]}")
         return report(False, problem="deleted", detail=f"rotated file {gone.name} is missing", file=str(gone))
+    anchor: tuple[int, str] | None = None  # what an audit_pruned record must vouch for
+    if low > 1:
+        try:
+            start = next((ln.rec for ln in _lines(numbered[0][1]) if ln.rec is not None), None)
+        except OSError as exc:
+            raise AuditError(exc.strerror or "cannot read", path=str(numbered[0][1])) from exc
+        if start is not None:
+            seq, prev = start["seq"], start["prev"]
+            anchor = (seq - 1, prev)
     current = ""
     try:
         for index, line in enumerate(_all_lines(files)):
@@ -536,11 +583,21 @@ def verify(path: Path, *, head: str | None = None) -> VerifyReport:
                 return fail(line, problem, f"expected seq {seq} after hash {prev[:12]}, chain breaks here")
             seq, prev, good = seq + 1, rec["hash"], good + 1
             head_seen = head_seen or rec["hash"] == head
+            if rec["event"] == PRUNED_EVENT and (rec.get("through_seq"), rec.get("through_hash")) == anchor:
+                anchor = None
     except OSError as exc:
         raise AuditError(exc.strerror or "cannot read", path=str(exc.filename or path)) from exc
     if garbage:
         first = garbage[0]
         return fail(first, "torn" if not first.is_json else "edited", "unacknowledged bytes at the end of the log")
+    if anchor is not None:
+        first_kept = numbered[0][1].name
+        return report(
+            False,
+            problem="deleted",
+            detail=f"the files before {first_kept} are missing and no {PRUNED_EVENT} record accounts for them",
+            file=str(numbered[0][1]),
+        )
     if not head_seen:
         return report(
             False, problem="deleted", detail=f"no record has the expected head hash {head}: the log was truncated"
@@ -583,7 +640,9 @@ __all__ = [
     "AuditLog",
     "Problem",
     "VerifyReport",
+    "DEFAULT_KEEP_FILES",
     "DEFAULT_MAX_BYTES",
+    "PRUNED_EVENT",
     "format_record",
     "iter_records",
     "log_files",

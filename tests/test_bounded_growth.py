@@ -257,3 +257,35 @@ def test_the_cli_verifies_and_tails_across_rotated_files(tmp_path: Path, capsys:
     assert out.count("probe") == 30
     rotated_files(state / "audit.jsonl")[0].unlink()
     assert cli.main(["audit", "--state-dir", str(state), "verify"]) == 1
+
+
+def test_beyond_keep_files_the_oldest_rotated_files_are_deleted_and_the_chain_still_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, max_bytes=1024, keep_files=3)
+    for i in range(120):
+        log.append("probe", i=i, pad="x" * 100)
+    rotated = rotated_files(path)
+    assert len(rotated) == 3 and rotated[0].name != "audit.jsonl.1"
+    pruned = [r for r in iter_records(path) if r["event"] == "audit_pruned"]
+    assert pruned and pruned[-1]["through_seq"] + 1 == next(iter_records(path))["seq"]
+    report = verify(path)
+    assert report.ok and report.files == 4
+
+
+def test_verify_detects_a_kept_rotated_file_deleted_after_pruning(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, max_bytes=1024, keep_files=3)
+    for i in range(120):
+        log.append("probe", i=i, pad="x" * 100)
+    oldest = rotated_files(path)[0]
+    oldest.unlink()  # no audit_pruned record vouches for it
+    report = verify(path)
+    assert not report.ok and report.problem == "deleted"
+
+
+def test_verify_detects_the_oldest_rotated_file_deleted_without_pruning(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    filled_log(path, 60)
+    rotated_files(path)[0].unlink()
+    report = verify(path)
+    assert not report.ok and report.problem == "deleted"
