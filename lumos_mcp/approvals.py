@@ -7,7 +7,13 @@ The MCP server asks (``request``); an operator in another terminal decides
 Storage: ``state_dir/approvals.json``. Every operation holds ``fcntl.flock`` on
 ``state_dir/approvals.lock`` (exclusive for changes, shared for reads); a change rewrites
 the file atomically (temp file in the same directory, fsync, ``os.replace``, fsync of the
-directory). The store writes no audit records: the service does that.
+directory). The store writes no audit records: the service does that. Both files are 0600,
+opened without following a symlink (``lumos_mcp.privfs``).
+
+Pruning: every change also drops closed approvals (denied, expired, used) that ended more
+than ``retention_s`` ago (default a day), and all but the newest ``keep_closed`` (default
+200) of the others, so the file, and every read of it, stays small. Pending and granted
+approvals are never dropped; the audit log keeps the history of every approval.
 
 Expiry is computed from the injected clock. A ``pending`` or ``granted`` approval whose
 ``expires_at`` has passed is shown as ``expired`` by every read; ``expire_due`` persists
@@ -20,11 +26,10 @@ import builtins
 import fcntl
 import os
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +37,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lumos_mcp.errors import ApprovalInvalidError, ApprovalStoreError
+from lumos_mcp.privfs import atomic_write_private, ensure_private_dir, open_private, read_private
 
 Status = Literal["pending", "granted", "denied", "expired", "used"]
 Reason = Literal["unknown", "pending", "granted", "denied", "expired", "used", "digest_mismatch", "txid_mismatch"]
@@ -39,6 +45,10 @@ Reason = Literal["unknown", "pending", "granted", "denied", "expired", "used", "
 STORE_FILE = "approvals.json"
 LOCK_FILE = "approvals.lock"
 DEFAULT_ELICITED_LIFETIME_S = 300.0
+DEFAULT_RETENTION_S = 24 * 3600.0
+"""How long a closed (denied, expired, used) approval stays in the store after it ended."""
+DEFAULT_KEEP_CLOSED = 200
+"""At most this many closed approvals stay in the store (the newest)."""
 
 
 class Approval(BaseModel):
@@ -71,6 +81,15 @@ class _StoreFile(BaseModel):
     approvals: builtins.list[Approval] = []
 
 
+def _ended_at(approval: Approval) -> float:
+    """When a closed approval stopped mattering: used, decided (denied) or expired."""
+    if approval.used_at is not None:
+        return approval.used_at
+    if approval.status == "denied":
+        return approval.decided_at if approval.decided_at is not None else approval.created_at
+    return approval.expires_at
+
+
 def _view(approval: Approval, now: float) -> Approval:
     """The approval as a reader should see it: live but past expiry means expired."""
     if approval.status in ("pending", "granted") and approval.is_expired(now):
@@ -85,23 +104,29 @@ class ApprovalStore:
         ApprovalStoreError: the state directory cannot be created.
     """
 
-    def __init__(self, state_dir: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        clock: Callable[[], float] = time.time,
+        *,
+        retention_s: float = DEFAULT_RETENTION_S,
+        keep_closed: int = DEFAULT_KEEP_CLOSED,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / STORE_FILE
         self._lock_path = self.state_dir / LOCK_FILE
         self._clock = clock
         self._thread_lock = threading.Lock()
-        try:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ApprovalStoreError(exc.strerror or "cannot create", path=str(self.state_dir)) from exc
+        self.retention_s = retention_s
+        self.keep_closed = keep_closed
+        ensure_private_dir(self.state_dir)
 
     # ----------------------------------------------------------------------- storage
     @contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
         with self._thread_lock:
             try:
-                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = open_private(self._lock_path, os.O_RDWR | os.O_CREAT)
             except OSError as exc:
                 raise ApprovalStoreError(exc.strerror or "cannot open lock", path=str(self._lock_path)) from exc
             try:
@@ -112,7 +137,7 @@ class ApprovalStore:
 
     def _load(self) -> builtins.list[Approval]:
         try:
-            data = self.path.read_bytes()
+            data = read_private(self.path)
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -125,27 +150,24 @@ class ApprovalStore:
             ) from exc
 
     def _save(self, approvals: builtins.list[Approval]) -> None:
-        data = orjson.dumps(_StoreFile(approvals=approvals).model_dump(mode="json"), option=orjson.OPT_INDENT_2)
-        tmp: str | None = None
+        kept = self._prune(approvals)
+        data = orjson.dumps(_StoreFile(approvals=kept).model_dump(mode="json"), option=orjson.OPT_INDENT_2)
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".approvals.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            tmp = None
-            dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            atomic_write_private(self.path, data)
         except OSError as exc:
             raise ApprovalStoreError(exc.strerror or "cannot write", path=str(self.path)) from exc
-        finally:
-            if tmp is not None:
-                with suppress(FileNotFoundError):
-                    os.unlink(tmp)
+
+    def _prune(self, approvals: builtins.list[Approval]) -> builtins.list[Approval]:
+        """Drop closed approvals (denied, expired, used) that ended more than ``retention_s``
+        ago, and all but the newest ``keep_closed`` of the rest; live ones are always kept.
+        The audit log keeps the record of every approval the store forgets."""
+        now = self._clock()
+        closed = [a for a in approvals if _view(a, now).status not in ("pending", "granted")]
+        recent = [a for a in closed if now - _ended_at(a) <= self.retention_s]
+        recent.sort(key=_ended_at)
+        keep = {a.id for a in recent[max(0, len(recent) - self.keep_closed) :]}
+        dropped = {a.id for a in closed} - keep
+        return [a for a in approvals if a.id not in dropped] if dropped else approvals
 
     def _new_id(self, approvals: builtins.list[Approval]) -> str:
         taken = {a.id for a in approvals}
@@ -351,4 +373,12 @@ class ApprovalStore:
             return changed
 
 
-__all__ = ["DEFAULT_ELICITED_LIFETIME_S", "Approval", "ApprovalStore", "Reason", "Status"]
+__all__ = [
+    "DEFAULT_ELICITED_LIFETIME_S",
+    "DEFAULT_KEEP_CLOSED",
+    "DEFAULT_RETENTION_S",
+    "Approval",
+    "ApprovalStore",
+    "Reason",
+    "Status",
+]

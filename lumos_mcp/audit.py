@@ -7,10 +7,10 @@ One record per line::
 ``hash = sha256(prev + orjson.dumps(record without "hash", OPT_SORT_KEYS))`` and ``prev`` is
 the previous record's ``hash`` (``GENESIS`` for the first). ``seq`` counts from 1.
 
-Writers: any number of threads and processes may append to one file. Each append holds
-a ``threading.Lock`` and ``fcntl.flock`` on the file, re-reads the last record from the
-file's tail (another process may have appended), writes the line with one ``write`` and
-fsyncs.
+Writers: any number of threads and processes may append to one log. Each append holds
+a ``threading.Lock`` and ``fcntl.flock`` on ``audit.jsonl.lock`` (not on the log file, which
+rotation renames), re-reads the last record from the file's tail (another process may have
+appended), writes the line with one ``write`` and fsyncs.
 The writer chains from the last record's ``hash`` as found, without re-checking it:
 ``verify`` is the one place that judges integrity. Read-only tools (``audit tail``,
 ``audit verify``) should call ``tail``/``verify``, not open an ``AuditLog``, which may write
@@ -24,6 +24,18 @@ bytes it skips. ``verify`` accepts such an acknowledged region (listing it in
 ``VerifyReport.torn_lines``) and reports an unacknowledged one at the end of the file as
 problem ``"torn"``.
 
+Rotation. When the file reaches ``max_bytes`` (default 16 MiB) the next append renames it
+``audit.jsonl.N`` (N = 1, 2, ... in order) and starts a new ``audit.jsonl`` whose first record
+chains to the renamed file's last hash, with ``seq`` continuing: the files are one chain.
+``verify``, ``tail`` and ``iter_records`` read all of them in order; a rotated file that is
+missing (a gap in the numbers, or no ``.1``) or out of order breaks the chain and is reported.
+Beyond ``keep_files`` (default 20) rotated files, a rotation deletes the oldest, after writing
+an ``audit_pruned`` record (the files, and the seq and hash of the last record they held) into
+the chain: ``verify`` then starts at the oldest file kept and accepts the missing ones only if
+such a record vouches for exactly them.
+Appenders serialise on ``audit.jsonl.lock``. Every file is 0600 and opened without following
+a symlink (``lumos_mcp.privfs``).
+
 What a keyless hash chain cannot see: records removed from the END of the log
 (truncation), or a record forged and appended at the end, look like a shorter or longer
 honest log. Pass ``head=`` (the hash of a record known to be in the log, for example the
@@ -32,10 +44,12 @@ last one ``append`` returned, kept elsewhere) to ``verify`` to detect truncation
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +61,7 @@ from typing import Any, Literal
 import orjson
 
 from lumos_mcp.errors import AuditError
+from lumos_mcp.privfs import ensure_private_dir, fsync_dir, open_private
 
 GENESIS = "0" * 64
 EVENT_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # used with fullmatch: "$" would accept a trailing newline
@@ -56,6 +71,11 @@ TORN_EVENT = "audit_torn_tail"
 Problem = Literal["edited", "deleted", "inserted", "reordered", "torn", "not_json"]
 
 _TAIL_BLOCK = 64 * 1024
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+"""The size at which the live audit file is rotated."""
+DEFAULT_KEEP_FILES = 20
+"""Rotated files kept; older ones are deleted, and an ``audit_pruned`` record in the chain says so."""
+PRUNED_EVENT = "audit_pruned"
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 _PLAIN_RE = re.compile(r"^[A-Za-z0-9_.:/@+,-]+$")
 
@@ -154,14 +174,21 @@ class AuditLog:
         AuditError: the file cannot be created, read or written.
     """
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        keep_files: int | None = DEFAULT_KEEP_FILES,
+    ) -> None:
         self.path = Path(path)
         self._clock = clock
+        self.max_bytes = max_bytes
+        self.keep_files = keep_files
         self._lock = threading.Lock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise AuditError(exc.strerror or "cannot create directory", path=str(self.path)) from exc
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        ensure_private_dir(self.path.parent)
         self._locked_append(None, {})
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
@@ -201,53 +228,159 @@ class AuditLog:
         return rec
 
     def _locked_append(self, event: str | None, fields: dict[str, Any]) -> dict[str, Any] | None:
-        """Repair a torn tail if any, then append ``event`` (``None``: repair only)."""
+        """Repair a torn tail if any, then append ``event`` (``None``: repair only), rotating
+        the file first when it has reached ``max_bytes``."""
         with self._lock:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+                lock_fd = open_private(self._lock_path, os.O_RDWR | os.O_CREAT)
             except OSError as exc:
-                raise AuditError(exc.strerror or "cannot open", path=str(self.path)) from exc
+                raise AuditError(exc.strerror or "cannot open lock", path=str(self._lock_path)) from exc
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                size = os.fstat(fd).st_size
-                tail = _scan_tail(fd, size)
-                last = tail.last
-                out = b"\n" if tail.needs_newline else b""
-                if tail.good_end < size:
-                    region = os.pread(fd, size - tail.good_end, tail.good_end)
-                    torn = self._build(
-                        last,
-                        TORN_EVENT,
-                        {
-                            "torn_offset": tail.good_end,
-                            "torn_bytes": len(region),
-                            "torn_sha256": hashlib.sha256(region).hexdigest(),
-                        },
-                    )
-                    out += (b"" if region.endswith(b"\n") else b"\n") + orjson.dumps(torn) + b"\n"
-                    last = torn
-                rec = None
-                if event is not None:
-                    rec = self._build(last, event, fields)
-                    out += orjson.dumps(rec) + b"\n"
-                if out:
-                    _write_all(fd, out)
-                    os.fsync(fd)
-                return rec
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                return self._append_under_lock(event, fields)
             except OSError as exc:
                 raise AuditError(exc.strerror or "I/O error", path=str(self.path), errno=exc.errno) from exc
             finally:
-                os.close(fd)  # also releases the flock
+                os.close(lock_fd)  # also releases the flock
+
+    def _append_under_lock(self, event: str | None, fields: dict[str, Any]) -> dict[str, Any] | None:
+        fd = open_private(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        try:
+            size = os.fstat(fd).st_size
+            tail = _scan_tail(fd, size)
+            last = tail.last
+            if last is None:
+                last = _last_record(rotated_files(self.path))  # a new file continues the rotated chain
+            out = b"\n" if tail.needs_newline else b""
+            if tail.good_end < size:
+                region = os.pread(fd, size - tail.good_end, tail.good_end)
+                torn = self._build(
+                    last,
+                    TORN_EVENT,
+                    {
+                        "torn_offset": tail.good_end,
+                        "torn_bytes": len(region),
+                        "torn_sha256": hashlib.sha256(region).hexdigest(),
+                    },
+                )
+                out += (b"" if region.endswith(b"\n") else b"\n") + orjson.dumps(torn) + b"\n"
+                last = torn
+            rec = None
+            line = b""
+            if event is not None:
+                rec = self._build(last, event, fields)
+                line = orjson.dumps(rec) + b"\n"
+            rotate = bool(line) and last is not None and size + len(out) >= self.max_bytes
+            if not rotate:
+                out += line
+            if out:
+                _write_all(fd, out)
+                os.fsync(fd)
+            if rotate:
+                assert rec is not None
+                self._rotate(rec)
+            return rec
+        finally:
+            os.close(fd)
+
+    def _rotate(self, first: dict[str, Any]) -> None:
+        """Rename the full file to the next ``.N`` and put a new one, starting with ``first``, in its
+        place. Beyond ``keep_files`` rotated files, the oldest are deleted once an ``audit_pruned``
+        record (chained after ``first``, naming them and the last seq and hash they held) is durable."""
+        numbered = _numbered(self.path)
+        target = self.path.with_name(f"{self.path.name}.{max((n for n, _ in numbered), default=0) + 1}")
+        lines = [first]
+        doomed: list[Path] = []
+        if self.keep_files is not None and len(numbered) + 1 > self.keep_files:
+            doomed = [p for _, p in numbered[: len(numbered) + 1 - self.keep_files]]
+            through = _last_record(doomed)
+            if through is not None:
+                lines.append(
+                    self._build(
+                        first,
+                        PRUNED_EVENT,
+                        {
+                            "files": [p.name for p in doomed],
+                            "through_seq": through["seq"],
+                            "through_hash": through["hash"],
+                        },
+                    )
+                )
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")  # 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(self.path, target)  # a crash here leaves no live file: the next append chains from target
+            os.replace(tmp, self.path)
+            tmp = ""
+            fsync_dir(self.path.parent)
+        finally:
+            if tmp:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        for p in doomed if len(lines) > 1 else []:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def _numbered(path: Path) -> list[tuple[int, Path]]:
+    """Rotated files of ``path`` (``audit.jsonl.3``) as ``(number, path)``, in number order."""
+    pattern = re.compile(re.escape(path.name) + r"\.([1-9][0-9]{0,8})")
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise AuditError(exc.strerror or "cannot list", path=str(path.parent)) from exc
+    found = [(int(m.group(1)), path.with_name(name)) for name in names if (m := pattern.fullmatch(name))]
+    return sorted(found)
+
+
+def rotated_files(path: Path) -> list[Path]:
+    """The rotated files of the log at ``path``, oldest first (``audit.jsonl.1``, ``.2``, ...).
+
+    Raises:
+        AuditError: the directory cannot be listed.
+    """
+    return [p for _, p in _numbered(Path(path))]
+
+
+def log_files(path: Path) -> list[Path]:
+    """Every file of the log at ``path`` in chain order: the rotated ones, then ``path`` itself
+    (when it exists, or when nothing was rotated).
+
+    Raises:
+        AuditError: the directory cannot be listed.
+    """
+    path = Path(path)
+    rotated = rotated_files(path)
+    return [*rotated, path] if path.exists() or not rotated else rotated
+
+
+def _last_record(files: list[Path]) -> dict[str, Any] | None:
+    """The last record of the newest file in ``files`` that holds one."""
+    for file in reversed(files):
+        fd = open_private(file, os.O_RDONLY)
+        try:
+            last = _scan_tail(fd, os.fstat(fd).st_size).last
+        finally:
+            os.close(fd)
+        if last is not None:
+            return last
+    return None
 
 
 # --------------------------------------------------------------------------- readers
 @dataclass(frozen=True)
 class _Line:
-    lineno: int
-    offset: int
+    lineno: int  # 1-based, within its file
+    offset: int  # within its file
     raw: bytes  # with its newline, if it has one
     is_json: bool
     rec: dict[str, Any] | None
+    file: str = ""
 
 
 def _lines(path: Path) -> Iterator[_Line]:
@@ -255,33 +388,27 @@ def _lines(path: Path) -> Iterator[_Line]:
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             is_json, obj = _parse(raw)
-            yield _Line(lineno, offset, raw, is_json, obj if is_json and _is_record(obj) else None)
+            yield _Line(lineno, offset, raw, is_json, obj if is_json and _is_record(obj) else None, str(path))
             offset += len(raw)
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every record in file order, for replay. Lines that are not records are skipped:
-    use ``verify`` to check integrity.
+    """Every record in chain order (rotated files first), for replay. Lines that are not
+    records are skipped: use ``verify`` to check integrity.
 
     Raises:
-        AuditError: the file cannot be read.
+        AuditError: a file cannot be read.
     """
-    try:
-        for line in _lines(Path(path)):
-            if line.rec is not None:
-                yield line.rec
-    except OSError as exc:
-        raise AuditError(exc.strerror or "cannot read", path=str(path)) from exc
+    for file in log_files(Path(path)):
+        try:
+            for line in _lines(file):
+                if line.rec is not None:
+                    yield line.rec
+        except OSError as exc:
+            raise AuditError(exc.strerror or "cannot read", path=str(file)) from exc
 
 
-def tail(path: Path, n: int) -> list[dict[str, Any]]:
-    """The last ``n`` records in file order, reading only the end of the file.
-
-    Raises:
-        AuditError: the file cannot be read.
-    """
-    if n <= 0:
-        return []
+def _tail_one(path: Path, n: int) -> list[dict[str, Any]]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -305,19 +432,38 @@ def tail(path: Path, n: int) -> list[dict[str, Any]]:
         os.close(fd)
 
 
+def tail(path: Path, n: int) -> list[dict[str, Any]]:
+    """The last ``n`` records in chain order, reading only the end of the file (and of
+    rotated files, newest first, while more are needed).
+
+    Raises:
+        AuditError: a file cannot be read.
+    """
+    if n <= 0:
+        return []
+    found: list[dict[str, Any]] = []
+    for file in reversed(log_files(Path(path))):
+        found = _tail_one(file, n - len(found)) + found
+        if len(found) >= n:
+            break
+    return found
+
+
 # --------------------------------------------------------------------------- verify
 @dataclass(frozen=True)
 class VerifyReport:
-    """What ``verify`` found. On failure ``line``/``seq`` point at the first bad line."""
+    """What ``verify`` found. On failure ``file``/``line``/``seq`` point at the first bad line."""
 
     ok: bool
     records: int  # records whose chain checked out (before the first problem, if any)
-    line: int | None = None  # 1-based line number of the first problem
+    line: int | None = None  # 1-based line number of the first problem, within ``file``
     seq: int | None = None  # the seq that line claims, when it is a record
     problem: Problem | None = None
     detail: str = ""
     head: str = GENESIS  # hash of the last good record
     torn_lines: tuple[int, ...] = field(default_factory=tuple)  # acknowledged torn regions
+    file: str | None = None  # the file of the first problem (rotated logs span several)
+    files: int = 1  # how many files the chain spans
 
 
 def _acknowledges(rec: dict[str, Any], garbage: list[_Line]) -> bool:
@@ -365,36 +511,62 @@ def _classify(lines: list[_Line], i: int, seq: int, prev: str) -> Problem:
     return "edited"
 
 
+def _all_lines(files: list[Path]) -> Iterator[_Line]:
+    for file in files:
+        yield from _lines(file)
+
+
 def verify(path: Path, *, head: str | None = None) -> VerifyReport:
-    """Check the whole chain: every record's hash, ``prev`` link and ``seq``.
+    """Check the whole chain: every record's hash, ``prev`` link and ``seq``, across the
+    rotated files (oldest first) and ``path``.
 
     Any single edited, deleted, inserted or reordered record is detected, except those
     a keyless chain cannot see at the very end of the log (see the module docstring);
-    ``head``, the hash of a record known to be in the log, closes the truncation gap.
+    ``head``, the hash of a record known to be in the log, closes the truncation gap. A
+    rotated file that is missing is reported as ``deleted``; one out of order breaks the
+    chain where it starts.
 
     Raises:
-        AuditError: the file cannot be read.
+        AuditError: a file cannot be read.
     """
     path = Path(path)
+    numbered = _numbered(path)
+    files = log_files(path)
     seq, prev, good = 1, GENESIS, 0
     garbage: list[_Line] = []
     torn: list[int] = []
     head_seen = head is None
 
-    def fail(line: _Line, problem: Problem, detail: str) -> VerifyReport:
-        return VerifyReport(
-            ok=False,
-            records=good,
-            line=line.lineno,
-            seq=line.rec["seq"] if line.rec else None,
-            problem=problem,
-            detail=detail,
-            head=prev,
-            torn_lines=tuple(torn),
-        )
+    def report(ok: bool, **kw: Any) -> VerifyReport:
+        return VerifyReport(ok=ok, records=good, head=prev, torn_lines=tuple(torn), files=len(files), **kw)
 
+    def fail(line: _Line, problem: Problem, detail: str) -> VerifyReport:
+        seq_ = line.rec["seq"] if line.rec else None
+        return report(False, line=line.lineno, seq=seq_, problem=problem, detail=detail, file=line.file)
+
+    present = {k for k, _ in numbered}
+    low = min(present, default=1)
+    missing = [n for n in range(low, low + len(numbered)) if n not in present]
+    if missing:
+        gone = path.with_name(f"{path.name}.{missing[0]}")
+        return report(False, problem="deleted", detail=f"rotated file {gone.name} is missing", file=str(gone))
+    anchor: tuple[int, str] | None = None  # what an audit_pruned record must vouch for
+    if low > 1:
+        try:
+            start = next((ln.rec for ln in _lines(numbered[0][1]) if ln.rec is not None), None)
+        except OSError as exc:
+            raise AuditError(exc.strerror or "cannot read", path=str(numbered[0][1])) from exc
+        if start is not None:
+            seq, prev = start["seq"], start["prev"]
+            anchor = (seq - 1, prev)
+    current = ""
     try:
-        for line in _lines(path):
+        for index, line in enumerate(_all_lines(files)):
+            if line.file != current:
+                if garbage:  # a rotated file must end with a record
+                    first = garbage[0]
+                    return fail(first, "torn" if not first.is_json else "edited", "unacknowledged bytes at its end")
+                current = line.file
             if line.rec is None:
                 garbage.append(line)
                 continue
@@ -407,25 +579,30 @@ def verify(path: Path, *, head: str | None = None) -> VerifyReport:
                 garbage = []
             if not _chains(rec, seq, prev):
                 # Only a failing log is read whole, to name the problem.
-                problem = _classify(list(_lines(path)), line.lineno - 1, seq, prev)
+                problem = _classify(list(_all_lines(files)), index, seq, prev)
                 return fail(line, problem, f"expected seq {seq} after hash {prev[:12]}, chain breaks here")
             seq, prev, good = seq + 1, rec["hash"], good + 1
             head_seen = head_seen or rec["hash"] == head
+            if rec["event"] == PRUNED_EVENT and (rec.get("through_seq"), rec.get("through_hash")) == anchor:
+                anchor = None
     except OSError as exc:
-        raise AuditError(exc.strerror or "cannot read", path=str(path)) from exc
+        raise AuditError(exc.strerror or "cannot read", path=str(exc.filename or path)) from exc
     if garbage:
         first = garbage[0]
         return fail(first, "torn" if not first.is_json else "edited", "unacknowledged bytes at the end of the log")
-    if not head_seen:
-        return VerifyReport(
-            ok=False,
-            records=good,
+    if anchor is not None:
+        first_kept = numbered[0][1].name
+        return report(
+            False,
             problem="deleted",
-            detail=f"no record has the expected head hash {head}: the log was truncated",
-            head=prev,
-            torn_lines=tuple(torn),
+            detail=f"the files before {first_kept} are missing and no {PRUNED_EVENT} record accounts for them",
+            file=str(numbered[0][1]),
         )
-    return VerifyReport(ok=True, records=good, head=prev, torn_lines=tuple(torn))
+    if not head_seen:
+        return report(
+            False, problem="deleted", detail=f"no record has the expected head hash {head}: the log was truncated"
+        )
+    return report(True)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -463,9 +640,14 @@ __all__ = [
     "AuditLog",
     "Problem",
     "VerifyReport",
+    "DEFAULT_KEEP_FILES",
+    "DEFAULT_MAX_BYTES",
+    "PRUNED_EVENT",
     "format_record",
     "iter_records",
+    "log_files",
     "record_hash",
+    "rotated_files",
     "tail",
     "verify",
 ]

@@ -14,6 +14,7 @@ import orjson
 
 from lumos_mcp import __version__
 from lumos_mcp.errors import LumosError
+from lumos_mcp.privfs import check_state_dir
 from lumos_mcp.service import (
     MODES,
     Mode,
@@ -248,6 +249,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from lumos_mcp.txn.manager import TransactionManager
 
     state = args.state_dir or default_state_dir()
+    check_state_dir(state)
     out: dict[str, Any] = {"state_dir": str(state), "server": "not running", "open_transactions": {}}
     holder = server_lock_holder(state)
     if holder is not None:
@@ -280,8 +282,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    import time as _time
 
     from lumos_mcp.approvals import ApprovalStore
     from lumos_mcp.audit import AuditLog
@@ -290,12 +291,16 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     store = ApprovalStore(state)
     if args.action == "list":
         items = store.list(status=None if args.all else "pending")
-        table = Table("id", "status", "transaction", "change", "expires in")
-        import time as _time
-
-        for a in items:
-            table.add_row(a.id, a.status, a.txid, a.summary, f"{a.expires_at - _time.time():.0f} s")
-        Console().print(table if items else "no pending approvals")
+        if not items:
+            print("no approvals" if args.all else "no pending approvals")
+            return 0
+        # plain columns: a rich Table measured ~2 ms a row, 5.8 s for a 3,000-approval store
+        now = _time.time()
+        rows = [("id", "status", "transaction", "expires in", "change")]
+        rows += [(a.id, a.status, a.txid, f"{a.expires_at - now:.0f} s", a.summary) for a in items]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
         return 0
     audit = AuditLog(state / "audit.jsonl")
     approval = decide_approval(store, audit, args.id, args.action == "approve", args.by, args.note)
@@ -306,14 +311,16 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from lumos_mcp.audit import format_record, tail, verify
 
-    path = (args.state_dir or default_state_dir()) / "audit.jsonl"
+    state = args.state_dir or default_state_dir()
+    check_state_dir(state)
+    path = state / "audit.jsonl"
     if args.action == "tail":
         for rec in tail(path, args.n):
             print(format_record(rec))
         return 0
     report = verify(path)
     if report.ok:
-        print(f"audit log OK: {report.records} records, hash chain intact ({path})")
+        print(f"audit log OK: {report.records} records in {report.files} file(s), hash chain intact ({path})")
         return 0
     print(f"audit log BROKEN: {report}", file=sys.stderr)
     return 1

@@ -152,6 +152,25 @@ class JournalError(TransactionError):
     template = "journal {path}: {detail}"
 
 
+class StagedExpiredError(TransactionError):
+    """A staged change this server no longer keeps (past the approval lifetime, or pushed out by newer ones)."""
+
+    code = "staged_expired"
+    template = "staged change {txid!r} expired ({reason}): stage it again {detail}"
+
+
+class StateDirUnsafeError(LumosError):
+    """The state directory, or something in it, could be changed by someone other than the server's user.
+
+    ``path`` is the offending path and ``problem`` one of ``symlink``, ``not_owned``,
+    ``group_or_world_writable``, ``not_a_directory``, ``not_a_regular_file``, ``hard_linked``,
+    ``symlink_in_shared_directory`` or ``unusable`` (with the OS error in ``detail``).
+    """
+
+    code = "state_dir_unsafe"
+    template = "unsafe state directory: {path} is refused ({problem}) {detail}"
+
+
 class StateLockedError(TransactionError):
     code = "state_locked"
     template = "state directory {path} is in use by another lumos-mcp (pid {pid}) {detail}"
@@ -305,6 +324,8 @@ __all__ = [
     "ReadbackMismatchError",
     "ScrapeError",
     "ScrapeRefusedError",
+    "StagedExpiredError",
+    "StateDirUnsafeError",
     "StateLockedError",
     "ToolMissingError",
     "TelemetryError",

@@ -16,6 +16,7 @@ from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.kernelfs.root import KernelRoot
 from lumos_mcp.knobs import Catalog
+from lumos_mcp.privfs import atomic_write_private, check_state_dir, ensure_private_dir
 
 log = logging.getLogger(__name__)
 SEEDED_MARK = ".lumos-sandbox-seeded"
@@ -24,7 +25,17 @@ SEEDED_MARK = ".lumos-sandbox-seeded"
 def ensure_sandbox(base: Path, host: KernelRoot, catalog: Catalog, cgroups: tuple[str, ...] = ()) -> KernelRoot:
     """The sandbox tree at ``base``, seeded from ``host`` the first time (kept afterwards,
     so a restart finds the values its journal speaks of). Cgroups named in ``cgroups`` that
-    the host lacks are simulated with default values."""
+    the host lacks are simulated with default values.
+
+    The tree is private (0700/0600) and never reached through a link: ``base`` or anything
+    in it that is a symlink, someone else's, or writable by others is refused, so a swapped
+    link cannot turn sandbox writes into writes elsewhere.
+
+    Raises:
+        StateDirUnsafeError: ``base`` or an entry in it is unsafe (see ``privfs.check_state_dir``).
+    """
+    ensure_private_dir(base)
+    check_state_dir(base)
     fake = FakeKernel(base, release=host.kernel_release)
     if (base / SEEDED_MARK).exists():
         _add_cgroups(fake, Backend(fake.root, catalog), cgroups)
@@ -54,7 +65,9 @@ def ensure_sandbox(base: Path, host: KernelRoot, catalog: Catalog, cgroups: tupl
                 fake.file(f, text, **rule)
             seeded += 1
     _add_cgroups(fake, Backend(fake.root, catalog), cgroups)
-    (base / SEEDED_MARK).write_text(f"seeded {seeded} knobs ({locked} locked) from {host.kernel_release}\n")
+    atomic_write_private(
+        base / SEEDED_MARK, f"seeded {seeded} knobs ({locked} locked) from {host.kernel_release}\n".encode()
+    )
     log.info("sandbox seeded at %s: %d knobs, %d locked", base, seeded, locked)
     return fake.root
 

@@ -30,6 +30,7 @@ from lumos_mcp.errors import (
     LumosError,
     ModeError,
     PolicyDeniedError,
+    StagedExpiredError,
     StateLockedError,
     TransactionStateError,
 )
@@ -38,6 +39,7 @@ from lumos_mcp.kernelfs.root import KernelRoot
 from lumos_mcp.knobs import Catalog, default_catalog
 from lumos_mcp.knobs.spec import Value
 from lumos_mcp.policy import Change, Policy, Verdict, evaluate, load_policy, match_rule, referenced_knobs
+from lumos_mcp.privfs import check_state_dir, ensure_private_dir, open_private
 from lumos_mcp.resources import policy_path
 from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.telemetry.perf import PerfStat
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 Mode = Literal["observe", "sandbox", "live"]
 PolicyRuleKeys = ("min", "max", "allow", "max_step_ratio", "approval", "approval_above_step_ratio", "cooldown_s")
 MODES: tuple[Mode, ...] = ("observe", "sandbox", "live")
+MAX_STAGED = 256
+"""Staged (not yet applied) changes a server keeps; the oldest beyond this expire."""
+_MAX_EXPIRED = 1024  # expired txids remembered, to answer staged_expired rather than "unknown"
 
 
 def default_state_dir() -> Path:
@@ -83,6 +88,8 @@ class StagedChange:
     verdict: Verdict
     confirm_within_s: float
     actor: str
+    touched_at: float = 0.0
+    """When it was staged or last had an approval requested: it expires an approval lifetime later."""
 
 
 class _History:
@@ -120,7 +127,8 @@ class Service:
         self.clock = clock
         self.catalog = catalog or default_catalog()
         self.state_dir = config.state_dir
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.state_dir)  # 0700, ours, not reached through a link others can change
+        check_state_dir(self.state_dir)  # and nothing in it is a link, someone else's, or writable by others
         self.host = KernelRoot(config.host_root)
         if self.mode == "live" and self.host.is_host and os.geteuid() != 0:
             raise ModeError("live writes to the host need root", mode="live")
@@ -135,6 +143,7 @@ class Service:
         )
         self.telemetry = self._telemetry()
         self._staged: dict[str, StagedChange] = {}
+        self._expired: dict[str, bool] = {}  # txid -> dropped for age (True) or for room (False)
         self._history = _History()
         """Changes the agent's rules count (cooldowns, commits): speculative moves are not among them."""
         self._spec_history = _History()
@@ -199,7 +208,7 @@ class Service:
 
     def _acquire_lock(self) -> None:
         path = self.state_dir / "server.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -299,9 +308,11 @@ class Service:
             raise
         verdict = self._evaluate(tx, confirm_within_s, speculative)
         confirm = verdict.confirm_within_s
-        staged = StagedChange(tx=tx, verdict=verdict, confirm_within_s=confirm, actor=actor)
+        now = self.clock()
+        staged = StagedChange(tx=tx, verdict=verdict, confirm_within_s=confirm, actor=actor, touched_at=now)
         with self._lock:
             self._staged[tx.id] = staged
+            self._trim_staged(now)
         self.audit.append(
             "stage",
             tx=tx.id,
@@ -341,11 +352,41 @@ class Service:
             speculative=speculative,
         )
 
+    def _trim_staged(self, now: float) -> None:
+        """Forget staged changes past their use (caller holds ``_lock``): closed ones, staged
+        ones older than the approval lifetime, and the oldest beyond ``MAX_STAGED``."""
+        ttl = self.policy.global_.approval_lifetime_s
+        for txid, st in list(self._staged.items()):
+            if st.tx.state is TxState.STAGED:
+                if now - st.touched_at > ttl:
+                    self._expire_staged(txid, True)
+            elif st.tx.state is not TxState.APPLIED:
+                del self._staged[txid]  # committed, reverted or failed: its transaction tells the rest
+        waiting = [txid for txid, st in self._staged.items() if st.tx.state is TxState.STAGED]
+        for txid in waiting[: max(0, len(waiting) - MAX_STAGED)]:
+            self._expire_staged(txid, False)
+
+    def _expire_staged(self, txid: str, for_age: bool) -> None:
+        del self._staged[txid]
+        self._expired[txid] = for_age
+        while len(self._expired) > _MAX_EXPIRED:
+            del self._expired[next(iter(self._expired))]
+
     def staged(self, txid: str) -> StagedChange:
-        """Raises: UnknownTransactionError."""
-        tx = self.txns.get(txid)
+        """Raises: UnknownTransactionError, StagedExpiredError, TransactionStateError."""
         with self._lock:
-            found = self._staged.get(tx.id)
+            found = self._staged.get(txid)
+            if found is not None and found.tx.state is TxState.STAGED:
+                self._trim_staged(self.clock())
+            for_age = self._expired.get(txid)
+        if for_age is not None:
+            reason = (
+                f"unused for longer than the approval lifetime, {self.policy.global_.approval_lifetime_s:g} s"
+                if for_age
+                else f"more than {MAX_STAGED} changes were staged after it"
+            )
+            raise StagedExpiredError(txid=txid, reason=reason)
+        tx = self.txns.get(txid)
         if found is None:
             raise TransactionStateError(
                 "it was not staged by this server", txid=txid, state=tx.state.value, wanted="staged"
@@ -357,8 +398,10 @@ class Service:
 
         Raises:
             TransactionStateError: not staged; PolicyDeniedError: the policy denies it anyway.
+            StagedExpiredError: staged too long ago (see ``staged``).
         """
         staged = self._appliable(txid)
+        staged.touched_at = self.clock()
         existing = self.approvals.find_usable(txid, staged.tx.digest)
         if existing is not None:
             return existing
@@ -377,6 +420,7 @@ class Service:
     def record_elicitation(self, txid: str, granted: bool, note: str = "") -> Approval:
         """Record a human's answer given through MCP elicitation (decline and cancel are False)."""
         staged = self._appliable(txid)
+        staged.touched_at = self.clock()
         approval = self.approvals.record_elicited(
             txid,
             staged.tx.digest,
@@ -416,6 +460,8 @@ class Service:
 
         Raises:
             ModeError: observe mode.
+            StagedExpiredError: staged longer than the approval lifetime ago, or pushed out by
+                ``MAX_STAGED`` newer staged changes: stage it again.
             PolicyDeniedError: the policy denies it (evaluated again now, whoever asks).
             ApprovalRequiredError, ApprovalInvalidError: approval missing, wrong, used or expired.
             ConflictError, ExternalChangeError, ApplyFailedError, JournalError: from the journaled write.
@@ -564,7 +610,7 @@ def _lock_owner(fd: int) -> tuple[str, str]:
 def server_lock_holder(state_dir: Path) -> tuple[str, str] | None:
     """``(pid, mode)`` of the server running on ``state_dir``, or None when none is."""
     try:
-        fd = os.open(state_dir / "server.lock", os.O_RDWR)
+        fd = open_private(state_dir / "server.lock", os.O_RDWR)
     except FileNotFoundError:
         return None
     try:

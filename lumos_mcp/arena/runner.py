@@ -42,6 +42,7 @@ from lumos_mcp.arena.workloads import (
 )
 from lumos_mcp.errors import LumosError, TelemetryNotReadyError, WorkloadError
 from lumos_mcp.kernelfs.cgroups import CgroupManager
+from lumos_mcp.privfs import atomic_write_private, read_private
 from lumos_mcp.resources import policy_path
 from lumos_mcp.service import Service, ServiceConfig
 from lumos_mcp.telemetry.facade import Telemetry
@@ -323,11 +324,11 @@ def guarded_originals(service: Service, problem: Problem, state_dir: Path) -> It
     """
     path = state_dir / "originals.json"
     if path.exists():
-        left = {k: v for k, v in json.loads(path.read_text()).items() if _exists(service, k)}
+        left = {k: v for k, v in json.loads(read_private(path)).items() if _exists(service, k)}
         log.warning("restoring knobs a previous arena run left behind: %s", restore(service, left))
         path.unlink()
     originals = read_values(service, problem.knob_ids)
-    path.write_text(json.dumps(originals))
+    atomic_write_private(path, json.dumps(originals).encode())  # state dir file: 0600, never through a link
     try:
         yield originals
     finally:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lumos_mcp.kernelfs.root import KernelRoot
+from lumos_mcp.kernelfs.root import KernelRoot, makedirs_private, write_private
 
 
 class FakeKernel:
@@ -22,7 +22,7 @@ class FakeKernel:
 
     def __init__(self, base: str | os.PathLike[str], release: str = "6.6.0-fake") -> None:
         self.base = Path(base)
-        self.base.mkdir(parents=True, exist_ok=True)
+        makedirs_private(self.base)
         self.root = KernelRoot(self.base)
         self._rules: dict[str, dict[str, Any]] = dict(self.root.behaviours)
         self.file("proc/sys/kernel/osrelease", release + "\n")
@@ -31,8 +31,8 @@ class FakeKernel:
     def file(self, rel: str, content: str, **rule: Any) -> FakeKernel:
         """Create ``rel`` holding ``content``; keyword arguments become its simulated rule."""
         path = self.base / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content if content.endswith("\n") else content + "\n")
+        makedirs_private(path.parent)
+        write_private(path, content if content.endswith("\n") else content + "\n")
         if rule:
             self.rule(rel, **rule)
         return self

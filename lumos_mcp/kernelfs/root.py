@@ -47,6 +47,43 @@ from lumos_mcp.errors import (
 BEHAVIOURS_FILE = ".lumos-kernel.json"
 TMP_PREFIX = ".lumos-tmp."
 """Prefix of the scratch file a fake tree's write goes through (left behind only by a kill)."""
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a fake or sandbox tree's file: created 0600 whatever the umask, never through a symlink.
+
+    Raises:
+        OSError: as ``os.open``/``os.write`` (ELOOP when ``path`` is a symlink).
+    """
+    encoded = data.encode() if isinstance(data, str) else data
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(encoded)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def makedirs_private(path: Path) -> None:
+    """``mkdir -p`` for a fake or sandbox tree: every directory it creates is 0700 whatever the umask.
+
+    Raises:
+        OSError: a component cannot be created (or exists and is not a directory).
+    """
+    missing: list[Path] = []
+    probe = path
+    while not probe.is_dir():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+
+
 _RELEASE_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 
 KernelVersion = tuple[int, int, int]
@@ -126,7 +163,7 @@ class KernelRoot:
         path = self.path(rel)
         with self._wrap(rel, None):
             try:
-                os.mkdir(path)
+                os.mkdir(path) if self.is_host else os.mkdir(path, 0o700)
             except FileExistsError:
                 return
             if not self.is_host:
@@ -184,7 +221,7 @@ class KernelRoot:
         # inode, so other KernelRoots' stat-keyed caches see it even within one mtime tick
         path = self.base / BEHAVIOURS_FILE
         tmp = path.with_name(BEHAVIOURS_FILE + ".tmp")
-        tmp.write_bytes(orjson.dumps(rules, option=orjson.OPT_INDENT_2))
+        write_private(tmp, orjson.dumps(rules, option=orjson.OPT_INDENT_2))
         os.replace(tmp, path)
         self._behaviours_cache = None
 
@@ -221,7 +258,7 @@ class KernelRoot:
                 # A kernel swaps a value in one step; a plain file truncated then written does not,
                 # and a server killed in between would leave an empty knob that nothing can restore.
                 tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-                tmp.write_text(data)
+                write_private(tmp, data)
                 os.replace(tmp, path)
                 return
             fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
@@ -245,7 +282,9 @@ class KernelRoot:
         found = self._cgroup_hierarchy(rel)
         if found is not None:
             for name, content in found[1].items():
-                (self.path(rel) / name).write_text(content if not content or content.endswith("\n") else content + "\n")
+                write_private(
+                    self.path(rel) / name, content if not content or content.endswith("\n") else content + "\n"
+                )
 
     def _simulate_rmdir(self, rel: str) -> None:
         path = self.path(rel)
@@ -267,7 +306,7 @@ class KernelRoot:
             if "cgroup.procs" in files:
                 other = Path(dirpath) / "cgroup.procs"
                 kept = [p for p in other.read_text().split() if p != pid]
-                other.write_text("".join(p + "\n" for p in kept))
+                write_private(other, "".join(p + "\n" for p in kept))
         current = self.path(rel).read_text().split() if self.path(rel).exists() else []
         return "".join(p + "\n" for p in [*current, pid])
 

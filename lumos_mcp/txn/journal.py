@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from lumos_mcp.errors import JournalError
+from lumos_mcp.errors import JournalError, StateDirUnsafeError
+from lumos_mcp.privfs import atomic_write_private, ensure_private_dir, open_private
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -82,15 +83,17 @@ class Journal:
         self.path = path
         self._broken: str | None = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            existed = path.exists()
+            ensure_private_dir(path.parent)
+            existed = os.path.lexists(path)
             if existed:
                 _drop_torn_tail(path)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             if not existed:
                 _fsync_dir(path.parent)
         except OSError as e:
             raise JournalError(f"cannot open for append: {e.strerror}", path=str(path)) from e
+        except StateDirUnsafeError as e:
+            raise JournalError(f"refused: {e}", path=str(path), problem=e.fields["problem"]) from e
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record and fsync it.
@@ -138,18 +141,12 @@ class Journal:
         Raises:
             JournalError: the new file could not be written or renamed into place.
         """
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            with open(tmp, "wb") as f:
-                f.write(b"".join(_line(r) for r in records))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            atomic_write_private(self.path, b"".join(_line(r) for r in records))  # 0600, never through a link
             os.close(self._fd)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        except OSError as e:
-            raise JournalError(f"compaction failed: {e.strerror or e}", path=str(self.path)) from e
+            self._fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
+        except (OSError, StateDirUnsafeError) as e:
+            raise JournalError(f"compaction failed: {getattr(e, 'strerror', None) or e}", path=str(self.path)) from e
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -162,7 +159,7 @@ def _drop_torn_tail(path: Path) -> None:
     Appending after it would glue the next record onto the fragment: one corrupt line, and,
     once another record follows, corruption "before the tail" that refuses all writes.
     """
-    with open(path, "rb+") as f:
+    with os.fdopen(open_private(path, os.O_RDWR), "rb+") as f:
         data = f.read()
         if not data or data.endswith(b"\n"):
             return
