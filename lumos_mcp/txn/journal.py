@@ -80,7 +80,9 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._broken: str | None = None
+        self.broken: str | None = None
+        """Why this journal refuses every further append (sticky): a fragment it could not cut,
+        or its file removed or replaced under its path."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             existed = path.exists()
@@ -98,8 +100,8 @@ class Journal:
         Raises:
             JournalError: the write or fsync failed (disk full, read-only, I/O error).
         """
-        if self._broken is not None:
-            raise JournalError(self._broken + "; refusing new writes", path=str(self.path))
+        if self.broken is not None:
+            raise JournalError(self.broken + "; refusing new writes", path=str(self.path))
         line = _line(record)
         self._check_file()
         start: int | None = None
@@ -118,11 +120,13 @@ class Journal:
         """Refuse to append to a journal file that is no longer the one at ``path`` (the state
         directory was removed or replaced): records written there would be lost to recovery."""
         try:
-            mine, there = os.fstat(self._fd), os.stat(self.path)
+            mine, there = os.fstat(self._fd), os.stat(self.path, follow_symlinks=False)
         except OSError as e:
-            raise JournalError(f"journal file is gone: {e.strerror}; refusing new writes", path=str(self.path)) from e
+            self.broken = f"journal file {self.path} is gone ({e.strerror})"
+            raise JournalError(self.broken + "; refusing new writes", path=str(self.path)) from e
         if mine.st_nlink == 0 or (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
-            raise JournalError("journal file was removed or replaced; refusing new writes", path=str(self.path))
+            self.broken = f"journal file {self.path} was removed or replaced by another file"
+            raise JournalError(self.broken + "; refusing new writes", path=str(self.path))
 
     def _cut(self, size: int) -> None:
         """Drop the bytes of a failed append (a short write on a full disk), so the next record
@@ -130,7 +134,7 @@ class Journal:
         try:
             os.ftruncate(self._fd, size)
         except OSError as e:
-            self._broken = f"a failed append left bytes that could not be removed ({e.strerror})"
+            self.broken = f"a failed append left bytes in {self.path} that could not be removed ({e.strerror})"
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Atomically replace the journal with ``records`` (compaction after recovery).

@@ -138,9 +138,21 @@ class TransactionManager:
         self._txs: dict[str, Transaction] = {}
         self._holders: dict[str, str] = {}  # file -> txid of the applied transaction holding it
         self._journal: Journal | None = None
-        self.journal_problem: str | None = None
+        self._journal_problem: str | None = None
 
     # ------------------------------------------------------------------ journal
+    @property
+    def journal_problem(self) -> str | None:
+        """Why new writes are refused, if they are: corruption recovery found, or a journal
+        that broke while running (a fragment it could not cut, its file replaced or removed)."""
+        if self._journal_problem is None and self._journal is not None:
+            return self._journal.broken
+        return self._journal_problem
+
+    @journal_problem.setter
+    def journal_problem(self, problem: str | None) -> None:
+        self._journal_problem = problem
+
     @property
     def journal(self) -> Journal:
         """The open journal.
