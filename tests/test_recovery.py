@@ -17,11 +17,12 @@ from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.knobs import default_catalog
 from lumos_mcp.service import Service
-from lumos_mcp.txn import TransactionManager, TxState
+from lumos_mcp.txn import Transaction, TransactionManager, TxState
 from lumos_mcp.txn.journal import Journal, scan
 
 SWAPPINESS = "proc/sys/vm/swappiness"
 DIRTY_RATIO = "proc/sys/vm/dirty_ratio"
+RR_SLICE = "proc/sys/kernel/sched_rr_timeslice_ms"
 
 
 class Crash(BaseException):
@@ -137,7 +138,14 @@ def takeover_run(manager: TransactionManager, clock: FakeClock, then: str) -> No
     spec = manager.apply(
         manager.stage({"vm.swappiness": 30, "vm.dirty_ratio": 25}, speculative=True).id, confirm_within_s=60
     )
-    tx = manager.apply(manager.stage({"vm.swappiness": 40}).id, confirm_within_s=60, take_over=lambda h: h.speculative)
+    if then == "fail":  # the taking transaction's second write fails: its rollback restores both
+        manager.backend.root.set_behaviours({RR_SLICE: {"reject": ["25"]}})
+        with pytest.raises(ApplyFailedError):
+            manager.apply(
+                manager.stage({"vm.swappiness": 40, "kernel.sched_rr_timeslice_ms": 25}).id, 60, take_over=yes
+            )
+        return
+    tx = manager.apply(manager.stage({"vm.swappiness": 40}).id, confirm_within_s=60, take_over=yes)
     if then == "commit":
         manager.commit(tx.id)
     elif then == "revert":
@@ -149,7 +157,11 @@ def takeover_run(manager: TransactionManager, clock: FakeClock, then: str) -> No
         manager.supersede(spec.id, {"vm.dirty_ratio"})
 
 
-TAKEOVER_ENDINGS = ["none", "commit", "revert", "expire", "supersede"]
+def yes(holder: Transaction) -> bool:
+    return holder.speculative
+
+
+TAKEOVER_ENDINGS = ["none", "commit", "revert", "expire", "supersede", "fail"]
 
 
 @pytest.mark.parametrize("then", TAKEOVER_ENDINGS)
@@ -171,22 +183,57 @@ def test_a_crash_at_any_point_after_a_speculative_takeover_is_recovered_without_
         backend = Backend(fake.root, default_catalog())
         journal = tmp_path / str(n) / "journal"
 
-        def probe(at: str, stop: int = n, seen: list[int] = [0]) -> None:  # noqa: B006 (one per loop turn)
-            seen[0] += 1
-            if seen[0] == stop + 1:
-                raise Crash(at)
-
         clock = FakeClock()
-        m = TransactionManager(backend, journal, clock=clock, probe=probe)
+        m = TransactionManager(backend, journal, clock=clock, probe=crash_at_call(n + 1))
         with pytest.raises(Crash):
             takeover_run(m, clock, then)
         m.close()
         committed = then == "commit" and n >= labels.index("commit:after-record")
         report = recover(backend, journal)
         assert report.clean, (label, report)
-        expected = ("40\n" if committed else "60\n", "20\n")
-        assert (fake.read(SWAPPINESS), fake.read(DIRTY_RATIO)) == expected, label
+        expected = ("40\n" if committed else "60\n", "20\n", "100\n")
+        assert (fake.read(SWAPPINESS), fake.read(DIRTY_RATIO), fake.read(RR_SLICE)) == expected, label
         assert recover(backend, journal).transactions == (), label
+
+
+def test_a_crash_inside_recovery_after_a_speculative_takeover_is_finished_by_the_next_start(tmp_path: Path) -> None:
+    from lumos_mcp.kernelfs.fake import typical_host
+
+    def crashed(directory: Path) -> tuple[FakeKernel, Backend, Path]:
+        fake = typical_host(directory / "kernel")
+        backend = Backend(fake.root, default_catalog())
+        m = TransactionManager(backend, directory / "journal", clock=FakeClock())
+        takeover_run(m, FakeClock(), "none")
+        m.close()
+        return fake, backend, directory / "journal"
+
+    labels: list[str] = []
+    _, backend, journal = crashed(tmp_path / "complete")
+    m = TransactionManager(backend, journal, probe=labels.append)
+    m.recover()
+    m.close()
+    assert labels
+    for n, label in enumerate(labels):
+        fake, backend, journal = crashed(tmp_path / str(n))
+        m = TransactionManager(backend, journal, probe=crash_at_call(n + 1))
+        with pytest.raises(Crash):
+            m.recover()
+        m.close()
+        report = recover(backend, journal)
+        assert report.clean, (label, report)
+        assert (fake.read(SWAPPINESS), fake.read(DIRTY_RATIO)) == ("60\n", "20\n"), label
+        assert recover(backend, journal).transactions == (), label
+
+
+def crash_at_call(n: int) -> Callable[[str], None]:
+    calls = [0]
+
+    def probe(label: str) -> None:
+        calls[0] += 1
+        if calls[0] == n:
+            raise Crash(label)
+
+    return probe
 
 
 def test_recovery_keeps_a_newer_committed_value_equal_to_what_the_older_open_transaction_wrote(
