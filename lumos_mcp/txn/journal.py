@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,8 @@ class Journal:
         self.broken: str | None = None
         """Why this journal refuses every further append (sticky): a fragment it could not cut,
         or its file removed or replaced under its path."""
+        self.size = 0
+        """Bytes in the journal file (what compaction while running watches)."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             existed = path.exists()
@@ -91,6 +94,7 @@ class Journal:
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             if not existed:
                 _fsync_dir(path.parent)
+            self.size = os.fstat(self._fd).st_size
         except OSError as e:
             raise JournalError(f"cannot open for append: {e.strerror}", path=str(path)) from e
 
@@ -111,6 +115,7 @@ class Journal:
             if written != len(line):
                 raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
             os.fsync(self._fd)
+            self.size = start + written
         except OSError as e:
             if start is not None:
                 self._cut(start)
@@ -136,24 +141,43 @@ class Journal:
         except OSError as e:
             self.broken = f"a failed append left bytes in {self.path} that could not be removed ({e.strerror})"
 
-    def rewrite(self, records: list[dict[str, Any]]) -> None:
-        """Atomically replace the journal with ``records`` (compaction after recovery).
+    def rewrite(self, records: list[dict[str, Any]], probe: Callable[[str], None] | None = None) -> None:
+        """Atomically replace the journal with ``records`` (compaction): write a new file, fsync
+        it, rename it over the journal, fsync the directory. A kill at any point leaves either
+        the old journal or the new one whole; ``probe(step)`` marks the points in between.
 
         Raises:
-            JournalError: the new file could not be written or renamed into place.
+            JournalError: the journal is broken, or the new file could not be written or renamed
+                into place (before the rename the old journal stands and stays in use).
         """
+        mark = probe or (lambda step: None)
+        if self.broken is not None:
+            raise JournalError(self.broken + "; refusing to compact", path=str(self.path))
+        self._check_file()  # never rename over a journal file that is not ours
         tmp = self.path.with_name(self.path.name + ".tmp")
+        data = b"".join(_line(r) for r in records)
         try:
             with open(tmp, "wb") as f:
-                f.write(b"".join(_line(r) for r in records))
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            mark("after-tmp")
             os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
-            os.close(self._fd)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise JournalError(f"compaction failed: {e.strerror or e}", path=str(self.path)) from e
+        mark("after-rename")
+        try:
+            _fsync_dir(self.path.parent)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as e:  # the old fd now appends to a file no longer at the path
+            self.broken = f"journal {self.path} was compacted but could not be reopened ({e.strerror})"
+            raise JournalError(self.broken, path=str(self.path)) from e
+        os.close(self._fd)
+        self._fd = fd
+        self.size = len(data)
+        mark("after-reopen")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -128,6 +128,7 @@ class TransactionManager:
         clock: Clock = time.time,
         probe: Probe | None = None,
         keep_closed: int = 200,
+        compact_after_bytes: int = 256 * 1024,
     ) -> None:
         self.backend = backend
         self.journal_path = journal_path
@@ -139,6 +140,13 @@ class TransactionManager:
         self._holders: dict[str, str] = {}  # file -> txid of the applied transaction holding it
         self._journal: Journal | None = None
         self._journal_problem: str | None = None
+        self.compact_after_bytes = compact_after_bytes
+        """Compact the journal while running once this many bytes were appended since the last
+        compaction (closed transactions' records, mostly): its size stays bounded."""
+        self._compacted_size = 0
+        self._recovering = False
+        self.compaction_problem: str | None = None
+        """Why the last compaction while running failed (the journal itself stayed usable)."""
 
     # ------------------------------------------------------------------ journal
     @property
@@ -169,6 +177,48 @@ class TransactionManager:
     def _log(self, record: dict[str, Any]) -> None:
         record.setdefault("ts", self.clock())
         self.journal.append(record)
+        if record["t"] in ("commit", "reverted") and not self._recovering:
+            self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        journal = self._journal
+        if journal is None or journal.size - self._compacted_size <= self.compact_after_bytes:
+            return
+        try:
+            self.compact()
+        except JournalError as e:  # the journal stands as it was (or is broken: journal_problem says so)
+            self.compaction_problem = str(e)
+            self._compacted_size = journal.size  # try again after as many bytes more
+
+    def compact(self) -> bool:
+        """Rewrite the journal keeping only what the open transactions need: each one's begin
+        record, one write intent per knob it still owns, and its latest deadline. Closed
+        transactions' records go. Crash-safe (write, fsync, rename, fsync the directory): a kill
+        at any point leaves the old journal or the new one, and both recover the same.
+
+        Returns False, leaving the journal as it is, when it holds something compaction cannot
+        prove safe to drop (corrupt or malformed records, a torn tail).
+
+        Raises:
+            JournalError: the journal is unusable, or the new file could not be put in place.
+        """
+        with self._lock:
+            journal = self.journal
+            result = scan(self.journal_path)
+            replay = _replay(result.records)
+            if result.corrupt_lines or result.torn_tail or replay.problems:
+                self._compacted_size = journal.size
+                return False
+            armed = {r["tx"]: r for r in result.records if r.get("t") == "armed" and r.get("tx") in replay.open}
+            keep: list[dict[str, Any]] = []
+            for txid, (begin, written) in replay.open.items():
+                keep.extend(_open_records(txid, begin, written))
+                if txid in armed:
+                    keep.append(armed[txid])
+            journal.rewrite(keep, probe=lambda step: self.probe(f"compact:{step}"))
+            self._compacted_size = journal.size
+            self.compaction_problem = None
+            return True
 
     # ------------------------------------------------------------------ queries
     def get(self, txid: str) -> Transaction:
@@ -593,6 +643,14 @@ class TransactionManager:
         does not confirm is refused (reported, never written), whatever the record says.
         """
         with self._lock:
+            self._recovering = True
+            try:
+                return self._recover()
+            finally:
+                self._recovering = False
+
+    def _recover(self) -> RecoveryReport:
+        with self._lock:
             result: JournalScan = scan(self.journal_path)
             problems = []
             if result.corrupt_lines:
@@ -619,7 +677,8 @@ class TransactionManager:
             if result.corrupt_lines:
                 self.journal_problem = problems[0]
             else:
-                self.journal.rewrite(unfinished)
+                self.journal.rewrite(unfinished, probe=lambda step: self.probe(f"recover:rewrite:{step}"))
+                self._compacted_size = self.journal.size
             return RecoveryReport(
                 transactions=tuple(replay.open),
                 knobs=tuple(restored),
