@@ -344,3 +344,19 @@ def test_recovery_refusals_are_written_to_the_audit_log(
     records = [r for r in audit.iter_records(service.audit.path) if r.get("event") == "recovery"]
     assert records[-1]["knobs"][0]["action"] == "refused"
     assert any("etc/shadow" in p for p in records[-1]["journal_problems"])
+
+
+def test_a_knob_committed_after_an_earlier_failed_restore_is_not_clobbered_by_the_next_start(
+    fake: FakeKernel, backend: Backend, manager: TransactionManager, journal_path: Path
+) -> None:
+    # original A = 60; tx1 writes 10 and its revert fails (the journal keeps it open for the
+    # next start); later transactions commit 30, then B = 10 (tx1's own target): B stays
+    tx1 = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    fake.rule(SWAPPINESS, reject=["60"])
+    manager.revert(tx1.id)
+    fake.rule(SWAPPINESS, reject=[])
+    for value in (30, 10):
+        manager.commit(manager.apply(manager.stage({"vm.swappiness": value}).id, confirm_within_s=60).id)
+    manager.close()
+    recover(backend, journal_path)
+    assert fake.read(SWAPPINESS) == "10\n"

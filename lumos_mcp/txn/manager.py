@@ -825,6 +825,7 @@ def _replay(records: list[dict[str, Any]]) -> _Replay:
     """Which transactions the journal shows begun and not finished, and which knobs each
     still owns (written by it or taken over from another, not superseded since)."""
     out = _Replay()
+    begun: dict[str, int] = {}
     for n, r in enumerate(records, start=1):
         kind, txid = r.get("t"), r.get("tx")
         if not isinstance(txid, str):
@@ -840,17 +841,32 @@ def _replay(records: list[dict[str, Any]]) -> _Replay:
                     held = out.open[holder]
                     out.open[holder] = (held[0], [k for k in held[1] if k not in set(knobs)])
             out.open[txid] = (r, taken)
+            begun[txid] = n
         elif kind == "write" and txid in out.open:
             out.open[txid][1].append(r["knob"])
         elif kind == "supersede" and txid in out.open:
             dropped = set(r["knobs"])
             out.open[txid] = (out.open[txid][0], [k for k in out.open[txid][1] if k not in dropped])
         elif kind == "commit" and txid in out.open:
-            del out.open[txid]
+            # a committed value stays: a transaction begun earlier and still open (its restore
+            # failed) no longer owns what this one wrote over it, so no start restores over it
+            begin, written = out.open.pop(txid)
+            files = _files_of(begin, written)
+            for other in [t for t in out.open if begun[t] < begun[txid]]:
+                their_begin, theirs = out.open[other]
+                out.open[other] = (
+                    their_begin,
+                    [k for k in theirs if k not in written and not _files_of(their_begin, [k]) & files],
+                )
             out.committed += 1
         elif kind == "reverted" and txid in out.open:
             del out.open[txid]
     return out
+
+
+def _files_of(begin: dict[str, Any], knobs: list[str]) -> set[str]:
+    """The files a begin record names for ``knobs`` (two knob ids can be views of one file)."""
+    return {f for k in begin["knobs"] if k.get("knob") in knobs and _str_list(k.get("files")) for f in k["files"]}
 
 
 def _open_records(txid: str, begin: dict[str, Any], written: list[str]) -> list[dict[str, Any]]:
