@@ -3,6 +3,8 @@
 A line is ``{"r": record, "c": crc32}``. A torn or corrupt final line is an act that was never
 acknowledged (its fsync never returned) and is ignored; corruption before the tail is reported,
 and the server then refuses new writes while still recovering what the intact records prove.
+A failed append is cut back to the last good record; a journal whose fragment cannot be cut, or
+whose file was removed or replaced under its path, refuses every later append (``broken``).
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class Restored:
     """What happened to one knob during a revert or recovery."""
 
     knob: str
-    action: str  # "restored" | "unchanged" | "external_change" | "error"
+    action: str  # "restored" | "unchanged" | "external_change" | "error" | "refused" (recovery: the catalog disagrees)
     detail: str = ""
 
 
