@@ -191,3 +191,36 @@ def test_a_journal_file_replaced_under_its_path_is_refused_and_named_in_status(
     assert fake.read(SWAPPINESS) == "60\n"
     problem = service.status()["journal_problem"]
     assert problem is not None and str(journal_path) in problem
+
+
+def test_a_commit_cut_short_by_a_full_disk_can_be_retried_and_recovery_then_keeps_it(
+    fake: FakeKernel, backend: Backend, journal_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = TransactionManager(backend, journal_path)
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    failing_write(monkeypatch, keep=9, then=lambda done: done)
+    with pytest.raises(JournalError):
+        manager.commit(tx.id)
+    monkeypatch.undo()
+    manager.commit(tx.id)  # still armed after the failed commit: commit again
+    manager.close()
+    fresh = TransactionManager(backend, journal_path)
+    report = fresh.recover()
+    fresh.close()
+    assert report.clean, report.journal_problems
+    assert (report.transactions, report.committed_kept) == ((), 1)
+    assert fake.read(SWAPPINESS) == "10\n"
+
+
+def test_a_journal_file_removed_while_running_refuses_further_writes_and_is_reported(
+    fake: FakeKernel, backend: Backend, journal_path: Path
+) -> None:
+    manager = TransactionManager(backend, journal_path)
+    manager.commit(manager.apply(manager.stage({"vm.dirty_ratio": 30}).id, confirm_within_s=60).id)
+    journal_path.unlink()
+    with pytest.raises(JournalError) as info:
+        manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    assert info.value.fields["path"] == str(journal_path)
+    assert manager.journal_problem is not None
+    assert fake.read(SWAPPINESS) == "60\n"
+    manager.close()
