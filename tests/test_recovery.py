@@ -5,6 +5,7 @@ and recovery writes only the files the catalog resolves today (issue 19 item 3).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -360,3 +361,15 @@ def test_a_knob_committed_after_an_earlier_failed_restore_is_not_clobbered_by_th
     manager.close()
     recover(backend, journal_path)
     assert fake.read(SWAPPINESS) == "10\n"
+
+
+def test_recovery_restores_the_rest_and_keeps_a_knob_whose_cgroup_is_gone_for_the_next_start(
+    fake: FakeKernel, backend: Backend, manager: TransactionManager, journal_path: Path
+) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10, "cgroup.batch.cpu_idle": True}).id, confirm_within_s=60)
+    manager.close()
+    shutil.rmtree(fake.base / "sys/fs/cgroup/cpu/batch")  # the batch job ended with the server down
+    report = recover(backend, journal_path)
+    assert {r.knob: r.action for r in report.knobs} == {"cgroup.batch.cpu_idle": "error", "vm.swappiness": "restored"}
+    assert fake.read(SWAPPINESS) == "60\n"
+    assert recover(backend, journal_path).transactions == (tx.id,)  # not forgotten, not refused
