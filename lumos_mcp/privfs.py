@@ -17,6 +17,7 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -236,9 +237,12 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write_private(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_private(
+    path: str | os.PathLike[str], data: bytes, before_rename: Callable[[], None] | None = None
+) -> None:
     """Replace ``path`` with ``data``: a new 0600 temp file in the same directory, fsync,
     rename over ``path`` (a symlink there is replaced, never followed), fsync the directory.
+    ``before_rename`` runs once the temp file is durable (a crash test's kill point).
 
     Raises:
         OSError: the file could not be written or renamed (the old content is then intact).
@@ -251,6 +255,8 @@ def atomic_write_private(path: str | os.PathLike[str], data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
         done = True
         fsync_dir(path.parent)

@@ -32,7 +32,8 @@ CHANGE: dict[str, object] = {
     "kernel.sched_rr_timeslice_ms": 25,
 }
 FAILING_FILE = "proc/sys/kernel/sched_rr_timeslice_ms"  # the "fail" scenario makes it reject 25
-SCENARIOS = ("apply", "commit", "revert", "fail", "expire")
+SCENARIOS = ("apply", "commit", "revert", "fail", "expire", "compact")
+OTHER = {"vm.dirty_ratio": 30}  # "compact": committed while CHANGE is open; its commit compacts the journal
 
 
 class Clock:
@@ -54,9 +55,22 @@ def main(directory: Path, scenario: str, kill_at: int) -> None:
 
     clock = Clock()
     backend = Backend(KernelRoot(directory / "kernel"), default_catalog())
-    manager = TransactionManager(backend, directory / "journal", clock=clock, probe=probe)
+    manager = TransactionManager(
+        backend,
+        directory / "journal",
+        clock=clock,
+        probe=probe,
+        compact_after_bytes=1 if scenario == "compact" else 1 << 20,
+    )
     if scenario == "recover":
         manager.recover()
+    elif scenario == "compact":
+        manager.probe = lambda label: None  # CHANGE's apply is the "apply" scenario's: kill only from here on
+        tx = manager.stage(CHANGE)
+        manager.apply(tx.id, confirm_within_s=30)
+        manager.probe = probe
+        other = manager.stage(OTHER)
+        manager.commit(manager.apply(other.id, confirm_within_s=30).id)
     else:
         tx = manager.stage(CHANGE)
         try:

@@ -31,6 +31,7 @@ RECOVERY_BASES = [
     ("apply", "apply:after-file:1:0"),  # between the two files of cgroup.batch.cpu_max
     ("revert", "rollback:after-restore:2"),
     ("fail", "rollback:after-restore:1"),
+    ("compact", "compact:after-rename"),  # the journal was just compacted while CHANGE is open
 ]
 
 

@@ -14,7 +14,7 @@ import pytest
 from lumos_mcp import cli
 from lumos_mcp.approvals import ApprovalStore
 from lumos_mcp.audit import AuditLog
-from lumos_mcp.errors import StateDirUnsafeError
+from lumos_mcp.errors import JournalError, StateDirUnsafeError
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.privfs import atomic_write_private, check_state_dir, ensure_private_dir, open_private
 from lumos_mcp.resources import policy_path
@@ -242,7 +242,7 @@ def test_links_planted_while_the_server_runs_are_never_followed(fake: FakeKernel
         service.close()
 
 
-def test_a_journal_link_swapped_in_while_running_is_replaced_at_compaction_not_followed(
+def test_a_journal_link_swapped_in_while_running_is_refused_and_never_followed(
     fake: FakeKernel, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
@@ -253,8 +253,12 @@ def test_a_journal_link_swapped_in_while_running_is_replaced_at_compaction_not_f
         victim.write_text("precious\n")
         journal.unlink()
         journal.symlink_to(victim)
-        service.txns.journal.rewrite([])
-        assert not journal.is_symlink()
+        opened = service.txns.journal
+        with pytest.raises(JournalError):
+            opened.rewrite([])
+        with pytest.raises(JournalError):
+            opened.append({"t": "probe"})
+        assert service.status()["journal_problem"] is not None  # sticky, and shown in status
         assert victim.read_text() == "precious\n"
     finally:
         service.close()

@@ -3,6 +3,8 @@
 A line is ``{"r": record, "c": crc32}``. A torn or corrupt final line is an act that was never
 acknowledged (its fsync never returned) and is ignored; corruption before the tail is reported,
 and the server then refuses new writes while still recovering what the intact records prove.
+A failed append is cut back to the last good record; a journal whose fragment cannot be cut, or
+whose file was removed or replaced under its path, refuses every later append (``broken``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import errno
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +84,11 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._broken: str | None = None
+        self.broken: str | None = None
+        """Why this journal refuses every further append (sticky): a fragment it could not cut,
+        or its file removed or replaced under its path."""
+        self.size = 0
+        """Bytes in the journal file (what compaction while running watches)."""
         try:
             ensure_private_dir(path.parent)
             existed = os.path.lexists(path)
@@ -90,6 +97,7 @@ class Journal:
             self._fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             if not existed:
                 _fsync_dir(path.parent)
+            self.size = os.fstat(self._fd).st_size
         except OSError as e:
             raise JournalError(f"cannot open for append: {e.strerror}", path=str(path)) from e
         except StateDirUnsafeError as e:
@@ -101,8 +109,8 @@ class Journal:
         Raises:
             JournalError: the write or fsync failed (disk full, read-only, I/O error).
         """
-        if self._broken is not None:
-            raise JournalError(self._broken + "; refusing new writes", path=str(self.path))
+        if self.broken is not None:
+            raise JournalError(self.broken + "; refusing new writes", path=str(self.path))
         line = _line(record)
         self._check_file()
         start: int | None = None
@@ -112,6 +120,7 @@ class Journal:
             if written != len(line):
                 raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
             os.fsync(self._fd)
+            self.size = start + written
         except OSError as e:
             if start is not None:
                 self._cut(start)
@@ -121,11 +130,13 @@ class Journal:
         """Refuse to append to a journal file that is no longer the one at ``path`` (the state
         directory was removed or replaced): records written there would be lost to recovery."""
         try:
-            mine, there = os.fstat(self._fd), os.stat(self.path)
+            mine, there = os.fstat(self._fd), os.stat(self.path, follow_symlinks=False)
         except OSError as e:
-            raise JournalError(f"journal file is gone: {e.strerror}; refusing new writes", path=str(self.path)) from e
+            self.broken = f"journal file {self.path} is gone ({e.strerror})"
+            raise JournalError(self.broken + "; refusing new writes", path=str(self.path)) from e
         if mine.st_nlink == 0 or (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
-            raise JournalError("journal file was removed or replaced; refusing new writes", path=str(self.path))
+            self.broken = f"journal file {self.path} was removed or replaced by another file"
+            raise JournalError(self.broken + "; refusing new writes", path=str(self.path))
 
     def _cut(self, size: int) -> None:
         """Drop the bytes of a failed append (a short write on a full disk), so the next record
@@ -133,24 +144,52 @@ class Journal:
         try:
             os.ftruncate(self._fd, size)
         except OSError as e:
-            self._broken = f"a failed append left bytes that could not be removed ({e.strerror})"
+            self.broken = f"a failed append left bytes in {self.path} that could not be removed ({e.strerror})"
 
-    def rewrite(self, records: list[dict[str, Any]]) -> None:
-        """Atomically replace the journal with ``records`` (compaction after recovery).
+    def rewrite(self, records: list[dict[str, Any]], probe: Callable[[str], None] | None = None) -> None:
+        """Atomically replace the journal with ``records`` (compaction): write a new file, fsync
+        it, rename it over the journal, fsync the directory. A kill at any point leaves either
+        the old journal or the new one whole; ``probe(step)`` marks the points in between.
 
         Raises:
-            JournalError: the new file could not be written or renamed into place.
+            JournalError: the journal is broken, or the new file could not be written or renamed
+                into place (before the rename the old journal stands and stays in use).
         """
+        mark = probe or (lambda step: None)
+        if self.broken is not None:
+            raise JournalError(self.broken + "; refusing to compact", path=str(self.path))
+        self._check_file()  # never rename over a journal file that is not ours
+        data = b"".join(_line(r) for r in records)
+        try:  # 0600, a link at the path is replaced, never followed
+            atomic_write_private(self.path, data, before_rename=lambda: mark("after-tmp"))
+        except OSError as e:
+            if _same_file(self._fd, self.path):  # not renamed: the old journal stands
+                raise JournalError(f"compaction failed: {e.strerror or e}", path=str(self.path)) from e
+            self.broken = f"journal {self.path} was compacted but its directory could not be synced ({e.strerror})"
+            raise JournalError(self.broken, path=str(self.path)) from e
+        mark("after-rename")
         try:
-            atomic_write_private(self.path, b"".join(_line(r) for r in records))  # 0600, never through a link
-            os.close(self._fd)
-            self._fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
-        except (OSError, StateDirUnsafeError) as e:
-            raise JournalError(f"compaction failed: {getattr(e, 'strerror', None) or e}", path=str(self.path)) from e
+            fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
+        except (OSError, StateDirUnsafeError) as e:  # the old fd now appends to a file no longer at the path
+            self.broken = f"journal {self.path} was compacted but could not be reopened ({e})"
+            raise JournalError(self.broken, path=str(self.path)) from e
+        os.close(self._fd)
+        self._fd = fd
+        self.size = len(data)
+        mark("after-reopen")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        mine, there = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _drop_torn_tail(path: Path) -> None:

@@ -92,7 +92,7 @@ class Restored:
     """What happened to one knob during a revert or recovery."""
 
     knob: str
-    action: str  # "restored" | "unchanged" | "external_change" | "error"
+    action: str  # "restored" | "unchanged" | "external_change" | "error" | "refused" (recovery: the catalog disagrees)
     detail: str = ""
 
 
@@ -128,6 +128,7 @@ class TransactionManager:
         clock: Clock = time.time,
         probe: Probe | None = None,
         keep_closed: int = 200,
+        compact_after_bytes: int = 256 * 1024,
     ) -> None:
         self.backend = backend
         self.journal_path = journal_path
@@ -138,9 +139,28 @@ class TransactionManager:
         self._txs: dict[str, Transaction] = {}
         self._holders: dict[str, str] = {}  # file -> txid of the applied transaction holding it
         self._journal: Journal | None = None
-        self.journal_problem: str | None = None
+        self._journal_problem: str | None = None
+        self.compact_after_bytes = compact_after_bytes
+        """Compact the journal while running once this many bytes were appended since the last
+        compaction (closed transactions' records, mostly): its size stays bounded."""
+        self._compacted_size = 0
+        self._recovering = False
+        self.compaction_problem: str | None = None
+        """Why the last compaction while running failed (the journal itself stayed usable)."""
 
     # ------------------------------------------------------------------ journal
+    @property
+    def journal_problem(self) -> str | None:
+        """Why new writes are refused, if they are: corruption recovery found, or a journal
+        that broke while running (a fragment it could not cut, its file replaced or removed)."""
+        if self._journal_problem is None and self._journal is not None:
+            return self._journal.broken
+        return self._journal_problem
+
+    @journal_problem.setter
+    def journal_problem(self, problem: str | None) -> None:
+        self._journal_problem = problem
+
     @property
     def journal(self) -> Journal:
         """The open journal.
@@ -157,6 +177,48 @@ class TransactionManager:
     def _log(self, record: dict[str, Any]) -> None:
         record.setdefault("ts", self.clock())
         self.journal.append(record)
+        if record["t"] in ("commit", "reverted") and not self._recovering:
+            self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        journal = self._journal
+        if journal is None or journal.size - self._compacted_size <= self.compact_after_bytes:
+            return
+        try:
+            self.compact()
+        except JournalError as e:  # the journal stands as it was (or is broken: journal_problem says so)
+            self.compaction_problem = str(e)
+            self._compacted_size = journal.size  # try again after as many bytes more
+
+    def compact(self) -> bool:
+        """Rewrite the journal keeping only what the open transactions need: each one's begin
+        record, one write intent per knob it still owns, and its latest deadline. Closed
+        transactions' records go. Crash-safe (write, fsync, rename, fsync the directory): a kill
+        at any point leaves the old journal or the new one, and both recover the same.
+
+        Returns False, leaving the journal as it is, when it holds something compaction cannot
+        prove safe to drop (corrupt or malformed records, a torn tail).
+
+        Raises:
+            JournalError: the journal is unusable, or the new file could not be put in place.
+        """
+        with self._lock:
+            journal = self.journal
+            result = scan(self.journal_path)
+            replay = _replay(result.records)
+            if result.corrupt_lines or result.torn_tail or replay.problems:
+                self._compacted_size = journal.size
+                return False
+            armed = {r["tx"]: r for r in result.records if r.get("t") == "armed" and r.get("tx") in replay.open}
+            keep: list[dict[str, Any]] = []
+            for txid, (begin, written) in replay.open.items():
+                keep.extend(_open_records(txid, begin, written))
+                if txid in armed:
+                    keep.append(armed[txid])
+            journal.rewrite(keep, probe=lambda step: self.probe(f"compact:{step}"))
+            self._compacted_size = journal.size
+            self.compaction_problem = None
+            return True
 
     # ------------------------------------------------------------------ queries
     def get(self, txid: str) -> Transaction:
@@ -576,8 +638,18 @@ class TransactionManager:
         committed ones, then compact the journal.
 
         A corrupt journal (bad records before the tail) is recovered as far as its intact
-        records go; the server then refuses new writes until an operator looks.
+        records go; the server then refuses new writes until an operator looks. Recovery writes
+        only what the catalog resolves today: a record whose files, codec or values the catalog
+        does not confirm is refused (reported, never written), whatever the record says.
         """
+        with self._lock:
+            self._recovering = True
+            try:
+                return self._recover()
+            finally:
+                self._recovering = False
+
+    def _recover(self) -> RecoveryReport:
         with self._lock:
             result: JournalScan = scan(self.journal_path)
             problems = []
@@ -585,84 +657,219 @@ class TransactionManager:
                 problems.append(f"corrupt records at lines {result.corrupt_lines[:10]}")
             if result.torn_tail:
                 problems.append("torn final record ignored (its act was never acknowledged)")
-            open_txs, committed = self._replay(result.records)
+            replay = _replay(result.records)
+            problems.extend(replay.problems)
             restored: list[Restored] = []
             unfinished: list[dict[str, Any]] = []
-            for txid, (begin, written) in open_txs.items():
-                tx, resolved = self._rebuild(begin, written)
+            for txid, (begin, written) in replay.open.items():
+                tx, resolved, outcome = self._rebuild(begin, written)
+                problems.extend(f"{txid}: {r.knob}: {r.detail}" for r in outcome if r.action == "refused")
                 self.probe("recover:before-record")
                 self._log({"t": "revert", "tx": txid, "reason": "recovery"})
-                outcome = self._restore(tx, resolved, "recover")
+                outcome.extend(self._restore(tx, resolved, "recover"))
                 restored.extend(outcome)
                 if any(r.action == "error" for r in outcome):
-                    unfinished.append(begin)
-                    unfinished.extend({"t": "write", "tx": txid, "knob": k} for k in written)
+                    # kept as the next start needs it: the begin and one intent per written knob
+                    unfinished.extend(_open_records(txid, begin, written))
                     continue
                 self._log({"t": "reverted", "tx": txid, "reason": "recovery"})
                 self.probe("recover:after-record")
             if result.corrupt_lines:
                 self.journal_problem = problems[0]
             else:
-                self.journal.rewrite(unfinished)
+                self.journal.rewrite(unfinished, probe=lambda step: self.probe(f"recover:rewrite:{step}"))
+                self._compacted_size = self.journal.size
             return RecoveryReport(
-                transactions=tuple(open_txs),
+                transactions=tuple(replay.open),
                 knobs=tuple(restored),
-                committed_kept=committed,
+                committed_kept=replay.committed,
                 journal_problems=tuple(problems),
             )
 
     @staticmethod
     def _replay(records: list[dict[str, Any]]) -> tuple[dict[str, tuple[dict[str, Any], list[str]]], int]:
-        open_txs: dict[str, tuple[dict[str, Any], list[str]]] = {}
-        committed = 0
-        for r in records:
-            kind, txid = r.get("t"), r.get("tx")
-            if not isinstance(txid, str):
-                continue
-            if kind == "begin":
-                taken: list[str] = []
-                for holder, knobs in (r.get("takes_over") or {}).items():
-                    taken.extend(knobs)
-                    if holder in open_txs:
-                        held = open_txs[holder]
-                        open_txs[holder] = (held[0], [k for k in held[1] if k not in set(knobs)])
-                open_txs[txid] = (r, taken)
-            elif kind == "write" and txid in open_txs:
-                open_txs[txid][1].append(r["knob"])
-            elif kind == "supersede" and txid in open_txs:
-                dropped = set(r.get("knobs", []))
-                open_txs[txid] = (open_txs[txid][0], [k for k in open_txs[txid][1] if k not in dropped])
-            elif kind == "commit" and txid in open_txs:
-                del open_txs[txid]
-                committed += 1
-            elif kind == "reverted" and txid in open_txs:
-                del open_txs[txid]
-        return open_txs, committed
+        """Open transactions (txid -> begin record, knobs it still owns) and how many committed."""
+        replay = _replay(records)
+        return replay.open, replay.committed
 
-    def _rebuild(self, begin: dict[str, Any], written: list[str]) -> tuple[Transaction, list[Resolved]]:
-        changes = []
-        resolved = []
-        for k in begin["knobs"]:
-            ref = self.backend.catalog.lookup(k["knob"])
-            res = Resolved(ref=ref, files=tuple(k["files"]), codec=k["codec"])
-            raw = tuple(k["raw"])
-            changes.append(
-                KnobChange(
-                    knob=k["knob"],
-                    before=codec.decode(res.codec, ref.spec, raw),
-                    after=k["after"],
-                    unit=ref.spec.unit,
-                    files=res.files,
-                    codec=res.codec,
-                    raw_before=raw,
-                    written=k["knob"] in written,
-                    raw_found=tuple(k.get("found", ())),
-                )
-            )
-            resolved.append(res)
-        tx = Transaction(id=begin["tx"], created_at=begin.get("ts", 0.0), changes=changes, digest=begin["digest"])
-        return tx, resolved
+    def _rebuild(self, begin: dict[str, Any], written: list[str]) -> tuple[Transaction, list[Resolved], list[Restored]]:
+        """The written knobs of a journaled transaction, each resolved again through the
+        catalog as apply resolves it, never from the files the record names.
+
+        Returns the transaction (only its confirmed written knobs), their resolutions, and a
+        "refused" or "error" result for each written knob that cannot be restored: refused when
+        the record disagrees with the catalog (it is dropped), error when the knob does not
+        resolve on this kernel today (a cgroup gone: kept for the next start).
+        """
+        changes: list[KnobChange] = []
+        resolved: list[Resolved] = []
+        outcome: list[Restored] = []
+        for entry in begin["knobs"]:
+            knob = entry.get("knob")
+            if knob not in written:
+                continue
+            try:
+                confirmed = self._confirm(entry)
+            except _Refused as e:
+                outcome.append(Restored(str(knob)[:200], "refused", str(e)))
+                continue
+            except KnobError as e:
+                outcome.append(Restored(str(knob), "error", f"does not resolve today: {e}"))
+                continue
+            changes.append(confirmed[0])
+            resolved.append(confirmed[1])
+        digest = begin.get("digest")
+        tx = Transaction(
+            id=begin["tx"],
+            created_at=0.0,
+            changes=changes,
+            digest=digest if isinstance(digest, str) else "",
+        )
+        return tx, resolved, outcome
+
+    def _confirm(self, entry: dict[str, Any]) -> tuple[KnobChange, Resolved]:
+        """One begin record's knob, checked against what the catalog resolves today.
+
+        Raises:
+            _Refused: the record names other files or another codec than the catalog, or holds
+                values the knob's codec does not read.
+            KnobError: the knob does not resolve on this kernel today.
+        """
+        try:
+            ref = self.backend.catalog.lookup(entry.get("knob"))
+        except KnobError as e:
+            raise _Refused(f"not a knob of the catalog ({e.code})") from e
+        res = self.backend.resolve(ref)
+        files, codec_name = entry.get("files"), entry.get("codec")
+        if files != list(res.files):
+            raise _Refused(f"the record names files {str(files)[:300]}, the catalog resolves {list(res.files)}")
+        if codec_name != res.codec:
+            raise _Refused(f"the record names codec {str(codec_name)[:50]}, the catalog resolves {res.codec}")
+        raw = _texts(entry.get("raw"), res, "original")
+        found = _texts(entry.get("found", []), res, "taken-over value") if entry.get("found") else ()
+        try:
+            after = codec.normalize(ref.spec, entry.get("after"))
+        except InvalidValueError as e:
+            raise _Refused(f"its target is not a value of this knob ({e})") from e
+        change = KnobChange(
+            knob=ref.id,
+            before=codec.decode(res.codec, ref.spec, raw),
+            after=after,
+            unit=ref.spec.unit,
+            files=res.files,
+            codec=res.codec,
+            raw_before=raw,
+            written=True,
+            raw_found=found,
+        )
+        return change, res
 
     def close(self) -> None:
         if self._journal is not None:
             self._journal.close()
+
+
+class _Refused(Exception):
+    """A journal record the catalog does not confirm (internal to recovery: it becomes a
+    "refused" result and a reported problem, never a write)."""
+
+
+def _texts(value: object, res: Resolved, what: str) -> tuple[str, ...]:
+    """File texts from a journal record: one single line per file, read by the knob's codec.
+
+    Raises:
+        _Refused: anything else.
+    """
+    if not isinstance(value, list) or len(value) != len(res.files) or not all(isinstance(t, str) for t in value):
+        raise _Refused(f"its {what} is not one text per file of the knob")
+    texts = tuple(value)
+    if any("\n" in t.rstrip("\n") or "\x00" in t or len(t) > 4096 for t in texts):
+        raise _Refused(f"its {what} is not the single line a kernel file shows")
+    try:
+        codec.decode(res.codec, res.ref.spec, texts)
+    except (InvalidValueError, ValueError) as e:
+        raise _Refused(f"its {what} {str(texts)[:100]} does not read as this knob's value") from e
+    return texts
+
+
+@dataclass
+class _Replay:
+    open: dict[str, tuple[dict[str, Any], list[str]]] = field(default_factory=dict)
+    """txid -> (its begin record, the knobs it wrote and still owns), in begin order."""
+    committed: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _well_formed(record: dict[str, Any]) -> bool:
+    kind = record.get("t")
+    if kind == "begin":
+        knobs, takes = record.get("knobs"), record.get("takes_over", {})
+        return (
+            isinstance(knobs, list)
+            and all(isinstance(k, dict) for k in knobs)
+            and isinstance(takes, dict)
+            and all(_str_list(v) for v in takes.values())
+        )
+    if kind == "write":
+        return isinstance(record.get("knob"), str)
+    if kind == "supersede":
+        return _str_list(record.get("knobs"))
+    return True
+
+
+def _replay(records: list[dict[str, Any]]) -> _Replay:
+    """Which transactions the journal shows begun and not finished, and which knobs each
+    still owns (written by it or taken over from another, not superseded since)."""
+    out = _Replay()
+    begun: dict[str, int] = {}
+    for n, r in enumerate(records, start=1):
+        kind, txid = r.get("t"), r.get("tx")
+        if not isinstance(txid, str):
+            continue
+        if not _well_formed(r):
+            out.problems.append(f"malformed {str(kind)[:20]} record of {txid[:40]} (intact record {n}) ignored")
+            continue
+        if kind == "begin":
+            taken: list[str] = []
+            for holder, knobs in (r.get("takes_over") or {}).items():
+                taken.extend(knobs)
+                if holder in out.open:
+                    held = out.open[holder]
+                    out.open[holder] = (held[0], [k for k in held[1] if k not in set(knobs)])
+            out.open[txid] = (r, taken)
+            begun[txid] = n
+        elif kind == "write" and txid in out.open:
+            out.open[txid][1].append(r["knob"])
+        elif kind == "supersede" and txid in out.open:
+            dropped = set(r["knobs"])
+            out.open[txid] = (out.open[txid][0], [k for k in out.open[txid][1] if k not in dropped])
+        elif kind == "commit" and txid in out.open:
+            # a committed value stays: a transaction begun earlier and still open (its restore
+            # failed) no longer owns what this one wrote over it, so no start restores over it
+            begin, written = out.open.pop(txid)
+            files = _files_of(begin, written)
+            for other in [t for t in out.open if begun[t] < begun[txid]]:
+                their_begin, theirs = out.open[other]
+                out.open[other] = (
+                    their_begin,
+                    [k for k in theirs if k not in written and not _files_of(their_begin, [k]) & files],
+                )
+            out.committed += 1
+        elif kind == "reverted" and txid in out.open:
+            del out.open[txid]
+    return out
+
+
+def _files_of(begin: dict[str, Any], knobs: list[str]) -> set[str]:
+    """The files a begin record names for ``knobs`` (two knob ids can be views of one file)."""
+    return {f for k in begin["knobs"] if k.get("knob") in knobs and _str_list(k.get("files")) for f in k["files"]}
+
+
+def _open_records(txid: str, begin: dict[str, Any], written: list[str]) -> list[dict[str, Any]]:
+    """What recovery needs of an open transaction: its begin record and one write intent per
+    knob it still owns."""
+    return [begin, *({"t": "write", "tx": txid, "knob": k} for k in dict.fromkeys(written))]
