@@ -307,3 +307,19 @@ cooldown_s = 10
     verdict = evaluate(policy, [change], current={}, history=ByFile(), now=100.0)
     assert [(d.rule, d.value, d.limit) for d in verdict.denials] == [("cooldown", 5.0, 10.0)]
     assert evaluate(policy, [change], current={}, history=ByFile(), now=105.0).allowed
+
+
+def test_an_alias_cannot_take_over_a_speculative_move_on_the_same_file(
+    make_service: Callable[..., Service], fake: FakeKernel
+) -> None:
+    clock = Clock()
+    service = make_service(clock=clock)
+    move = service.stage({"cgroup.batch.cpu_weight": 110}, speculative=True)
+    service.apply(move.tx.id)
+    clock.now += 20
+    staged = service.stage({"cgroup.batch.cpu_shares": 1300})
+    assert staged.verdict.allowed
+    with pytest.raises(LumosError) as refused:
+        service.apply(staged.tx.id)
+    assert refused.value.code == "conflict"
+    assert fake.read(SHARES).strip() == "1126"  # the speculative move's value, still its to revert
