@@ -225,9 +225,14 @@ class RepeatFilter(logging.Filter):
         self._last: dict[tuple[str, str], float] = {}
         self._held: Counter[tuple[str, str]] = Counter()
 
+    MAX_KEYS = 1024
+    """Distinct messages remembered at once (messages that embed an id are all distinct)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         key = (record.name, str(record.msg))
         now = self._clock()
+        if len(self._last) >= self.MAX_KEYS and key not in self._last:
+            self._forget(now)
         last = self._last.get(key)
         if last is not None and now - last < self.window_s:
             self._held[key] += 1
@@ -237,6 +242,14 @@ class RepeatFilter(logging.Filter):
         if held:
             record.msg = f"{record.msg} ({held} more like this in the last {self.window_s:g} s not shown)"
         return True
+
+    def _forget(self, now: float) -> None:
+        for key in [k for k, t in self._last.items() if now - t >= self.window_s]:
+            del self._last[key]
+            self._held.pop(key, None)
+        if len(self._last) >= self.MAX_KEYS:  # a flood of distinct messages: start over
+            self._last.clear()
+            self._held.clear()
 
 
 def quiet_repeats(window_s: float) -> RepeatFilter:

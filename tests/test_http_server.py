@@ -196,3 +196,13 @@ def test_the_repeat_filter_lets_one_message_through_per_window_and_counts_the_re
     passed = record("socket.accept() out of system resource")
     assert repeat.filter(passed)
     assert "99 more like this" in passed.getMessage()
+
+
+def test_the_repeat_filter_remembers_a_bounded_number_of_distinct_messages() -> None:
+    now = [0.0]
+    repeat = RepeatFilter(10.0, clock=lambda: now[0])
+    for n in range(5000):
+        now[0] = n * 0.001
+        record = logging.LogRecord("mcp", logging.INFO, __file__, 1, f"unknown session {n}", None, None)
+        assert repeat.filter(record)
+    assert len(repeat._last) <= RepeatFilter.MAX_KEYS
