@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lumos_mcp.errors import LumosError, PolicyDeniedError
-from lumos_mcp.history import audit_records_since
+from lumos_mcp.history import audit_records_since, rebuild
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.policy import Change, Policy, evaluate, evaluate_commit, parse_policy
 from lumos_mcp.service import Service
@@ -323,3 +323,20 @@ def test_an_alias_cannot_take_over_a_speculative_move_on_the_same_file(
         service.apply(staged.tx.id)
     assert refused.value.code == "conflict"
     assert fake.read(SHARES).strip() == "1126"  # the speculative move's value, still its to revert
+
+
+def test_rebuild_counts_records_without_a_mode_and_skips_other_modes_and_speculative_slots() -> None:
+    records = [
+        {"ts": 100.0, "event": "apply", "tx": "tx-a", "values": {"vm.swappiness": 30}},  # before modes were named
+        {"ts": 110.0, "event": "apply", "tx": "tx-b", "mode": "sandbox", "files": {"vm.swappiness": ["f/b"]}},
+        {"ts": 120.0, "event": "apply", "tx": "tx-c", "mode": "live", "speculative": True, "files": {"k": ["f/c"]}},
+        {"ts": 130.0, "event": "commit", "tx": "tx-a", "mode": "live"},
+        {"ts": 10.0, "event": "apply", "tx": "tx-old", "mode": "live", "files": {"k": ["f/old"]}},
+    ]
+    histories = rebuild(records, mode="live", since=50.0, files_of=lambda knob: (f"resolved/{knob}",))
+    assert histories.agent.last_change_at("resolved/vm.swappiness") == 100.0
+    assert histories.agent.last_change_at("f/b") is None
+    assert histories.agent.last_change_at("f/c") is None and histories.every.last_change_at("f/c") == 120.0
+    assert histories.agent.last_change_at("f/old") is None
+    assert histories.agent.commits_since(50.0) == 1  # tx-a, applied and committed, counts once
+    assert histories.agent.committed_since(50.0) == 1
