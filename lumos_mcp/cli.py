@@ -221,7 +221,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(
                 f"lumos-mcp: serving MCP on http://{args.host}:{args.port}/mcp ({service.mode} mode)", file=sys.stderr
             )
-            server.run("streamable-http", **kwargs)
+            from lumos_mcp.http_server import serve_http
+
+            serve_http(server, **kwargs)
     finally:
         service.close()
     return 0

@@ -34,11 +34,21 @@ from lumos_mcp.errors import (
     StateLockedError,
     TransactionStateError,
 )
+from lumos_mcp.history import HOUR_S, Histories, audit_records_since, rebuild
 from lumos_mcp.kernelfs.backend import Backend, KnobStatus
 from lumos_mcp.kernelfs.root import KernelRoot
 from lumos_mcp.knobs import Catalog, default_catalog
 from lumos_mcp.knobs.spec import Value
-from lumos_mcp.policy import Change, Policy, Verdict, evaluate, load_policy, match_rule, referenced_knobs
+from lumos_mcp.policy import (
+    Change,
+    Policy,
+    Verdict,
+    evaluate,
+    evaluate_commit,
+    load_policy,
+    match_rule,
+    referenced_knobs,
+)
 from lumos_mcp.privfs import check_state_dir, ensure_private_dir, open_private
 from lumos_mcp.resources import policy_path
 from lumos_mcp.telemetry.facade import Telemetry
@@ -92,25 +102,6 @@ class StagedChange:
     """When it was staged or last had an approval requested: it expires an approval lifetime later."""
 
 
-class _History:
-    """Cooldowns and commit rate, as the policy engine asks for them."""
-
-    def __init__(self) -> None:
-        self.changed: dict[str, float] = {}
-        self.commits: list[float] = []
-
-    def last_change_at(self, knob: str) -> float | None:
-        return self.changed.get(knob)
-
-    def commits_since(self, ts: float) -> int:
-        return sum(1 for t in self.commits if t >= ts)
-
-    def record_commit(self, now: float) -> None:
-        """Remember a commit; only the last hour matters to any policy rule."""
-        self.commits = [t for t in self.commits if t >= now - 3600.0]
-        self.commits.append(now)
-
-
 class Service:
     """Everything a tool or command can ask of lumos-mcp."""
 
@@ -144,10 +135,8 @@ class Service:
         self.telemetry = self._telemetry()
         self._staged: dict[str, StagedChange] = {}
         self._expired: dict[str, bool] = {}  # txid -> dropped for age (True) or for room (False)
-        self._history = _History()
-        """Changes the agent's rules count (cooldowns, commits): speculative moves are not among them."""
-        self._spec_history = _History()
-        """Every applied change, for the envelope's cooldown: an agent's write cools the speculator too."""
+        self._histories = Histories()
+        """Applied and committed changes for cooldowns and commits_per_hour, rebuilt at start."""
         self.speculator: Any = None
         """The running `lumos_mcp.speculator.Speculator`, if any (set by it; read by its tools)."""
         self.task_group: Any = None
@@ -188,6 +177,7 @@ class Service:
             JournalError: the journal cannot be opened.
         """
         self._acquire_lock()
+        self._histories = self._rebuild_histories()
         report = self.txns.recover()
         self.recovery = report
         self.audit.append(
@@ -199,6 +189,26 @@ class Service:
             journal_problems=list(report.journal_problems),
         )
         return report
+
+    def _rebuild_histories(self) -> Histories:
+        """The cooldowns and commit slots still running, from the audit log's apply and commit
+        records: a new server keeps enforcing what an earlier one started.
+
+        Raises:
+            AuditError: the audit log cannot be read.
+        """
+        now = self.clock()
+        cooldowns = [r.cooldown_s for r in (*self.policy.knobs.values(), *self.policy.speculation.knobs.values())]
+        since = now - max(HOUR_S, *cooldowns)
+        records = audit_records_since(self.audit.path, since)
+        return rebuild(records, mode=self.mode, since=since, files_of=self._files_of)
+
+    def _files_of(self, knob: str) -> tuple[str, ...]:
+        """The files a knob writes here, or the knob id itself when it does not resolve now."""
+        try:
+            return self.backend.resolve(knob).files
+        except KnobError:
+            return (knob,)
 
     def close(self) -> None:
         self.txns.close()
@@ -333,7 +343,9 @@ class Service:
 
     def _evaluate(self, tx: Transaction, confirm_within_s: float | None, speculative: bool) -> Verdict:
         changes = [
-            Change(knob=c.knob, kind=self.catalog.lookup(c.knob).spec.kind, before=c.before, after=c.after)
+            Change(
+                knob=c.knob, kind=self.catalog.lookup(c.knob).spec.kind, before=c.before, after=c.after, files=c.files
+            )
             for c in tx.changes
         ]
         current: dict[str, Value] = {c.knob: c.before for c in tx.changes}
@@ -346,7 +358,7 @@ class Service:
             self.policy,
             changes,
             current=current,
-            history=self._spec_history if speculative else self._history,
+            history=self._histories.every if speculative else self._histories.agent,
             now=self.clock(),
             confirm_within_s=confirm_within_s,
             speculative=speculative,
@@ -494,10 +506,10 @@ class Service:
                     "superseded", tx=holder, by=txid, actor=actor, knobs=sorted(knobs), restores_on_revert="original"
                 )
             now = self.clock()
-            for c in tx.changes:
-                self._spec_history.changed[c.knob] = now
-                if not tx.speculative:
-                    self._history.changed[c.knob] = now
+            self._histories.record_apply(
+                txid, [f for c in tx.changes for f in c.files], now, speculative=tx.speculative
+            )
+            # mode and files let a later server rebuild cooldowns and commit slots from this record
             self.audit.append(
                 "apply",
                 tx=txid,
@@ -507,6 +519,8 @@ class Service:
                 deadline=tx.deadline,
                 speculative=tx.speculative,
                 values={c.knob: c.after for c in tx.changes},
+                mode=self.mode,
+                files={c.knob: list(c.files) for c in tx.changes},
             )
             return tx
 
@@ -547,16 +561,27 @@ class Service:
         return tx
 
     def commit(self, txid: str, actor: str = "agent") -> Transaction:
-        """Keep an applied change (disarms its deadline).
+        """Keep an applied change (disarms its deadline), within the policy's commits_per_hour.
 
         Raises:
+            PolicyDeniedError: one more commit would break commits_per_hour (the change stays
+                armed: commit later or let its deadline revert it).
             TransactionStateError, ExternalChangeError, JournalError.
         """
         self._refuse_in_observe("commit")
-        tx = self.txns.commit(txid)
-        self._history.record_commit(self.clock())
-        self.audit.append("commit", tx=txid, actor=actor, values={c.knob: c.after for c in tx.changes})
-        return tx
+        with self._lock:
+            if self.txns.get(txid).state is TxState.APPLIED:
+                verdict = evaluate_commit(self.policy, history=self._histories.agent, now=self.clock())
+                if not verdict.allowed:
+                    error = _denied(verdict, txid)
+                    self.audit.append("commit_refused", tx=txid, actor=actor, denials=error.fields["denials"])
+                    raise error
+            tx = self.txns.commit(txid)
+            self._histories.record_commit(txid, self.clock())
+            self.audit.append(
+                "commit", tx=txid, actor=actor, values={c.knob: c.after for c in tx.changes}, mode=self.mode
+            )
+            return tx
 
     def revert(self, txid: str, force: bool = False, actor: str = "agent") -> tuple[Transaction, list[Restored]]:
         """Restore an applied change's original values and verify them.

@@ -420,6 +420,7 @@ def test_the_summary_says_what_may_change_and_when_approval_is_needed() -> None:
 def test_the_public_api_is_pinned() -> None:
     assert sorted(policy_pkg.__all__) == [
         "Change",
+        "CommitHistory",
         "CrossRule",
         "Denial",
         "EnvelopeRule",
@@ -431,6 +432,7 @@ def test_the_public_api_is_pinned() -> None:
         "Speculation",
         "Verdict",
         "evaluate",
+        "evaluate_commit",
         "load_policy",
         "match_rule",
         "parse_policy",

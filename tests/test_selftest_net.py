@@ -15,6 +15,7 @@ def test_two_agents_applying_at_once_get_one_winner_and_one_conflict(tmp_path: P
         concurrency.run_conflicts(server, out, rounds=5)
         concurrency.run_load(server, out, clients=10, calls=20)
         intruders.run_intruders(server, out)
+        intruders.run_slowloris(server, out, connections=100)
     f = out.figures
     assert out.problems == []
     assert f["conflict_exactly_one_winner"] == 5
@@ -24,6 +25,7 @@ def test_two_agents_applying_at_once_get_one_winner_and_one_conflict(tmp_path: P
     assert f["intruders_refused"] == f["intruder_attempts"]
     assert f["intruders_reaching_a_tool"] == 0
     assert f["control_call"] == "staged"
+    assert f["slowloris_still_open"] == 0 and f["slowloris_control_call"] == "staged"
 
 
 def test_audit_log_detects_every_edit_delete_insert_and_reorder(tmp_path: Path) -> None:

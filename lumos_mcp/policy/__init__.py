@@ -3,10 +3,12 @@
 from lumos_mcp.policy.engine import (
     RULES,
     Change,
+    CommitHistory,
     Denial,
     History,
     Verdict,
     evaluate,
+    evaluate_commit,
     match_rule,
     raise_if_denied,
     referenced_knobs,
@@ -17,6 +19,7 @@ from lumos_mcp.policy.model import CrossRule, EnvelopeRule, GlobalRules, KnobRul
 __all__ = [
     "RULES",
     "Change",
+    "CommitHistory",
     "CrossRule",
     "Denial",
     "EnvelopeRule",
@@ -27,6 +30,7 @@ __all__ = [
     "Speculation",
     "Verdict",
     "evaluate",
+    "evaluate_commit",
     "load_policy",
     "match_rule",
     "parse_policy",

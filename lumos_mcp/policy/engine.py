@@ -49,12 +49,25 @@ RULES = (
 
 @dataclass(frozen=True)
 class Change:
-    """One proposed knob change. ``before`` is None when the current value is unknown."""
+    """One proposed knob change. ``before`` is None when the current value is unknown.
+
+    ``files`` are the kernel files the knob writes on this host (``Resolved.files``). Two
+    knob ids can be aliases of one file (cgroup v1 ``cpu_weight`` and ``cpu_shares`` both
+    write ``cpu.shares``), so cooldowns are keyed by file when ``files`` is given, and two
+    changes of one change set that share a file are refused: rules follow the file, not the
+    alias. Empty: the knob id is the key.
+    """
 
     knob: str
     kind: str
     before: Value | None
     after: Value
+    files: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """What the history knows this change by: its files, else its knob id."""
+        return self.files or (self.knob,)
 
 
 @dataclass(frozen=True)
@@ -90,12 +103,22 @@ class Verdict:
 class History(Protocol):
     """What the engine needs to know about the past (the journal or audit log answers)."""
 
-    def last_change_at(self, knob: str) -> float | None:
-        """When ``knob`` last had a change applied (same clock as ``now``), or None."""
+    def last_change_at(self, key: str) -> float | None:
+        """When ``key`` (a kernel file, or a knob id: see :attr:`Change.keys`) last had a change
+        applied, whichever knob id wrote it (same clock as ``now``), or None."""
         ...
 
     def commits_since(self, ts: float) -> int:
-        """How many changes were applied at or after ``ts``."""
+        """How many changes were applied or committed at or after ``ts`` (one applied and then
+        committed counts once): each apply takes a slot of ``commits_per_hour``."""
+        ...
+
+
+class CommitHistory(Protocol):
+    """What :func:`evaluate_commit` needs: the commits already made."""
+
+    def committed_since(self, ts: float) -> int:
+        """How many changes were committed at or after ``ts``."""
         ...
 
 
@@ -172,6 +195,7 @@ def evaluate(
                 1,
                 f"{knob} appears {count} times in one change set; each knob may change at most once",
             )
+    ev.check_shared_files(changes)
     for change in changes:
         if speculative:
             ev.check_speculative(change)
@@ -187,6 +211,38 @@ def evaluate(
         approval_required=bool(ev.reasons),
         approval_reasons=tuple(ev.reasons),
         confirm_within_s=deadline,
+    )
+
+
+def evaluate_commit(policy: Policy, *, history: CommitHistory, now: float) -> Verdict:
+    """Check that committing one more change keeps within ``commits_per_hour``.
+
+    Applying takes a slot already (:func:`evaluate`); this holds the limit at commit too, so
+    changes applied over more than an hour cannot all be kept in one.
+
+    Returns:
+        The verdict; a ``commits_per_hour`` denial names the limit and the count it would reach.
+    """
+    limit = policy.global_.commits_per_hour
+    count = history.committed_since(now - HOUR_S) + 1
+    denials: tuple[Denial, ...] = ()
+    if count > limit:
+        denials = (
+            Denial(
+                rule="commits_per_hour",
+                knob=None,
+                value=count,
+                limit=limit,
+                message=f"this would be commit {count} in the last hour; policy {policy.name!r} allows {limit} "
+                "per hour (the change stays armed and reverts at its deadline unless committed later)",
+            ),
+        )
+    return Verdict(
+        allowed=not denials,
+        denials=denials,
+        approval_required=False,
+        approval_reasons=(),
+        confirm_within_s=0.0,
     )
 
 
@@ -372,17 +428,19 @@ class _Evaluation:
     def check_cooldown(self, change: Change, cooldown_s: float) -> None:
         if cooldown_s <= 0:
             return
-        last = self.history.last_change_at(change.knob)
-        if last is None:
+        # Whichever knob id wrote the file last: an alias must not reset the clock.
+        found = [t for t in (self.history.last_change_at(k) for k in change.keys) if t is not None]
+        if not found:
             return
-        elapsed = self.now - last
+        elapsed = self.now - max(found)
         if elapsed < cooldown_s:
+            what = change.knob if not change.files else f"{change.knob} ({', '.join(change.files)})"
             self.deny(
                 "cooldown",
                 change.knob,
                 round(elapsed, 3),
                 cooldown_s,
-                f"{change.knob} last changed {elapsed:.1f} s ago; the cooldown is {cooldown_s:g} s "
+                f"{what} last changed {elapsed:.1f} s ago; the cooldown is {cooldown_s:g} s "
                 f"(try again in {cooldown_s - elapsed:.1f} s)",
             )
 
@@ -402,6 +460,25 @@ class _Evaluation:
                 )
 
     # ------------------------------------------------------------------ per change set
+    def check_shared_files(self, changes: Sequence[Change]) -> None:
+        """Two knob ids of one change set that write the same file (aliases) are refused:
+        the last write would win and the first's rules would judge a value never kept."""
+        writers: dict[str, list[str]] = {}
+        for change in changes:
+            for file in change.files:
+                writers.setdefault(file, [])
+                if change.knob not in writers[file]:
+                    writers[file].append(change.knob)
+        for file, knobs in sorted(writers.items()):
+            if len(knobs) > 1:
+                self.deny(
+                    "duplicate_knob",
+                    knobs[-1],
+                    len(knobs),
+                    1,
+                    f"{' and '.join(knobs)} write the same file {file}; change it through one of them only",
+                )
+
     def check_cross(self, changes: Sequence[Change], current: Mapping[str, Value]) -> None:
         changed = {c.knob: c.after for c in changes}
         values: dict[str, object] = {**current, **changed}

@@ -4,6 +4,8 @@ rebinding) and with an oversized body. Each must be refused and none may reach a
 audit log, where every tool call that stages leaves records, must not move. A control call
 with the right token must move it (so the check can see a call that gets through).
 
+Slowloris: one client holding many half-sent requests is cut off, and another is served.
+
 Also: the audit log detects an edited, deleted, inserted or reordered record.
 """
 
@@ -179,6 +181,59 @@ def _control_call(server: HttpServer) -> str:
     return anyio.run(go)
 
 
+# --------------------------------------------------------------------------- slowloris
+def run_slowloris(server: HttpServer, out: Outcome, connections: int = 200, source: str = "127.0.0.2") -> None:
+    """Half-sent requests from one client (``source``, loopback): those over the per-client
+    limit are closed at once, the rest within the request timeout, and a normal client is
+    served meanwhile."""
+    from lumos_mcp.http_server import HttpLimits
+
+    limits = HttpLimits()
+    port = int(server.url.split(":")[2].split("/")[0])
+    head = f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(connections):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+            socks.append(s)
+            with contextlib.suppress(OSError):  # already refused: the reset may beat the send
+                s.sendall(head)
+            s.setblocking(False)
+        started = time.monotonic()
+        control = _control_call(server)
+        control_s = time.monotonic() - started
+        open_socks = list(socks)
+        deadline = started + limits.request_timeout_s + 5
+        while open_socks and time.monotonic() < deadline:
+            open_socks = [s for s in open_socks if not _closed(s)]
+            if open_socks:
+                time.sleep(0.2)
+        cut_s = time.monotonic() - started
+    finally:
+        for s in socks:
+            s.close()
+    if open_socks:
+        out.fail(f"slowloris: {len(open_socks)} of {connections} half-sent requests still open after {cut_s:.1f} s")
+    if control != "staged":
+        out.fail(f"slowloris: a normal client's call failed while half-sent requests were held: {control}")
+    out.figures.update(
+        slowloris_connections=connections,
+        slowloris_still_open=len(open_socks),
+        slowloris_all_cut_within_s=round(cut_s, 1),
+        slowloris_control_call=control,
+        slowloris_control_call_s=round(control_s, 2),
+    )
+
+
+def _closed(s: socket.socket) -> bool:
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 # --------------------------------------------------------------------------- audit tampering
 def run_audit_tamper(base: Path, out: Outcome, records: int = 12, positions: int = 4, seed: int = 1) -> None:
     """Edit, delete, insert and reorder records at several positions; ``verify`` must catch each."""
@@ -228,5 +283,6 @@ def run(base: Path) -> Outcome:
     base.mkdir(parents=True, exist_ok=True)
     with http_server(base) as server:
         run_intruders(server, out)
+        run_slowloris(server, out)
     run_audit_tamper(base / "audit", out)
     return out

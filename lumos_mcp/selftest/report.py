@@ -116,6 +116,9 @@ ROWS: list[tuple[str, str, str]] = [
     ("intruders", "intruder_attempts", "intrusion attempts over HTTP"),
     ("intruders", "intruders_refused", "refused with the expected status"),
     ("intruders", "intruders_reaching_a_tool", "reached a tool (audit log moved)"),
+    ("intruders", "slowloris_connections", "half-sent requests held by one client"),
+    ("intruders", "slowloris_still_open", "still open after the request timeout"),
+    ("intruders", "slowloris_control_call_s", "another client's call meanwhile (s)"),
     ("intruders", "audit_tamperings", "audit tamperings (edit/delete/insert/reorder)"),
     ("intruders", "audit_tamperings_detected", "tamperings detected by verify"),
 ]

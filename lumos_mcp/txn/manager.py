@@ -325,8 +325,10 @@ class TransactionManager:
                 holder = self._txs[holder_id]
                 if take_over is None or not take_over(holder):
                     raise ConflictError(knob=change.knob, holder=holder_id)
-                held = next(c for c in holder.changes if c.knob == change.knob and c.written)
-                if held.files != change.files:
+                # Only the same knob id is taken over: an alias of its file (cpu_shares over
+                # cpu_weight) would inherit an original in the other id's units.
+                held = next((c for c in holder.changes if c.knob == change.knob and c.written), None)
+                if held is None or held.files != change.files:
                     raise ConflictError(knob=change.knob, holder=holder_id)
                 taken[change.knob] = held
                 holders[change.knob] = holder
