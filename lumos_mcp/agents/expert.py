@@ -266,12 +266,17 @@ class ExpertAgent:
         return {k for k, at in self.changed_at.items() if now - at < cooldowns.get(k, 0.0)}
 
     async def measure(self, label: str) -> tuple[list[float], dict[str, Any] | None]:
-        """``repeats`` fresh windows back to back: each one's objective, and the last signature."""
+        """``repeats`` windows back to back, all after this call: each one's objective, and the last
+        signature. The first is a fresh window; each next one is the window_s the sampler kept
+        after it (read once that much time has passed), so the windows do not overlap."""
         values: list[float] = []
         signature: dict[str, Any] | None = None
         for i in range(1, self.repeats + 1):
             self.on_event(f"measuring {label}: window {i}/{self.repeats} ({self.window_s:g} s)")
-            signature = (await self.call("read_telemetry", {"window_s": self.window_s, "fresh": True}))["signature"]
+            if i > 1:
+                await anyio.sleep(self.window_s)
+            args = {"window_s": self.window_s, "fresh": i == 1}
+            signature = (await self.call("read_telemetry", args))["signature"]
             value = objective(signature)
             if value is not None:
                 values.append(value)
