@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -461,7 +462,24 @@ def cmd_desktop_config(args: argparse.Namespace) -> int:
     return 0
 
 
+ARENA_NEEDS = {"run": ("optuna", "matplotlib"), "report": ("matplotlib",), "sweep": ()}
+"""What each arena action imports beyond the plain install (the ``arena`` extra)."""
+
+
+def missing_modules(modules: tuple[str, ...]) -> list[str]:
+    """The modules of an optional extra that this install lacks."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
 def cmd_arena(args: argparse.Namespace) -> int:
+    missing = missing_modules(ARENA_NEEDS[args.action])
+    if missing:
+        print(
+            f"lumos-mcp arena {args.action} needs the arena extra (missing: {', '.join(missing)}): "
+            "pip install 'lumos-mcp[arena]'",
+            file=sys.stderr,
+        )
+        return 2
     from lumos_mcp.arena.campaign import main as arena_main
 
     return arena_main(

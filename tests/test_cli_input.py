@@ -130,3 +130,15 @@ def test_approvals_list_is_not_cut_at_80_columns_when_piped(tmp_path: Path, caps
     assert approval.id in out and "tx-0123456789abcdef" in out
     assert "…" not in out  # nothing elided
     assert summary in out
+
+
+def test_an_arena_action_names_the_extra_it_needs_when_a_module_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import lumos_mcp.cli as cli
+
+    monkeypatch.setattr(cli, "ARENA_NEEDS", {**cli.ARENA_NEEDS, "report": ("lumos_no_such_module",)})
+    assert main(["arena", "report", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "lumos_no_such_module" in err and "lumos-mcp[arena]" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
