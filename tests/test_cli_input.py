@@ -142,3 +142,19 @@ def test_an_arena_action_names_the_extra_it_needs_when_a_module_is_missing(
     err = capsys.readouterr().err
     assert "lumos_no_such_module" in err and "lumos-mcp[arena]" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_top_once_says_on_stderr_that_it_is_sampling_and_when_the_window_is_complete(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lumos_mcp.telemetry.top import _progress_on_stderr
+
+    progress = _progress_on_stderr(3.0)
+    await progress(1.0, 3.0, "collecting a fresh 3 s window")
+    await progress(3.0, 3.0, "window complete")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 2  # not a terminal: a start line and an end line, no per-sample noise
+    assert "3 s window" in lines[0] and "window complete" in lines[1]
