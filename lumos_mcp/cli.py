@@ -15,6 +15,7 @@ import orjson
 
 from lumos_mcp import __version__
 from lumos_mcp.errors import LumosError
+from lumos_mcp.resources import data_dir, policy_path
 from lumos_mcp.service import (
     MODES,
     Mode,
@@ -73,16 +74,17 @@ def _state_dir(text: str) -> Path:
     return path
 
 
-SHIPPED_POLICIES = ("default", "latency", "readonly")
+def _shipped_policy(text: str) -> bool:
+    """Whether ``text`` names a shipped policy (``latency``), as the policy loader reads it."""
+    return not Path(text).suffix and "/" not in text and policy_path(text).is_file()
 
 
 def _policy(text: str) -> Path:
     """A policy: a shipped one by name, or an existing file."""
     path = Path(text)
-    if text not in SHIPPED_POLICIES and not path.is_file():
-        raise argparse.ArgumentTypeError(
-            f"{text}: no such policy file (give a .toml file, or {', '.join(SHIPPED_POLICIES)})"
-        )
+    if not (path.is_file() or _shipped_policy(text)):
+        shipped = ", ".join(sorted(p.stem for p in data_dir("policies").glob("*.toml")))
+        raise argparse.ArgumentTypeError(f"{text}: no such policy file (give a .toml file, or one of {shipped})")
     return path
 
 
@@ -452,7 +454,7 @@ def cmd_desktop_config(args: argparse.Namespace) -> int:
     """A Claude Desktop entry with absolute paths: the host starts it with a minimal PATH and env."""
     serve = ["-m", "lumos_mcp", "serve", "--mode", args.mode]
     if args.policy is not None:
-        named = str(args.policy) in SHIPPED_POLICIES
+        named = _shipped_policy(str(args.policy)) and not args.policy.is_file()
         serve += ["--policy", str(args.policy) if named else str(args.policy.resolve())]
     state = (args.state_dir or default_state_dir()).resolve()
     entry = {

@@ -158,3 +158,8 @@ async def test_top_once_says_on_stderr_that_it_is_sampling_and_when_the_window_i
     lines = captured.err.splitlines()
     assert len(lines) == 2  # not a terminal: a start line and an end line, no per-sample noise
     assert "3 s window" in lines[0] and "window complete" in lines[1]
+
+
+@pytest.mark.parametrize("name", ["default", "latency", "readonly", "speculate", "arena"])
+def test_every_shipped_policy_is_accepted_by_name(name: str) -> None:
+    assert parser().parse_args(["tune", "--policy", name]).policy == Path(name)
