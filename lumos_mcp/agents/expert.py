@@ -268,7 +268,7 @@ class ExpertAgent:
     async def measure(self, label: str) -> tuple[list[float], dict[str, Any] | None]:
         """``repeats`` windows back to back, all after this call: each one's objective, and the last
         signature. The first is a fresh window; each next one is the window_s the sampler kept
-        after it (read once that much time has passed), so the windows do not overlap."""
+        after it (read once that much time has passed), so consecutive windows share at most one sample."""
         values: list[float] = []
         signature: dict[str, Any] | None = None
         for i in range(1, self.repeats + 1):
