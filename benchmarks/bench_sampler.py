@@ -214,7 +214,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--window-s", type=float, default=2.0, help="read_telemetry window in seconds (default 2)")
     p.add_argument("--no-perf", action="store_true", help="sample without perf stat")
     p.add_argument("--quick", action="store_true", help="2 s per condition, a few calls, no doc update")
-    p.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="a markdown file whose section this run rewrites, e.g. docs/benchmarks.md (default: print only)",
+    )
+    p.add_argument("--no-doc", action="store_true", help=argparse.SUPPRESS)  # the default now: print only
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--interval-s", type=float, default=None, help=argparse.SUPPRESS)
     return p
@@ -243,8 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     body = render(costs, latency, argv, args, use_perf and shutil.which("perf") is not None)
     print(f"## {SECTION}\n\n{body}")
-    if not (args.quick or args.no_doc):
-        write_section(SECTION, body)
+    if args.out is not None and not (args.quick or args.no_doc):
+        write_section(SECTION, body, args.out)
     return 0
 
 

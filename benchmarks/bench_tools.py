@@ -267,7 +267,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--window-s", type=float, default=2.0, help="read_telemetry window in seconds (default 2)")
     p.add_argument("--transport", choices=TRANSPORTS, action="append", help="only this transport (repeatable)")
     p.add_argument("--quick", action="store_true", help="a handful of calls, no doc update (smoke test)")
-    p.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="a markdown file whose section this run rewrites, e.g. docs/benchmarks.md (default: print only)",
+    )
+    p.add_argument("--no-doc", action="store_true", help=argparse.SUPPRESS)  # the default now: print only
     return p
 
 
@@ -281,8 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[transport] = anyio.run(run_transport, transport, args.calls, args.warmup, args.rounds, args.window_s)
     body = render(results, argv, args)
     print(f"## {SECTION}\n\n{body}")
-    if not (args.quick or args.no_doc):
-        write_section(SECTION, body)
+    if args.out is not None and not (args.quick or args.no_doc):
+        write_section(SECTION, body, args.out)
     return 0
 
 

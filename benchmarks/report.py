@@ -8,7 +8,6 @@ import os
 import platform
 import re
 import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,15 +32,14 @@ def conditions() -> str:
             f"- Machine: {os.cpu_count()} CPUs (nproc), kernel {platform.release()}, "
             f"Python {platform.python_version()}, {platform.machine()}",
             f"- Load average at the end of the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
-            "(a shared machine: other people's measurements may run alongside, serialised by "
-            "`flock /work/measure.lock` only among those who use it)",
+            "(a shared machine: other measurements may run alongside)",
         ]
     )
 
 
 def command_line(module: str, argv: Sequence[str]) -> str:
-    """The command that reproduces this run, from the worktree root."""
-    return "flock /work/measure.lock " + shlex.join([sys.executable, "-m", module, *argv])
+    """The command that reproduces this run, from the repository root (with its venv's python)."""
+    return shlex.join(["python", "-m", module, *argv])
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -20,7 +20,7 @@ until the 5 s rolling median p95 is within 10% of the settled value (median of t
 20 s). Every knob is restored through the service and every cgroup removed at the end, also
 on Ctrl-C.
 
-    PYTHONPATH=. flock /work/measure.lock python benchmarks/speculator_recovery.py run --seed 1
+    PYTHONPATH=. python benchmarks/speculator_recovery.py run --seed 1
     PYTHONPATH=. python benchmarks/speculator_recovery.py report
 """
 

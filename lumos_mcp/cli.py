@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ import orjson
 from lumos_mcp import __version__
 from lumos_mcp.errors import LumosError
 from lumos_mcp.privfs import check_state_dir
+from lumos_mcp.resources import data_dir, policy_path
 from lumos_mcp.service import (
     MODES,
     Mode,
@@ -29,19 +31,85 @@ log = logging.getLogger("lumos_mcp")
 TOKEN_ENV = "LUMOS_MCP_TOKEN"
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _number(kind: type[int] | type[float], low: float, inclusive: bool = True, high: float | None = None) -> Any:
+    """An argparse type: a number of ``kind`` at least (or above) ``low``, at most ``high``, else a
+    one-line usage error (exit 2), never a traceback from deep inside."""
+    what = "an integer" if kind is int else "a number"
+    bound = f">= {low:g}" if inclusive else f"> {low:g}"
+    if high is not None:
+        bound += f" and <= {high:g}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value != value or value in (float("inf"), float("-inf")):  # NaN, infinities
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if (value < low if inclusive else value <= low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bound}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_SECONDS = _number(float, 0, inclusive=False, high=3600)
+"""A measurement window or interval: read_telemetry takes 0 < window <= 3600 s."""
+AT_LEAST_ONE = _number(int, 1)
+PORT = _number(int, 1, high=65535)
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
+def _state_dir(text: str) -> Path:
+    """A state directory: absent (it is created) or a directory, never an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a directory")
+    return path
+
+
+def _shipped_policy(text: str) -> bool:
+    """Whether ``text`` names a shipped policy (``latency``), as the policy loader reads it."""
+    return not Path(text).suffix and "/" not in text and policy_path(text).is_file()
+
+
+def _policy(text: str) -> Path:
+    """A policy: a shipped one by name, or an existing file."""
+    path = Path(text)
+    if not (path.is_file() or _shipped_policy(text)):
+        shipped = ", ".join(sorted(p.stem for p in data_dir("policies").glob("*.toml")))
+        raise argparse.ArgumentTypeError(f"{text}: no such policy file (give a .toml file, or one of {shipped})")
+    return path
+
+
+def _common(p: argparse.ArgumentParser, nested: bool = False) -> None:
+    """The flags every state-dir command takes. ``nested``: on an action's parser (``audit verify
+    --state-dir X``) with no default, so it does not overwrite one given before the action."""
     p.add_argument(
         "--state-dir",
-        type=Path,
-        default=None,
+        type=_state_dir,
+        default=argparse.SUPPRESS if nested else None,
         help="journal, audit log, approvals and sandbox (default: $LUMOS_STATE_DIR or ~/.local/state/lumos-mcp)",
     )
+    _verbose(p)
 
 
-def _modes(p: argparse.ArgumentParser) -> None:
+def _verbose(p: argparse.ArgumentParser) -> None:
+    """``-v`` after a subcommand too (``lumos-mcp tune -v``)."""
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging (stderr)")
+
+
+def _modes(p: argparse.ArgumentParser, modes: tuple[str, ...] = MODES) -> None:
     p.add_argument(
         "--mode",
-        choices=MODES,
+        choices=modes,
         default=None,
         help="observe: read-only; sandbox (default): writes go to a shadow tree, host untouched; "
         "live: real writes (root)",
@@ -49,7 +117,7 @@ def _modes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--live", action="store_true", help="shorthand for --mode live")
     p.add_argument(
         "--policy",
-        type=Path,
+        type=_policy,
         default=None,
         help="policy TOML file (default: policies/latency.toml in sandbox, policies/default.toml else)",
     )
@@ -77,15 +145,26 @@ def parser() -> argparse.ArgumentParser:
     _modes(s)
     s.add_argument("--http", action="store_true", help="streamable HTTP instead of stdio (needs a bearer token)")
     s.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
+    s.add_argument("--port", type=PORT, default=8765, help="HTTP port (default 8765)")
     s.add_argument("--allow-remote", action="store_true", help="permit binding a non-loopback address")
-    s.add_argument("--token-file", type=Path, default=None, help=f"file holding the bearer token (else ${TOKEN_ENV})")
+    s.add_argument(
+        "--token-file", type=_existing_file, default=None, help=f"file holding the bearer token (else ${TOKEN_ENV})"
+    )
 
     t = sub.add_parser("tune", help="the built-in expert agent drives the full loop over MCP")
     _common(t)
-    _modes(t)
-    t.add_argument("--rounds", type=int, default=2, help="tuning rounds (default 2)")
-    t.add_argument("--window", type=float, default=5.0, help="measurement window in seconds (default 5)")
+    _modes(t, modes=("sandbox", "live"))  # tune writes knobs: observe is not offered
+    t.add_argument("--rounds", type=AT_LEAST_ONE, default=2, help="tuning rounds, at least 1 (default 2)")
+    t.add_argument(
+        "--window", type=POSITIVE_SECONDS, default=2.0, help="measurement window in seconds, 0 < S <= 3600 (default 2)"
+    )
+    t.add_argument(
+        "--repeats",
+        type=AT_LEAST_ONE,
+        default=3,
+        help="windows measured before and after each change; a change is kept only if the median after "
+        "beats the median before by more than the before windows' spread (default 3)",
+    )
     t.add_argument("--plain", action="store_true", help="no live view, plain log lines")
 
     st = sub.add_parser("status", help="mode, armed transactions and pending approvals (from the state dir)")
@@ -96,9 +175,11 @@ def parser() -> argparse.ArgumentParser:
     _common(a)
     asub = a.add_subparsers(dest="action", required=True, metavar="ACTION")
     al = asub.add_parser("list", help="pending (or --all) approvals")
+    _common(al, nested=True)
     al.add_argument("--all", action="store_true")
     for name in ("approve", "deny"):
         ap = asub.add_parser(name, help=f"{name} a pending approval")
+        _common(ap, nested=True)
         ap.add_argument("id")
         ap.add_argument("--note", default="")
         ap.add_argument("--by", default=os.environ.get("USER", "operator"))
@@ -106,9 +187,11 @@ def parser() -> argparse.ArgumentParser:
     au = sub.add_parser("audit", help="verify or show the hash-chained audit log")
     _common(au)
     ausub = au.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ausub.add_parser("verify", help="check the hash chain; exit 1 on any edited, deleted or reordered record")
+    av = ausub.add_parser("verify", help="check the hash chain; exit 1 on any edited, deleted or reordered record")
+    _common(av, nested=True)
     tl = ausub.add_parser("tail", help="the last records")
-    tl.add_argument("-n", type=int, default=20)
+    _common(tl, nested=True)
+    tl.add_argument("-n", type=AT_LEAST_ONE, default=20, help="how many records (default 20)")
 
     r = sub.add_parser("recover", help="restore every knob of unfinished transactions now (as at start)")
     _common(r)
@@ -116,20 +199,30 @@ def parser() -> argparse.ArgumentParser:
 
     dc = sub.add_parser("desktop-config", help="print a claude_desktop_config.json entry for this install")
     dc.add_argument("--mode", choices=MODES, default="sandbox")
-    dc.add_argument("--policy", type=Path, default=None)
-    dc.add_argument("--state-dir", type=Path, default=None)
+    dc.add_argument("--policy", type=_policy, default=None, help="policy file or shipped name")
+    dc.add_argument("--state-dir", type=_state_dir, default=None)
+    _verbose(dc)
     se = sub.add_parser("selftest", help="crash, storage, fuzz, concurrency and intruder tests; one table of figures")
     se.add_argument(
         "--long", action="store_true", help="the long form (1000 crashes, 10,000 fuzzed calls, 50x200 HTTP)"
     )
     se.add_argument("--json", action="store_true", help="figures as JSON")
     se.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    se.add_argument("--only", action="append", default=[], metavar="PART", help="run only this part (repeatable)")
+    se.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        choices=("crash", "storage", "fuzz", "concurrency", "intruders"),
+        metavar="PART",
+        help="run only this part: crash, storage, fuzz, concurrency or intruders (repeatable)",
+    )
+    _verbose(se)
 
     tp = sub.add_parser("top", help="live view of the performance signature and trends")
-    tp.add_argument("--interval", type=float, default=1.0, help="sampling interval in seconds")
-    tp.add_argument("--window", type=float, default=10.0, help="window in seconds")
+    tp.add_argument("--interval", type=POSITIVE_SECONDS, default=1.0, help="sampling interval in seconds (default 1)")
+    tp.add_argument("--window", type=POSITIVE_SECONDS, default=10.0, help="window in seconds (default 10)")
     tp.add_argument("--once", action="store_true", help="print one signature as JSON after one window and exit")
+    _verbose(tp)
     ar = sub.add_parser("arena", help="real workloads, real knobs, tuning strategies side by side (live, root)")
     arsub = ar.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in (
@@ -143,16 +236,18 @@ def parser() -> argparse.ArgumentParser:
             "--problems", nargs="*", default=None, help="problem names (default: the full run, all but shares-1d-85)"
         )
         x.add_argument("--quick", action="store_true", help="probe workload only, 1 problem, short budget (~5 min)")
-        x.add_argument("--seeds", type=int, default=3, help="seeds per strategy (default 3)")
+        x.add_argument("--seeds", type=AT_LEAST_ONE, default=3, help="seeds per strategy (default 3)")
         x.add_argument("--strategies", nargs="*", default=None, help="strategy names (default: all)")
         x.add_argument("--resweep", action="store_true", help="sweep again even if a landscape is saved")
+        _verbose(x)
     return top
 
 
 def _mode(args: argparse.Namespace) -> Mode:
     if getattr(args, "live", False):
         if args.mode not in (None, "live"):
-            raise SystemExit("lumos-mcp: --live contradicts --mode " + args.mode)
+            print(f"lumos-mcp: --live contradicts --mode {args.mode}", file=sys.stderr)
+            raise SystemExit(2)
         return "live"
     mode: Mode = args.mode or "sandbox"
     return mode
@@ -170,7 +265,7 @@ def _config(args: argparse.Namespace, mode: Mode | None = None) -> ServiceConfig
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
@@ -234,13 +329,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from lumos_mcp.agents.expert import run_tune
 
     mode = _mode(args)
-    if mode == "observe":
-        raise SystemExit("lumos-mcp: tune writes knobs; use --mode sandbox (default) or --mode live")
     cgroups = tuple(args.cgroup) or (("lumos-demo",) if mode == "sandbox" else ())
     config = ServiceConfig(
         mode=mode, state_dir=args.state_dir or default_state_dir(), policy=args.policy, cgroups=cgroups
     )
-    return int(anyio.run(run_tune, config, args.rounds, args.window, not args.plain and sys.stdout.isatty()))
+    live_view = not args.plain and sys.stdout.isatty()
+    return int(anyio.run(run_tune, config, args.rounds, args.window, live_view, args.repeats))
 
 
 # --------------------------------------------------------------------------- status / approvals / audit
@@ -268,9 +362,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return 0
-    from rich.console import Console
+    from lumos_mcp.console import console
 
-    c = Console()
+    c = console()
     c.print(f"[bold]lumos-mcp[/] state {state}")
     c.print(f"  server: {out['server']}")
     for mode, txs in out["open_transactions"].items():
@@ -347,9 +441,9 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(as_json(outcomes), option=orjson.OPT_INDENT_2).decode())
     else:
-        from rich.console import Console
+        from lumos_mcp.console import console as wide_console
 
-        console = Console(width=None if sys.stdout.isatty() else 110)
+        console = wide_console()
         console.print(render(outcomes, args.long))
         for o in outcomes:
             for p in o.problems:
@@ -367,7 +461,8 @@ def cmd_desktop_config(args: argparse.Namespace) -> int:
     """A Claude Desktop entry with absolute paths: the host starts it with a minimal PATH and env."""
     serve = ["-m", "lumos_mcp", "serve", "--mode", args.mode]
     if args.policy is not None:
-        serve += ["--policy", str(args.policy.resolve())]
+        named = _shipped_policy(str(args.policy)) and not args.policy.is_file()
+        serve += ["--policy", str(args.policy) if named else str(args.policy.resolve())]
     state = (args.state_dir or default_state_dir()).resolve()
     entry = {
         "mcpServers": {"lumos-mcp": {"command": sys.executable, "args": serve, "env": {"LUMOS_STATE_DIR": str(state)}}}
@@ -376,7 +471,24 @@ def cmd_desktop_config(args: argparse.Namespace) -> int:
     return 0
 
 
+ARENA_NEEDS = {"run": ("optuna", "matplotlib"), "report": ("matplotlib",), "sweep": ()}
+"""What each arena action imports beyond the plain install (the ``arena`` extra)."""
+
+
+def missing_modules(modules: tuple[str, ...]) -> list[str]:
+    """The modules of an optional extra that this install lacks."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
 def cmd_arena(args: argparse.Namespace) -> int:
+    missing = missing_modules(ARENA_NEEDS[args.action])
+    if missing:
+        print(
+            f"lumos-mcp arena {args.action} needs the arena extra (missing: {', '.join(missing)}): "
+            "pip install 'lumos-mcp[arena]'",
+            file=sys.stderr,
+        )
+        return 2
     from lumos_mcp.arena.campaign import main as arena_main
 
     return arena_main(

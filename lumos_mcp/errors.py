@@ -104,6 +104,12 @@ class PolicyLoadError(PolicyError):
     template = "policy {file}: field {field!r} breaks rule {rule!r}: {detail}"
 
 
+class PolicyFileMissingError(PolicyLoadError):
+    """The policy file named does not exist (``rule`` is ``exists``)."""
+
+    template = "policy file {file} does not exist: {detail}"
+
+
 class PolicyDeniedError(PolicyError):
     """One or more policy rules deny a change. ``denials`` lists rule, knob, value, limit."""
 
@@ -320,6 +326,7 @@ __all__ = [
     "PermissionDeniedError",
     "PolicyDeniedError",
     "PolicyError",
+    "PolicyFileMissingError",
     "PolicyLoadError",
     "ReadbackMismatchError",
     "ScrapeError",

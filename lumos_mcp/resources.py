@@ -1,4 +1,5 @@
-"""Where the shipped data lives: ``schemas/`` and ``policies/`` in a checkout, ``_data/`` in a wheel."""
+"""Where the shipped data lives: ``schemas/``, ``policies/`` and ``data/ranker/model`` in a checkout,
+``_data/`` in a wheel."""
 
 from __future__ import annotations
 
@@ -27,3 +28,10 @@ def policy_path(name: str) -> Path:
     """A shipped policy by short name (``"default"``) or file name."""
     file = name if name.endswith(".toml") else f"{name}.toml"
     return data_dir("policies") / file
+
+
+def ranker_model_dir() -> Path:
+    """The shipped ranker model: ``_data/ranker/model`` in a wheel, ``data/ranker/model`` in a checkout
+    (the checkout's path when neither exists, so the error names where a model was expected)."""
+    installed = _PACKAGE / "_data" / "ranker" / "model"
+    return installed if installed.is_dir() else _PACKAGE.parent / "data" / "ranker" / "model"

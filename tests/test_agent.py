@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
+from mcp import Client
 
-from lumos_mcp.agents.expert import LATENCY_BASELINE, propose, run_tune
+from lumos_mcp.agents.expert import (
+    LATENCY_BASELINE,
+    Evidence,
+    ExpertAgent,
+    RoundLog,
+    approval_callback,
+    propose,
+    run_tune,
+)
 from lumos_mcp.audit import iter_records, verify
 from lumos_mcp.kernelfs.fake import FakeKernel
-from lumos_mcp.service import ServiceConfig
+from lumos_mcp.server import build_server
+from lumos_mcp.service import Service, ServiceConfig
+from lumos_mcp.txn import TxState
 
 pytestmark = pytest.mark.anyio
 
@@ -63,3 +75,100 @@ def test_a_quiet_host_gets_only_the_baseline_and_never_breaks_the_dirty_ratio_or
 
 def test_no_rule_fires_when_nothing_is_allowed() -> None:
     assert propose({}, [], set()) is None
+
+
+class ScriptedAgent(ExpertAgent):
+    """The expert agent over a real server, with scripted measurements (objective per window)."""
+
+    def __init__(self, client: Client, windows: list[list[float]], signature: dict[str, Any]) -> None:
+        super().__init__(client, 0.1, self.events.append, use_ranker=False)
+        self.windows = windows
+        self.signature = signature
+
+    events: ClassVar[list[str]] = []
+
+    async def measure(self, label: str) -> tuple[list[float], dict[str, Any] | None]:
+        return self.windows.pop(0), self.signature
+
+
+QUIET = {"psi": {"cpu": {"some": {"avg10_pct": 0.1}}}}
+TEST_POLICY = str(Path(__file__).resolve().parent / "data" / "policy-test.toml")
+
+
+async def run_scripted(service: Service, windows: list[list[float]], rounds: int = 1) -> list[RoundLog]:
+    async with Client(build_server(service), elicitation_callback=approval_callback("sandbox")) as client:
+        with anyio.fail_after(30):
+            return await ScriptedAgent(client, windows, QUIET).run(rounds)
+
+
+async def test_a_change_whose_objective_got_worse_is_reverted_and_the_summary_says_why(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(policy=TEST_POLICY)
+    [log] = await run_scripted(service, [[4.8, 4.87, 4.9], [5.9, 5.97, 6.0]])
+    assert log.proposal is not None and log.proposal.changes == {"vm.swappiness": 10}
+    assert log.outcome == "reverted"
+    assert log.evidence is not None and log.evidence.verdict == "worse"
+    assert "5.97" in log.why and "4.87" in log.why  # the medians, rounded for people
+    assert service.txns.get(log.txid or "").state is TxState.REVERTED
+
+
+async def test_a_change_within_the_baselines_noise_is_reverted_for_lack_of_evidence(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(policy=TEST_POLICY)
+    [log] = await run_scripted(service, [[4.0, 5.0, 6.0], [4.2, 4.5, 4.6]])  # better by 0.5; noise 2.0
+    assert log.evidence is not None and log.evidence.verdict == "no evidence"
+    assert log.outcome == "reverted"
+    assert service.txns.get(log.txid or "").state is TxState.REVERTED
+
+
+async def test_a_change_that_beats_the_baselines_noise_is_committed(make_service: Callable[..., Service]) -> None:
+    service = make_service(policy=TEST_POLICY)
+    [log] = await run_scripted(service, [[5.0, 5.1, 5.2], [3.0, 3.1, 3.2]])
+    assert log.evidence is not None and log.evidence.verdict == "better"
+    assert log.outcome == "committed"
+    assert service.txns.get(log.txid or "").state is TxState.COMMITTED
+
+
+async def test_round_two_picks_a_knob_that_is_not_cooling_down_instead_of_being_denied(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(policy="latency")  # dirty ratios: cooldown 60 s
+    better = [[5.0, 5.1, 5.2], [3.0, 3.1, 3.2]]
+    first, second = await run_scripted(service, better + better, rounds=2)
+    assert first.outcome == second.outcome == "committed"
+    assert first.proposal is not None and second.proposal is not None
+    assert set(first.proposal.changes).isdisjoint(second.proposal.changes)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "verdict"),
+    [
+        ([4.8, 4.87, 4.9], [5.9, 5.97, 6.0], "worse"),
+        ([4.8, 4.87, 4.9], [4.5, 4.6, 4.7], "better"),
+        ([4.0, 4.87, 6.0], [4.5, 4.6, 4.7], "no evidence"),
+        ([2.0, 2.0, 2.0], [1.95, 1.96, 1.97], "no evidence"),  # identical baselines still assume 5% noise
+    ],
+)
+def test_the_keep_rule_needs_the_medians_to_differ_by_more_than_the_baselines_spread(
+    before: list[float], after: list[float], verdict: str
+) -> None:
+    assert Evidence.judge(before, after).verdict == verdict
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"error": {"code": "policy_denied", "message": "no", "fields": {}}}',
+        '{"code": "policy_denied", "message": "no", "fields": {}}',
+    ],
+)
+def test_the_agents_tool_client_reads_an_error_code_from_the_text_when_there_is_no_structured_content(
+    text: str,
+) -> None:
+    from mcp.types import TextContent
+
+    from lumos_mcp.agents.tools import _error_of
+
+    assert _error_of(None, [TextContent(type="text", text=text)])["code"] == "policy_denied"

@@ -43,3 +43,9 @@ def test_bench_sampler_quick_prints_the_cost_of_each_rate_and_the_latency_ratio(
     assert latency == {
         (op, rate) for op in ("noop", "read_telemetry", bench_tools.UNVALIDATED) for rate in ("1 Hz", "10 Hz")
     }
+
+
+def test_the_benchmarks_write_no_file_unless_given_an_out_path() -> None:
+    assert bench_tools.parser().parse_args([]).out is None
+    assert bench_sampler.parser().parse_args([]).out is None
+    assert str(bench_tools.parser().parse_args(["--out", "docs/benchmarks.md"]).out) == "docs/benchmarks.md"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import lumos_mcp.policy as policy_pkg
-from lumos_mcp.errors import PolicyLoadError
+from lumos_mcp.errors import PolicyFileMissingError, PolicyLoadError
 from lumos_mcp.knobs import default_catalog
 from lumos_mcp.policy import Policy, load_policy, parse_policy
 from lumos_mcp.resources import policy_path
@@ -171,10 +171,11 @@ def test_a_file_that_is_not_toml_names_the_toml_rule(tmp_path: Path) -> None:
     assert err["rule"] == "toml"
 
 
-def test_a_missing_file_is_a_load_error(tmp_path: Path) -> None:
-    with pytest.raises(PolicyLoadError) as info:
+def test_a_missing_file_is_a_load_error_that_says_the_file_does_not_exist(tmp_path: Path) -> None:
+    with pytest.raises(PolicyFileMissingError) as info:
         load_policy(tmp_path / "absent.toml")
-    assert info.value.fields["rule"] == "readable"
+    assert info.value.code == "policy_invalid"
+    assert info.value.fields == {"file": str(tmp_path / "absent.toml"), "field": "", "rule": "exists"}
 
 
 def test_a_knob_the_catalog_does_not_know_is_rejected(tmp_path: Path) -> None:

@@ -4,9 +4,10 @@
 # (probe 50, batch 50, vm 25: the vm run was cut to 25 to fit a busy shared lock).
 set -eu
 cd "$(dirname "$0")/../.."
-PY=${PY:-/work/venv/bin/python}
+PY=${PY:-python3}
+# MEASURE_LOCK: a lock file other measurements on this host also take (flock), if there is one.
 OUT=${OUT:-data/ranker/windows.jsonl}
 for spec in ${RUNS:-probe:50 batch:50 vm:25}; do
-    flock /work/measure.lock "$PY" -m lumos_mcp.ranker.generate --workload "${spec%%:*}" --antagonist both \
+    ${MEASURE_LOCK:+flock "$MEASURE_LOCK"} "$PY" -m lumos_mcp.ranker.generate --workload "${spec%%:*}" --antagonist both \
         --windows "${spec##*:}" --seed "${SEED:-1}" --out "$OUT"
 done

@@ -1,5 +1,6 @@
 """The built-in expert agent: explicit rules of thumb, driving the whole loop through a real
 MCP client session (observe, propose, stage, approval, apply, measure, commit or revert).
+It keeps a change only when repeated windows before and after show it helped (:class:`Evidence`).
 
 It is deliberately simple and readable: every proposal carries the rule that made it.
 Approval goes through MCP elicitation: in sandbox the agent's client answers yes itself
@@ -8,11 +9,12 @@ Approval goes through MCP elicitation: in sandbox the agent's client answers yes
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from mcp import Client
@@ -45,6 +47,66 @@ class RoundLog:
     after: float | None = None
     outcome: str = ""
     notes: list[str] = field(default_factory=list)
+    before_windows: list[float] = field(default_factory=list)
+    after_windows: list[float] = field(default_factory=list)
+    evidence: Evidence | None = None
+    why: str = ""
+    """Why the change was kept or reverted, with the numbers, for the summary."""
+
+
+Verdict = Literal["better", "worse", "no evidence"]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The keep rule's inputs and answer. Lower objective is better.
+
+    ``noise`` is the baseline's own spread (max - min over its repeated windows), at least
+    ``NOISE_MIN_RATIO`` of its median and ``NOISE_MIN_ABS``: a change is "better" only when the
+    median after is below the median before by more than that, "worse" when above by more.
+    """
+
+    before: float
+    after: float
+    noise: float
+    verdict: Verdict
+
+    @classmethod
+    def judge(cls, before: list[float], after: list[float]) -> Evidence:
+        """Raises: ValueError: either side has no window."""
+        if not before or not after:
+            raise ValueError("the keep rule needs at least one window before and after")
+        b, a = statistics.median(before), statistics.median(after)
+        noise = max(max(before) - min(before), NOISE_MIN_RATIO * abs(b), NOISE_MIN_ABS)
+        verdict: Verdict = "better" if a < b - noise else "worse" if a > b + noise else "no evidence"
+        return cls(before=b, after=a, noise=noise, verdict=verdict)
+
+    def sentence(self) -> str:
+        """The rule applied, with rounded numbers: ``after 5.97 > before 4.87 + noise 0.3``."""
+        b, a, n = human(self.before), human(self.after), human(self.noise)
+        if self.verdict == "better":
+            return f"after {a} < before {b} - noise {n}"
+        if self.verdict == "worse":
+            return f"after {a} > before {b} + noise {n}"
+        return f"after {a} is within before {b} +/- noise {n}"
+
+
+NOISE_MIN_RATIO = 0.05
+"""The smallest noise the keep rule assumes, relative to the baseline (5%): a baseline whose few
+windows happen to agree exactly must not make a tiny move count as evidence."""
+NOISE_MIN_ABS = 0.05
+"""The smallest noise in objective units (PSI percentage points, or the app metric's unit)."""
+
+
+def human(value: float | None) -> str:
+    """A number rounded for people: 3 significant figures at most, no exponent for usual sizes."""
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
 
 
 def metric(signature: dict[str, Any], path: str) -> float | None:
@@ -159,59 +221,92 @@ def propose(signature: dict[str, Any], tunables: list[dict[str, Any]], tried: se
 
 
 class ExpertAgent:
-    """Drives one MCP client session through a few tuning rounds."""
+    """Drives one MCP client session through a few tuning rounds.
+
+    Each round measures ``repeats`` windows before the change and ``repeats`` after it, and keeps
+    the change only on evidence (:class:`Evidence`): "better" is committed (when the ranker is
+    available and no app metric is reported, only if the ranker agrees too); "worse" is reverted;
+    "no evidence" is reverted as well, because a change that cannot be shown to help is not worth
+    the risk of keeping, and the host goes back to the state it was measured in. A knob the agent
+    changed is not proposed again while its policy cooldown runs, so the next round tries another.
+    """
 
     def __init__(
         self,
         client: Client,
         window_s: float,
         on_event: Callable[[str], None],
-        worse_tolerance: float = 0.10,
         sandbox: bool = False,
-        noise_floor: float = 2.0,
         use_ranker: bool = True,
+        repeats: int = 3,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``noise_floor``: an absolute worsening (objective units, PSI % by default) below which a
-        change counts as neutral: single-digit PSI moves are noise on a shared machine."""
+        if repeats < 1:
+            raise ValueError("repeats must be at least 1")
         self.client = client
         self.tools = ToolClient(client)
-        self.noise_floor = noise_floor
         self.sandbox = sandbox
         self.window_s = window_s
         self.on_event = on_event
-        self.worse_tolerance = worse_tolerance
         self.use_ranker = use_ranker
+        self.repeats = repeats
+        self.clock = clock
         self.rounds: list[RoundLog] = []
+        self.changed_at: dict[str, float] = {}
+        """When this agent last applied each knob (for the policy's cooldown)."""
 
     async def call(self, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """Raises: AgentToolError (the tool answered with an error)."""
         return await self.tools.call(tool, args)
 
+    def cooling(self, tunables: list[dict[str, Any]]) -> set[str]:
+        """Knobs this agent changed whose policy cooldown has not run out yet."""
+        now = self.clock()
+        cooldowns = {t["id"]: float(t["policy"].get("cooldown_s") or 0.0) for t in tunables}
+        return {k for k, at in self.changed_at.items() if now - at < cooldowns.get(k, 0.0)}
+
+    async def measure(self, label: str) -> tuple[list[float], dict[str, Any] | None]:
+        """``repeats`` windows back to back, all after this call: each one's objective, and the last
+        signature. The first is a fresh window; each next one is the window_s the sampler kept
+        after it (read once that much time has passed), so consecutive windows share at most one sample."""
+        values: list[float] = []
+        signature: dict[str, Any] | None = None
+        for i in range(1, self.repeats + 1):
+            self.on_event(f"measuring {label}: window {i}/{self.repeats} ({self.window_s:g} s)")
+            if i > 1:
+                await anyio.sleep(self.window_s)
+            args = {"window_s": self.window_s, "fresh": i == 1}
+            signature = (await self.call("read_telemetry", args))["signature"]
+            value = objective(signature)
+            if value is not None:
+                values.append(value)
+        return values, signature
+
     async def run(self, rounds: int) -> list[RoundLog]:
-        tried: set[str] = set()
+        tried: set[str] = set()  # proposals that were reverted or refused: not again in this run
         for n in range(1, rounds + 1):
             log = RoundLog(round=n, proposal=None)
             self.rounds.append(log)
-            self.on_event(f"round {n}: observing for {self.window_s:.0f} s")
-            sig = (await self.call("read_telemetry", {"window_s": self.window_s}))["signature"]
-            log.before = objective(sig)
+            log.before_windows, sig = await self.measure(f"round {n}, before")
+            log.before = statistics.median(log.before_windows) if log.before_windows else None
             tunables = (await self.call("list_tunables", {"only_allowed": True}))["tunables"]
-            proposal = propose(sig, tunables, tried)
+            proposal = propose(sig or {}, tunables, tried | self.cooling(tunables))
             log.proposal = proposal
             if proposal is None:
                 log.outcome = "nothing to do"
+                log.why = "no rule fires on what was measured (or every candidate knob is cooling down)"
                 self.on_event("no rule fires: the host looks fine for now")
                 break
-            tried.update(proposal.changes)  # a committed step frees its knob again (below)
             self.on_event(f"propose {proposal.changes} ({proposal.rule}): {proposal.why}")
             try:
                 await self._try(proposal, log, sig)
             except AgentToolError as e:
                 log.outcome = f"refused: {e.code}"
+                log.why = str(e)
                 log.notes.append(str(e))
                 self.on_event(f"refused by the server: {e}")
-            if log.outcome == "committed":
-                tried.difference_update(proposal.changes)
+            if log.outcome != "committed":
+                tried.update(proposal.changes)
         return self.rounds
 
     async def _ranker_says_worse(self, before: dict[str, Any], after: dict[str, Any], log: RoundLog) -> bool | None:
@@ -241,6 +336,7 @@ class ExpertAgent:
         if not staged["allowed"]:
             log.verdict = "denied"
             log.outcome = "denied: " + "; ".join(d["message"] for d in staged["denials"])
+            log.why = "the policy refused it"
             self.on_event(log.outcome)
             return
         log.verdict = "allowed" + (" (approval needed)" if staged["approval_required"] else "")
@@ -256,26 +352,48 @@ class ExpertAgent:
             )
             if answer["status"] != "granted":
                 log.outcome = f"not approved ({answer['status']})"
+                log.why = "nobody approved it"
                 return
         applied = await self.call("apply", {"txid": log.txid})
-        self.on_event(f"applied {applied['values']}; auto-revert in {applied['deadline_in_s']:.0f} s; measuring")
-        sig = (await self.call("read_telemetry", {"window_s": self.window_s, "fresh": True}))["signature"]
-        log.after = objective(sig)
-        ranker_worse = None
-        if self.use_ranker and before_sig is not None and not (has_app_metric(before_sig) or has_app_metric(sig)):
-            ranker_worse = await self._ranker_says_worse(before_sig, sig, log)
-        worse = (
-            log.before is not None
-            and log.after is not None
-            and log.after > log.before * (1 + self.worse_tolerance) + self.noise_floor
-        )
-        if ranker_worse if ranker_worse is not None else worse:
-            await self.call("revert", {"txid": log.txid})
-            log.outcome = "reverted (ranker: no clear win)" if ranker_worse else "reverted (worse)"
-        else:
+        for knob in proposal.changes:
+            self.changed_at[knob] = self.clock()
+        self.on_event(f"applied {applied['values']}; auto-revert in {applied['deadline_in_s']:.0f} s")
+        log.after_windows, sig = await self.measure("after")
+        log.after = statistics.median(log.after_windows) if log.after_windows else None
+        keep, log.why = await self._decide(log, before_sig, sig)
+        if keep:
             await self.call("commit", {"txid": log.txid})
             log.outcome = "committed"
-        self.on_event(f"{log.outcome}: objective {log.before} -> {log.after}")
+        else:
+            await self.call("revert", {"txid": log.txid})
+            log.outcome = "reverted"
+        self.on_event(f"{log.outcome}: {log.why}")
+
+    async def _decide(
+        self, log: RoundLog, before_sig: dict[str, Any] | None, after_sig: dict[str, Any] | None
+    ) -> tuple[bool, str]:
+        """Keep (True) only on evidence; the reason, with rounded numbers."""
+        if not log.before_windows or not log.after_windows:
+            return False, "no objective could be measured, so nothing shows it helps"
+        log.evidence = evidence = Evidence.judge(log.before_windows, log.after_windows)
+        medians = f"medians of {len(log.before_windows)} and {len(log.after_windows)} windows: {evidence.sentence()}"
+        if evidence.verdict == "worse":
+            return False, f"worse ({medians})"
+        if evidence.verdict == "no evidence":
+            return False, f"no evidence it helps ({medians}); reverted to the measured state"
+        if (
+            self.use_ranker
+            and before_sig is not None
+            and after_sig is not None
+            and not (has_app_metric(before_sig) or has_app_metric(after_sig))
+        ):
+            ranker_worse = await self._ranker_says_worse(before_sig, after_sig, log)
+            if ranker_worse:
+                return False, f"better ({medians}) but the ranker sees no clear win ({log.notes[-1]})"
+            if ranker_worse is None:
+                return True, f"better ({medians}); ranker not installed, so the measurement alone decided"
+            return True, f"better ({medians}), and the ranker agrees ({log.notes[-1]})"
+        return True, f"better ({medians})"
 
 
 AgentToolError = ToolCallError
@@ -326,15 +444,15 @@ def approval_callback(mode: str, pause: Live | None = None) -> ElicitationFnT:
     return answer
 
 
-async def run_tune(config: ServiceConfig, rounds: int, window_s: float, live_view: bool) -> int:
+async def run_tune(config: ServiceConfig, rounds: int, window_s: float, live_view: bool, repeats: int = 3) -> int:
     """``lumos-mcp tune``: start the service, connect a real MCP client, run the agent, summarise."""
-    from rich.console import Console
     from rich.table import Table
 
     from lumos_mcp.audit import verify
+    from lumos_mcp.console import console as wide_console
     from lumos_mcp.server import build_server
 
-    console = Console(stderr=False)
+    console = wide_console()
     service = Service(config)
     report = service.start()
     console.print(
@@ -367,7 +485,7 @@ async def run_tune(config: ServiceConfig, rounds: int, window_s: float, live_vie
         )
         callback = approval_callback(service.mode, pause=live)
         async with Client(server, elicitation_callback=callback) as client:
-            agent = ExpertAgent(client, window_s, event, sandbox=service.mode == "sandbox")
+            agent = ExpertAgent(client, window_s, event, sandbox=service.mode == "sandbox", repeats=repeats)
             if live is None:
                 logs = await agent.run(rounds)
             else:
@@ -375,13 +493,18 @@ async def run_tune(config: ServiceConfig, rounds: int, window_s: float, live_vie
                     logs = await agent.run(rounds)
     finally:
         service.close()
-    table = Table(title="tuning summary (objective: app p99 if reported, else CPU PSI some %; lower is better)")
-    for col in ("#", "change", "rule", "before", "after", "outcome"):
+    table = Table(
+        title="tuning summary (objective: app p99 if reported, else CPU PSI some %; lower is better;"
+        f" medians of {repeats} windows of {window_s:g} s)"
+    )
+    for col in ("#", "change", "rule", "before", "after", "outcome", "why"):
         table.add_column(col, overflow="fold")
     for log in logs:
         p = log.proposal
         change = ", ".join(f"{k}={v}" for k, v in p.changes.items()) if p else "-"
-        table.add_row(str(log.round), change, p.rule if p else "-", _fmt(log.before), _fmt(log.after), log.outcome)
+        table.add_row(
+            str(log.round), change, p.rule if p else "-", human(log.before), human(log.after), log.outcome, log.why
+        )
     console.print(table)
     audit = verify(service.audit.path)
     console.print(
@@ -389,7 +512,3 @@ async def run_tune(config: ServiceConfig, rounds: int, window_s: float, live_vie
         f"({audit.records} records) at {service.audit.path}"
     )
     return 0 if audit.ok else 1
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"

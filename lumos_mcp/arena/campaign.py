@@ -1,8 +1,8 @@
 """``lumos-mcp arena run|sweep|report``: sweeps, strategy runs and the report, per problem.
 
 Each problem's results land in ``OUT/`` as JSON as soon as they exist (``landscape-P.json``,
-``runs-P.json``), so a long campaign can be split into several invocations (each under
-``flock /work/measure.lock``) and ``arena report`` combines whatever is there.
+``runs-P.json``), so a long campaign can be split into several invocations and ``arena report``
+combines whatever is there.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import Any
 import jsonschema
 import pydantic
 
-from lumos_mcp.errors import InvalidParameterError, PolicyLoadError, UnknownKnobError
+from lumos_mcp.errors import InvalidParameterError, PolicyFileMissingError, PolicyLoadError, UnknownKnobError
 from lumos_mcp.knobs import Catalog, Kind, KnobSpec, default_catalog
 from lumos_mcp.policy.model import Bounds, KnobRule, Policy, is_glob, specificity
 from lumos_mcp.resources import policy_path, schema_path
@@ -57,6 +57,13 @@ def load_policy(path: Path | str, catalog: Catalog | None = None) -> Policy:
         file = policy_path(str(path))
     try:
         text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise PolicyFileMissingError(
+            "give the path of a .toml file, or a shipped policy: default, latency or readonly",
+            file=str(file),
+            field="",
+            rule="exists",
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyLoadError(str(exc), file=str(file), field="", rule="readable") from exc
     try:

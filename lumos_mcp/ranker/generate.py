@@ -1,6 +1,6 @@
 """Generate ranker training data on this host: arena workloads x knob settings x antagonist.
 
-    flock /work/measure.lock python -m lumos_mcp.ranker.generate \\
+    python -m lumos_mcp.ranker.generate \\
         --workload probe --antagonist both --windows 25 --seed 1 --out data/ranker/windows.jsonl
 
 Per window: apply a random configuration through a live `Service` (journaled, policy-checked,

@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from lumos_mcp.kernelfs.root import KernelRoot
-from lumos_mcp.telemetry.facade import Telemetry
+from lumos_mcp.telemetry.facade import Progress, Telemetry
 from lumos_mcp.telemetry.perf import PerfStat
 from lumos_mcp.telemetry.signature import Signature, Trends
 
@@ -62,13 +62,28 @@ def render(sig: Signature, trends: Trends | None) -> Group:
     return Group(*parts)
 
 
+def _progress_on_stderr(window_s: float) -> Progress:
+    """Progress while the window fills: one updating line on a terminal, a start and an end line else."""
+    tty = sys.stderr.isatty()
+    sys.stderr.write(f"lumos-mcp top: sampling a fresh {window_s:g} s window; the signature follows as JSON\n")
+
+    async def progress(covered_s: float, window: float, message: str) -> None:
+        if covered_s >= window:
+            sys.stderr.write(("\r" if tty else "") + f"{message} ({window:g} s)\n")
+        elif tty:
+            sys.stderr.write(f"\r{message}: {covered_s:4.1f} / {window:g} s")
+        sys.stderr.flush()
+
+    return progress
+
+
 async def run_top(interval_s: float, window_s: float, once: bool) -> int:
     """Sample the host (read-only) and show the signature, refreshed every interval."""
     perf = PerfStat(interval_ms=int(interval_s * 1000)) if shutil.which("perf") else None
     telemetry = Telemetry(KernelRoot("/"), interval_s=interval_s, perf=perf)
     async with telemetry.running():
         if once:
-            sig = await telemetry.fresh_signature(window_s)
+            sig = await telemetry.fresh_signature(window_s, _progress_on_stderr(window_s))
             sys.stdout.write(orjson.dumps(sig.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode() + "\n")
             return 0
         await telemetry.fresh_signature(min(window_s, 2 * interval_s))
