@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-import lumos_mcp.server_ranker as server_ranker
+import lumos_mcp.server.ranker as server_ranker
 from lumos_mcp.ranker.dataset import WindowRecord
 from lumos_mcp.ranker.model import NOVEL, RankerModel
 from lumos_mcp.server import build_server

@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.types import CallToolResult, ToolAnnotations
+from mcp.types import CallToolResult
 from pydantic import BaseModel, Field
 
 from lumos_mcp.errors import SpeculatorStateError
-from lumos_mcp.server import READ_ONLY, WRITING, domain_errors, ok
+from lumos_mcp.server.common import READ_ONLY, WRITING, domain_errors, ok
 from lumos_mcp.service import Service
 from lumos_mcp.speculator import Speculator, envelope_for, trend_signal
-
-CONTROL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
 
 class SpeculatorStatus(BaseModel):
@@ -44,7 +42,7 @@ def _status(service: Service, reverted: list[str] | None = None) -> SpeculatorSt
 
 
 def register(mcp: MCPServer[Service], service: Service) -> None:
-    @mcp.tool(title="Start the speculator", annotations=CONTROL)
+    @mcp.tool(title="Start the speculator", annotations=WRITING)
     @domain_errors
     async def speculator_start(
         knobs: Annotated[

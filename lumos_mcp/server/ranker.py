@@ -22,13 +22,13 @@ from mcp.types import CallToolResult
 from pydantic import BaseModel, Field
 
 from lumos_mcp.ranker.rules import NOVEL, RankerModelError
-from lumos_mcp.server import READ_ONLY, domain_errors, ok
+from lumos_mcp.server.common import READ_ONLY, domain_errors, ok
 from lumos_mcp.service import Service
 
 if TYPE_CHECKING:
     from lumos_mcp.ranker.model import RankerModel
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "ranker" / "model"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "data" / "ranker" / "model"
 
 
 class Candidate(BaseModel):
