@@ -46,7 +46,7 @@ async def main() -> None:
             )
         applied = await client.call_tool("apply", {"txid": staged["txid"]})
         if applied.is_error:
-            print("apply refused:", (applied.structured_content or {}).get("error"))
+            print("apply refused:", "".join(c.text for c in applied.content if c.type == "text"))
             return
         print("applied; auto-revert in", (applied.structured_content or {})["deadline_in_s"], "s")
         sig = (await client.call_tool("read_telemetry", {"window_s": 3, "fresh": True})).structured_content or {}

@@ -7,6 +7,8 @@ from typing import Any
 
 from mcp import Client
 
+from lumos_mcp.api import tool_error
+
 
 class ToolCallError(Exception):
     """A tool answered with ``is_error``: ``code`` is the server's error code (act on it)."""
@@ -32,8 +34,8 @@ class ToolClient:
         """
         self.calls[tool] = self.calls.get(tool, 0) + 1
         result = await self.client.call_tool(tool, args or {})
-        data = result.structured_content or {}
         if result.is_error:
-            error = data.get("error", {}) if isinstance(data, dict) else {}
-            raise ToolCallError(tool, str(error.get("code", "error")), str(error.get("message", result.content)))
-        return data
+            error = tool_error(result)
+            text = "".join(c.text for c in result.content if c.type == "text")
+            raise ToolCallError(tool, error.code if error else "error", error.message if error else text)
+        return result.structured_content or {}

@@ -4,8 +4,8 @@ cgroup or device names (``../``, ``/``, NUL), knobs that share a file, and empty
 
 After every call the tree is compared with the one before: a changed file must belong to a
 knob the policy lists and hold a value inside the policy's bounds (a restore of an original
-counts too). An error result must carry a code (``structured_content["error"]["code"]``);
-anything else is an *untyped* error.
+counts too). An error result must carry a code (its text is ``{"error": {"code", ...}}``,
+read by ``api.tool_error``); anything else is an *untyped* error.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from mcp import Client, MCPError
 from mcp.client import ClientRequestContext
 from mcp.types import ElicitRequestParams, ElicitResult
 
+from lumos_mcp.api import tool_error
 from lumos_mcp.selftest.common import BOUNDS, Outcome, changed, make_bed, snapshot
 from lumos_mcp.server import build_server
 
@@ -159,12 +160,8 @@ def _args(draw: st.DrawFn, txids: list[str]) -> tuple[str, dict[str, Any]]:
 
 
 def _error_code(result: Any) -> str | None:
-    data = result.structured_content
-    if not isinstance(data, dict) or not isinstance(data.get("error"), dict):
-        return None
-    code = data["error"].get("code")
-    text = "".join(getattr(c, "text", "") for c in result.content)
-    return code if isinstance(code, str) and code and "Error executing tool" not in text else None
+    error = tool_error(result)
+    return error.code if error is not None and error.code else None
 
 
 def run(base: Path, calls: int = 300, seed_value: int = 1) -> Outcome:

@@ -42,11 +42,15 @@ def ok(model: BaseModel) -> CallToolResult:
 
 
 def failed(error: LumosError) -> CallToolResult:
-    """An ``is_error`` result carrying the error's code, message and fields."""
+    """An ``is_error`` result whose text is ``{"error": {"code", "message", "fields"}}`` (``api.ErrorBody``).
+
+    No ``structured_content``: it would have to match the tool's output schema, which describes
+    success. The TypeScript SDK client validates structured content whenever it is present
+    (error or not) and answers -32602 when it does not match; it and the Python SDK accept an
+    error result without it.
+    """
     data = {"error": {"code": error.code, "message": str(error), "fields": json_safe(error.fields)}}
-    return CallToolResult(
-        content=[TextContent(type="text", text=orjson.dumps(data).decode())], structured_content=data, is_error=True
-    )
+    return CallToolResult(content=[TextContent(type="text", text=orjson.dumps(data).decode())], is_error=True)
 
 
 def json_safe(value: Any) -> Any:
