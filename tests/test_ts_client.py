@@ -127,6 +127,7 @@ def _check(report: dict[str, Any]) -> None:
         "policy_denied": "policy_denied",
         "approval_required": "approval_required",
         "invalid_arguments": "invalid_arguments",
+        "unknown_argument": "invalid_arguments",
         "unknown_knob": "unknown_knob",
         "unknown_transaction": "unknown_transaction",
         "unknown_tool": "unknown_tool",
@@ -138,6 +139,7 @@ def _check(report: dict[str, Any]) -> None:
         assert call["error"]["code"] == code, call
     assert calls["policy_denied"]["error"]["fields"]["denials"][0]["knob"] == "vm.swappiness"
     assert calls["invalid_arguments"]["error"]["fields"]["arguments"] == ["txid"]
+    assert calls["unknown_argument"]["error"]["fields"]["arguments"] == ["verbose"]
     assert calls["unknown_knob"]["error"]["fields"]["knob"] == "kernel.core_pattern"
 
 

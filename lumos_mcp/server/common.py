@@ -15,6 +15,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
+from lumos_mcp.bounded import MAX_MESSAGE, bounded, clip
 from lumos_mcp.errors import LumosError
 from lumos_mcp.service import Service
 
@@ -48,14 +49,12 @@ def failed(error: LumosError) -> CallToolResult:
     success. The TypeScript SDK client validates structured content whenever it is present
     (error or not) and answers -32602 when it does not match; it and the Python SDK accept an
     error result without it.
+
+    Message and fields are bounded (``lumos_mcp.bounded``): a rejected 1 MiB value comes back
+    as its first characters and a note saying how long it was.
     """
-    data = {"error": {"code": error.code, "message": str(error), "fields": json_safe(error.fields)}}
+    data = {"error": {"code": error.code, "message": clip(str(error), MAX_MESSAGE), "fields": bounded(error.fields)}}
     return CallToolResult(content=[TextContent(type="text", text=orjson.dumps(data).decode())], is_error=True)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` as plain JSON data (anything orjson cannot encode becomes its ``repr``)."""
-    return orjson.loads(orjson.dumps(value, default=repr))
 
 
 def domain_errors(fn: Callable[P, Any]) -> Callable[P, Any]:

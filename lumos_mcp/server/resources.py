@@ -37,7 +37,12 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
     def audit_tail() -> str:
         return orjson.dumps(tail(service.audit.path, 50)).decode()
 
-    @mcp.prompt(name="tune-latency", title="Tune this host for tail latency")
+    @mcp.prompt(
+        name="tune-latency",
+        title="Tune this host for tail latency",
+        description="Start a tuning session for tail latency: the loop (observe, stage, approve, apply, "
+        "measure, commit or revert), the rules of thumb, and your goal.",
+    )
     def tune_latency(goal: str = "lower p99 latency of the main service without starving batch jobs") -> str:
         return (
             f"You are tuning a live Linux host through lumos-mcp. Goal: {goal}.\n\n{INSTRUCTIONS}\n\n"

@@ -9,7 +9,8 @@ from mcp.types import CallToolResult
 from pydantic import Field
 
 from lumos_mcp.api import Denial, DiffEntry, StageResult, StatusResult, TxResult, TxSummary
-from lumos_mcp.server.common import READ_ONLY, STAGING, WRITING, domain_errors, json_safe, ok
+from lumos_mcp.bounded import bounded
+from lumos_mcp.server.common import READ_ONLY, STAGING, WRITING, domain_errors, ok
 from lumos_mcp.service import Service, StagedChange, restored_data
 from lumos_mcp.txn import Transaction, TxState
 
@@ -54,7 +55,7 @@ def _stage_result(staged: StagedChange) -> StageResult:
         diff=[DiffEntry(knob=c.knob, before=c.before, after=c.after, unit=c.unit) for c in staged.tx.changes],
         allowed=v.allowed,
         denials=[
-            Denial(rule=d.rule, knob=d.knob, value=json_safe(d.value), limit=json_safe(d.limit), message=d.message)
+            Denial(rule=d.rule, knob=d.knob, value=bounded(d.value), limit=bounded(d.limit), message=d.message)
             for d in v.denials
         ],
         approval_required=v.approval_required,
