@@ -1,6 +1,8 @@
-"""The official TypeScript SDK client (npm @modelcontextprotocol/sdk, the client most hosts are
-built on) drives a real server over stdio and streamable HTTP: tools list, a successful call
-with structured output, and each typed error arriving as an ``is_error`` result it can read.
+"""The official TypeScript SDK clients drive a real server over stdio and streamable HTTP: tools
+list, successful calls with structured output, and each typed error arriving as an ``is_error``
+result the client can read. v1 is npm ``@modelcontextprotocol/sdk`` 1.x (what most hosts ship;
+it checks structuredContent against the output schema even on errors), v2 is
+``@modelcontextprotocol/client`` 2.x (what the MCP Inspector 2.x is built on).
 
 The node side is ``tests/ts/scenario.mjs``; its packages come from ``tests/ts/package-lock.json``
 (``npm ci --prefix tests/ts``, which ``.ci/run`` does when they are missing). Under ``CI=true``
@@ -24,18 +26,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TS = ROOT / "tests" / "ts"
-SDK = TS / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json"
+PACKAGES = {"v1": "sdk", "v2": "client"}  # under node_modules/@modelcontextprotocol/
 POLICY = ROOT / "tests" / "data" / "policy-ts.toml"
 TOKEN = "ts-suite-token-0123456789abcdef"
+EXPECTED_VERSIONS = {"@modelcontextprotocol/sdk": "1.32.2", "@modelcontextprotocol/client": "2.3.1"}
 pytestmark = pytest.mark.slow
 
 
-def _node() -> str:
+def _node(sdk: str) -> str:
     node = shutil.which("node")
     missing = None
     if node is None:
         missing = "node is not on PATH (Node 20+ runs the TypeScript SDK client suite)"
-    elif not SDK.is_file():
+    elif not (TS / "node_modules" / "@modelcontextprotocol" / PACKAGES[sdk] / "package.json").is_file():
         missing = f"the TypeScript SDK is not installed in {TS}: run `npm ci --prefix tests/ts`"
     if missing is not None:
         if os.environ.get("CI") == "true":
@@ -111,6 +114,7 @@ def _run(node: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check(report: dict[str, Any]) -> None:
+    assert report["sdkVersion"] == EXPECTED_VERSIONS[report["sdk"]]  # what tests/ts/package-lock.json pins
     assert report["protocolVersion"] == "2025-11-25"
     tools = {t["name"]: t for t in report["tools"]}
     assert {"list_tunables", "stage_sched_params", "apply", "commit", "revert", "get_status"} <= set(tools)
@@ -143,11 +147,13 @@ def _check(report: dict[str, Any]) -> None:
     assert calls["unknown_knob"]["error"]["fields"]["knob"] == "kernel.core_pattern"
 
 
-def test_the_typescript_sdk_client_reads_results_and_typed_errors_over_stdio(tmp_path: Path) -> None:
-    node = _node()
+@pytest.mark.parametrize("sdk", sorted(PACKAGES))
+def test_the_typescript_sdk_client_reads_results_and_typed_errors_over_stdio(tmp_path: Path, sdk: str) -> None:
+    node = _node(sdk)
     report = _run(
         node,
         {
+            "sdk": sdk,
             "transport": "stdio",
             "command": sys.executable,
             "args": _serve()[1:],
@@ -158,7 +164,10 @@ def test_the_typescript_sdk_client_reads_results_and_typed_errors_over_stdio(tmp
     _check(report)
 
 
-def test_the_typescript_sdk_client_reads_results_and_typed_errors_over_http_with_a_token(http_url: str) -> None:
-    node = _node()
-    report = _run(node, {"transport": "http", "url": http_url, "token": TOKEN})
+@pytest.mark.parametrize("sdk", sorted(PACKAGES))
+def test_the_typescript_sdk_client_reads_results_and_typed_errors_over_http_with_a_token(
+    http_url: str, sdk: str
+) -> None:
+    node = _node(sdk)
+    report = _run(node, {"sdk": sdk, "transport": "http", "url": http_url, "token": TOKEN})
     _check(report)

@@ -1,19 +1,23 @@
-// Drives lumos-mcp with the official TypeScript SDK client and prints one JSON report on stdout.
+// Drives lumos-mcp with an official TypeScript SDK client and prints one JSON report on stdout.
 // Usage: node scenario.mjs '<json>' where json is
-//   {"transport": "stdio", "command": "...", "args": [...], "env": {...}, "cwd": "..."}
-//   {"transport": "http", "url": "http://127.0.0.1:PORT/mcp", "token": "..."}
-// Run by tests/test_ts_client.py, which asserts on the report.
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+//   {"sdk": "v1" | "v2", "transport": "stdio", "command": "...", "args": [...], "env": {...}, "cwd": "..."}
+//   {"sdk": "v1" | "v2", "transport": "http", "url": "http://127.0.0.1:PORT/mcp", "token": "..."}
+// v1 is @modelcontextprotocol/sdk (1.x, what most hosts ship), v2 @modelcontextprotocol/client (2.x,
+// what the MCP Inspector 2.x is built on). Run by tests/test_ts_client.py, which asserts on the report.
 import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
 
 const config = JSON.parse(process.argv[2]);
-const require = createRequire(import.meta.url);
-const sdkVersion = JSON.parse(
-  readFileSync(require.resolve("@modelcontextprotocol/sdk/package.json"), "utf8"),
-).version;
+const v2 = config.sdk === "v2";
+const pkg = v2 ? "@modelcontextprotocol/client" : "@modelcontextprotocol/sdk";
+const sdk = v2
+  ? { ...(await import("@modelcontextprotocol/client")), ...(await import("@modelcontextprotocol/client/stdio")) }
+  : {
+      ...(await import("@modelcontextprotocol/sdk/client/index.js")),
+      ...(await import("@modelcontextprotocol/sdk/client/stdio.js")),
+      ...(await import("@modelcontextprotocol/sdk/client/streamableHttp.js")),
+    };
+const { Client, StdioClientTransport, StreamableHTTPClientTransport } = sdk;
+const sdkVersion = JSON.parse(readFileSync(new URL(`node_modules/${pkg}/package.json`, import.meta.url), "utf8")).version;
 
 function transportFor(c) {
   if (c.transport === "stdio") {
@@ -50,7 +54,7 @@ async function call(client, name, args) {
   }
 }
 
-const report = { sdkVersion, transport: config.transport, calls: {} };
+const report = { sdk: pkg, sdkVersion, transport: config.transport, calls: {} };
 const client = new Client({ name: "lumos-ts-suite", version: "1.0.0" });
 const started = Date.now();
 try {
