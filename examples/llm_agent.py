@@ -53,7 +53,7 @@ async def main(mode: str, turns: int) -> int:
             results = []
             for call in calls:
                 result = await client.call_tool(call.name, call.input)
-                text = json.dumps(result.structured_content) if result.structured_content else str(result.content)
+                text = "".join(c.text for c in result.content if c.type == "text")  # JSON, error or not
                 print(f"tool {call.name}({json.dumps(call.input)[:120]}) -> {text[:160]}")
                 results.append(
                     {"type": "tool_result", "tool_use_id": call.id, "content": text, "is_error": bool(result.is_error)}

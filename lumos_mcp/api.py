@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+if TYPE_CHECKING:
+    from mcp.types import CallToolResult
 
 KnobValue = int | bool | str
 
@@ -13,6 +16,28 @@ class ErrorInfo(BaseModel):
     code: str = Field(description="Stable error code: act on this, not on the message.")
     message: str
     fields: dict[str, Any] = Field(default_factory=dict, description="The error's data (knob, value, limit, ...).")
+
+
+class ErrorBody(BaseModel):
+    """The JSON text of an ``is_error`` result: ``{"error": {"code", "message", "fields"}}``.
+
+    Error results carry no ``structuredContent``: the TypeScript SDK client validates any
+    structured content against the tool's output schema, error or not (see the README).
+    """
+
+    error: ErrorInfo
+
+
+def tool_error(result: CallToolResult) -> ErrorInfo | None:
+    """The typed error an ``is_error`` result carries in its text, or None when the result is
+    not an error or its text is not ``{"error": {...}}`` (an untyped error)."""
+    if not result.is_error:
+        return None
+    text = "".join(c.text for c in result.content if c.type == "text")
+    try:
+        return ErrorBody.model_validate_json(text).error
+    except ValidationError:
+        return None
 
 
 class PolicyRuleInfo(BaseModel):

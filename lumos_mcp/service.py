@@ -22,6 +22,7 @@ import anyio
 
 from lumos_mcp.approvals import Approval, ApprovalStore
 from lumos_mcp.audit import AuditLog
+from lumos_mcp.bounded import bounded
 from lumos_mcp.errors import (
     ApprovalInvalidError,
     ApprovalRequiredError,
@@ -685,12 +686,6 @@ def _denied(verdict: Verdict, txid: str) -> PolicyDeniedError:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
-        return str(value)  # orjson (the audit log) stops at 64 bits; the refusal must still be logged
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    if isinstance(value, Mapping):
-        return {str(k)[:200]: _jsonable(v) for k, v in list(value.items())[:100]}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in list(value)[:100]]
-    return repr(value)[:200]
+    # orjson (the audit log) stops at 64 bits, and a rejected 1 MiB value must not fill the log:
+    # the refusal is still recorded, bounded, saying what was cut
+    return bounded(value)

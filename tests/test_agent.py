@@ -157,18 +157,13 @@ def test_the_keep_rule_needs_the_medians_to_differ_by_more_than_the_baselines_sp
     assert Evidence.judge(before, after).verdict == verdict
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        '{"error": {"code": "policy_denied", "message": "no", "fields": {}}}',
-        '{"code": "policy_denied", "message": "no", "fields": {}}',
-    ],
-)
-def test_the_agents_tool_client_reads_an_error_code_from_the_text_when_there_is_no_structured_content(
-    text: str,
-) -> None:
-    from mcp.types import TextContent
+def test_the_agents_tool_client_reads_an_error_code_from_the_text_when_there_is_no_structured_content() -> None:
+    from mcp.types import CallToolResult, TextContent
 
-    from lumos_mcp.agents.tools import _error_of
+    from lumos_mcp.api import tool_error
 
-    assert _error_of(None, [TextContent(type="text", text=text)])["code"] == "policy_denied"
+    text = '{"error": {"code": "policy_denied", "message": "no", "fields": {"knob": "vm.swappiness"}}}'
+    result = CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+    error = tool_error(result)
+    assert error is not None
+    assert (error.code, error.fields) == ("policy_denied", {"knob": "vm.swappiness"})

@@ -14,6 +14,7 @@ from mcp import Client
 from mcp.client import ClientRequestContext
 from mcp.types import ElicitRequestFormParams, ElicitRequestParams, ElicitResult
 
+from lumos_mcp.api import tool_error
 from lumos_mcp.audit import iter_records, verify
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.server import build_server
@@ -45,10 +46,10 @@ async def call(client: Client, tool: str, args: dict[str, Any] | None = None) ->
 
 async def error_of(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
     result = await client.call_tool(tool, args)
-    assert result.is_error
-    assert result.structured_content is not None, result.content
-    error: dict[str, Any] = result.structured_content["error"]
-    return error
+    error = tool_error(result)
+    assert error is not None, result.content
+    assert result.structured_content is None  # it would have to match the tool's output schema
+    return error.model_dump()
 
 
 @pytest.fixture
@@ -181,7 +182,7 @@ async def test_elicitation_decides_approval_and_only_yes_applies(
     if status == "granted":
         assert not result.is_error and shares == "512"
     else:
-        assert result.is_error and result.structured_content["error"]["code"] == "approval_required"  # type: ignore[index]
+        assert (error := tool_error(result)) is not None and error.code == "approval_required"
         assert shares == "1024"
 
 

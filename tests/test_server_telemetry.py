@@ -8,6 +8,7 @@ import anyio
 import pytest
 from mcp import Client
 
+from lumos_mcp.api import tool_error
 from lumos_mcp.server import build_server
 from lumos_mcp.service import Service
 
@@ -56,6 +57,6 @@ async def test_bad_telemetry_requests_are_typed_errors(make_service: Callable[..
     service = make_service()
     async with Client(build_server(service)) as client:
         bad = await client.call_tool("read_telemetry", {"window_s": 1, "sections": ["nonsense"]})
-        assert bad.is_error and bad.structured_content["error"]["code"]  # type: ignore[index]
+        assert (error := tool_error(bad)) is not None and error.code == "invalid_telemetry_request"
         nan = await client.call_tool("report_app_metric", {"name": "../x", "value": 1, "unit": "ms"})
-        assert nan.is_error and nan.structured_content["error"]["code"]  # type: ignore[index]
+        assert (error := tool_error(nan)) is not None and error.code == "invalid_metric"

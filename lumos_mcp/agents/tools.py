@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from mcp import Client
-from mcp.types import ContentBlock, TextContent
+
+from lumos_mcp.api import tool_error
 
 
 class ToolCallError(Exception):
@@ -34,26 +34,8 @@ class ToolClient:
         """
         self.calls[tool] = self.calls.get(tool, 0) + 1
         result = await self.client.call_tool(tool, args or {})
-        data = result.structured_content or {}
         if result.is_error:
-            error = _error_of(data, result.content)
-            raise ToolCallError(tool, str(error.get("code", "error")), str(error.get("message", result.content)))
-        return data
-
-
-def _error_of(data: object, content: list[ContentBlock]) -> dict[str, Any]:
-    """The error's ``{code, message, fields}``: from the structured content (``{"error": ...}``), or from
-    the text content, where a server that sends no structured content on errors puts the same JSON."""
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        return dict(data["error"])
-    for block in content:
-        if isinstance(block, TextContent):
-            try:
-                parsed = orjson.loads(block.text)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(parsed, dict):
-                inner = parsed.get("error", parsed)
-                if isinstance(inner, dict) and "code" in inner:
-                    return dict(inner)
-    return {}
+            error = tool_error(result)
+            text = "".join(c.text for c in result.content if c.type == "text")
+            raise ToolCallError(tool, error.code if error else "error", error.message if error else text)
+        return result.structured_content or {}

@@ -295,7 +295,7 @@ class RankerArenaStrategy:
     def reset(self, problem: Problem, seed: int) -> None:
         if importlib.util.find_spec("sklearn") is None:
             raise StrategyUnavailable("the ranker needs scikit-learn: pip install 'lumos-mcp[ranker]'")
-        from lumos_mcp import server_ranker
+        from lumos_mcp.server import ranker as server_ranker
 
         path = self.model_path or server_ranker.DEFAULT_MODEL
         manifest = path / "manifest.json"

@@ -23,6 +23,9 @@ CPU_MAX_MIN_QUOTA = 1000
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _WORD_RE = re.compile(r"[A-Za-z0-9_+-]+")
+# No knob's value is longer (a cpulist naming 1000 CPUs one by one is under 4000); it also keeps
+# every int() below Python's 4300-digit conversion limit, which raises a plain ValueError.
+MAX_VALUE_CHARS = 4096
 
 
 def _digits(text: str) -> bool:
@@ -141,8 +144,10 @@ def normalize(spec: KnobSpec, value: object) -> Value:
     """A caller's value as the knob's canonical value, checked against the hard range.
 
     Raises:
-        InvalidValueError: wrong type, malformed, or outside the hard range.
+        InvalidValueError: wrong type, malformed, longer than ``MAX_VALUE_CHARS``, or outside the hard range.
     """
+    if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+        raise _bad(spec, value, f"longer than {MAX_VALUE_CHARS} characters")
     return _PARSERS[spec.kind](spec, value)
 
 

@@ -14,6 +14,7 @@ import httpx2
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
+from lumos_mcp.api import tool_error
 from lumos_mcp.selftest.common import Outcome
 from lumos_mcp.selftest.intruders import HttpServer, http_server
 
@@ -30,8 +31,8 @@ def run_conflicts(server: HttpServer, out: Outcome, rounds: int = 10) -> None:
 
     async def apply(client: Client, txid: str, results: dict[str, Any], who: str) -> None:
         applied = await client.call_tool("apply", {"txid": txid})
-        data = applied.structured_content or {}
-        results[who] = (txid, None if not applied.is_error else data.get("error", {}).get("code"))
+        error = tool_error(applied)
+        results[who] = (txid, None if not applied.is_error else error.code if error else "untyped")
 
     async def stage(client: Client, value: int) -> str:
         staged = await client.call_tool("stage_sched_params", {"changes": {"vm.swappiness": value}})

@@ -2,10 +2,17 @@
 kernel tree, with wrong types, huge and negative numbers, unicode, path-like knob ids and
 cgroup or device names (``../``, ``/``, NUL), knobs that share a file, and empty changes.
 
+Edge values (integers beyond 64 bits, floats that pydantic turns into them, very long strings)
+are also sent *alone*, as the value of one real knob or as a tool's one numeric argument: mixed
+into random structures they almost never reached the code that handles them, because the
+structure or a neighbouring key was refused first (a typed ``invalid_arguments`` or
+``unknown_knob``). 10,000 calls once drew no call that staged a >64-bit integer on a real
+knob, so the fuzz reported 0 untyped errors while such a call gave one.
+
 After every call the tree is compared with the one before: a changed file must belong to a
 knob the policy lists and hold a value inside the policy's bounds (a restore of an original
-counts too). An error result must carry a code (``structured_content["error"]["code"]``);
-anything else is an *untyped* error.
+counts too). An error result must carry a code (its text is ``{"error": {"code", ...}}``,
+read by ``api.tool_error``); anything else is an *untyped* error.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from mcp import Client, MCPError
 from mcp.client import ClientRequestContext
 from mcp.types import ElicitRequestParams, ElicitResult
 
+from lumos_mcp.api import tool_error
 from lumos_mcp.selftest.common import BOUNDS, Outcome, changed, make_bed, snapshot
 from lumos_mcp.server import build_server
 
@@ -86,13 +94,24 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=6,
 )
+# values that broke the server once or sit on a boundary, sent where nothing else is wrong
+edge_numbers = st.one_of(
+    st.sampled_from([2**63, 2**63 - 1, 2**64, 2**64 - 1, -(2**63), -(2**63) - 1, 10**30, -(10**30), 2**80]),
+    st.integers(min_value=2**64, max_value=2**200),
+    st.integers(max_value=-(2**63) - 1, min_value=-(2**200)),
+    st.sampled_from([1e30, -1e30, 1.7e308, -1.7e308, 5e-324, 1e100]),
+)
+edge_strings = st.sampled_from(["9" * 5000, "x" * 65536, "1" * 4301, "-" + "9" * 4400, "0x" + "f" * 300])
 knob_ids = st.one_of(st.sampled_from(REAL_IDS), st.sampled_from(EVIL_IDS), st.text(max_size=40))
 sane_values = st.one_of(*(st.integers(min_value=lo, max_value=hi) for lo, hi in BOUNDS.values()))
 sane_changes = st.dictionaries(st.sampled_from(list(BOUNDS)), sane_values, min_size=1, max_size=3)
+edge_changes = st.dictionaries(st.sampled_from(REAL_IDS), edge_numbers | edge_strings, min_size=1, max_size=1)
 changes = st.one_of(
     sane_changes,
     sane_changes,
     sane_changes,
+    edge_changes,
+    edge_changes,
     st.dictionaries(knob_ids, st.one_of(sane_values, json_values), max_size=4),
     st.just({}),
     st.just({"cgroup.batch.cpu_weight": 50, "cgroup.batch.cpu_shares": 512}),
@@ -116,6 +135,9 @@ def _args(draw: st.DrawFn, txids: list[str]) -> tuple[str, dict[str, Any]]:
                 "list_tunables",
                 "report_app_metric",
                 "read_telemetry",
+                "rank_configs",
+                "speculator_status",
+                "speculator_stop",
             ]
         )
     )
@@ -141,12 +163,25 @@ def _args(draw: st.DrawFn, txids: list[str]) -> tuple[str, dict[str, Any]]:
         if tool == "revert":
             args["force"] = draw(st.one_of(st.booleans(), json_values))
         if tool == "request_approval":
-            args["wait_s"] = draw(st.one_of(st.just(0), st.sampled_from([-1, 601, "x", None])))
+            args["wait_s"] = draw(st.one_of(st.just(0), st.sampled_from([-1, 601, "x", None]), edge_numbers))
     elif tool == "list_tunables":
         args = {"group": draw(st.one_of(st.sampled_from(["sched", "vm", "cgroup", "bogus", "../"]), json_values))}
         args["only_allowed"] = draw(st.one_of(st.booleans(), json_values))
     elif tool == "report_app_metric":
-        args = {"name": draw(st.text(max_size=200)), "value": draw(json_values), "unit": draw(st.text(max_size=40))}
+        name = draw(st.sampled_from(["api.p99_ms", "orders.rps"]) | st.text(max_size=200))
+        args = {
+            "name": name,
+            "value": draw(json_values | edge_numbers),
+            "unit": draw(st.just("ms") | st.text(max_size=40)),
+        }
+    elif tool == "rank_configs":
+        signature = st.dictionaries(st.sampled_from(["sched.ctx_switches_per_s", "cpu.util_pct"]), edge_numbers)
+        candidate = st.fixed_dictionaries({"label": st.text(max_size=8)}, optional={"signature": signature})
+        args = {"candidates": draw(st.lists(candidate, min_size=2, max_size=3) | json_values)}
+        if draw(st.booleans()):
+            args["incumbent"] = draw(edge_numbers | json_values)
+    elif tool == "speculator_stop":
+        args = {"revert": draw(st.booleans() | json_values)}
     elif tool == "read_telemetry":
         # valid windows stay tiny: a valid call waits for its window of samples
         args = {"window_s": draw(st.one_of(st.floats(min_value=0.01, max_value=0.2), json_values))}
@@ -159,12 +194,8 @@ def _args(draw: st.DrawFn, txids: list[str]) -> tuple[str, dict[str, Any]]:
 
 
 def _error_code(result: Any) -> str | None:
-    data = result.structured_content
-    if not isinstance(data, dict) or not isinstance(data.get("error"), dict):
-        return None
-    code = data["error"].get("code")
-    text = "".join(getattr(c, "text", "") for c in result.content)
-    return code if isinstance(code, str) and code and "Error executing tool" not in text else None
+    error = tool_error(result)
+    return error.code if error is not None and error.code else None
 
 
 def run(base: Path, calls: int = 300, seed_value: int = 1) -> Outcome:

@@ -27,6 +27,7 @@ from typing import Any
 import httpx2
 import orjson
 
+from lumos_mcp.api import tool_error
 from lumos_mcp.selftest.common import POLICY, Outcome
 
 STAGE_CALL = {
@@ -175,8 +176,8 @@ def _control_call(server: HttpServer) -> str:
             http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {server.token}"}, timeout=30)
             async with http, Client(streamable_http_client(server.url, http_client=http)) as client:
                 result = await client.call_tool("stage_sched_params", {"changes": {"vm.swappiness": 30}})
-                data = result.structured_content or {}
-                return "staged" if not result.is_error else f"error {data.get('error', {}).get('code')}"
+                error = tool_error(result)
+                return "staged" if not result.is_error else f"error {error.code if error else None}"
 
     return anyio.run(go)
 

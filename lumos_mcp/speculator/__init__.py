@@ -12,6 +12,8 @@ from lumos_mcp.speculator.controller import (
     Speculator,
     decide,
     envelope_for,
+    start_speculator,
+    stop_speculator,
     trend_signal,
 )
 
@@ -24,5 +26,7 @@ __all__ = [
     "Speculator",
     "decide",
     "envelope_for",
+    "start_speculator",
+    "stop_speculator",
     "trend_signal",
 ]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from lumos_mcp.errors import InvalidValueError, LumosError
+from lumos_mcp.errors import InvalidValueError, LumosError, ModeError, SpeculatorStateError
 from lumos_mcp.policy import match_rule
 from lumos_mcp.txn import TxState
 
@@ -411,3 +411,52 @@ class Speculator:
                 "why": self.stats.last_why,
                 "recent_errors": list(self.stats.errors),
             }
+
+
+def start_speculator(
+    service: Service,
+    knobs: list[str],
+    metric: str,
+    target: float,
+    bounds: Mapping[str, tuple[int, int]] | None = None,
+    interval_s: float = 1.0,
+) -> Speculator:
+    """Start a speculator on ``knobs`` in the service's task group, steering ``metric`` to ``target``.
+
+    Raises:
+        ModeError: observe mode (its moves would write).
+        SpeculatorStateError: one is already running, or no server loop runs.
+        InvalidValueError: a knob outside the policy's speculation envelope, or bounds outside it.
+    """
+    if service.mode == "observe":
+        raise ModeError("speculator_start writes; restart with --mode sandbox or --mode live", mode="observe")
+    if isinstance(service.speculator, Speculator) and service.speculator.running:
+        raise SpeculatorStateError("already running: speculator_stop first")
+    if service.task_group is None:
+        raise SpeculatorStateError("no server loop to run in (start it from a running server)")
+    envelopes = {k: envelope_for(service, k, (bounds or {}).get(k)) for k in knobs}
+    window = max(2.0, 2 * interval_s)
+    spec = Speculator(
+        service, envelopes, trend_signal(service.telemetry, metric, target, window_s=window), interval_s=interval_s
+    )
+    service.speculator = spec
+    service.audit.append("speculator_start", knobs=list(knobs), metric=metric, target=target, interval_s=interval_s)
+    service.task_group.start_soon(spec.run)
+    return spec
+
+
+def stop_speculator(service: Service, revert: bool = True) -> list[str]:
+    """Stop the service's speculator; returns the txids of the moves it reverted now.
+
+    Raises:
+        ModeError: observe mode (no speculator runs there; stopping one is a write tool).
+        SpeculatorStateError: none was started.
+    """
+    if service.mode == "observe":
+        raise ModeError("speculator_stop writes; restart with --mode sandbox or --mode live", mode="observe")
+    spec = service.speculator
+    if not isinstance(spec, Speculator):
+        raise SpeculatorStateError("not running")
+    reverted = spec.stop(revert=revert)
+    service.audit.append("speculator_stop", reverted=reverted, moves=spec.stats.moves)
+    return reverted

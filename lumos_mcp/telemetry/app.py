@@ -21,6 +21,9 @@ from lumos_mcp.errors import InvalidMetricError, ScrapeError, ScrapeRefusedError
 METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 METRIC_UNIT = re.compile(r"^[A-Za-z0-9_%/.\u00b5-]{1,24}$")
 MAX_SCRAPE_BYTES = 4 * 1024 * 1024
+# The largest |value| an app metric may have: sums, squares and slopes over an hour of such
+# values stay finite (two values of 1.7e308 made the mean overflow to inf, emitted as null).
+MAX_APP_VALUE = 1e100
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -50,7 +53,8 @@ class AppMetrics:
 
         Raises:
             InvalidMetricError: a name or unit outside the patterns, a value that is not a finite
-                number, a unit different from the one this name was first reported with, or too many names.
+                number of at most ``MAX_APP_VALUE`` in size, a unit different from the one this name was
+                first reported with, or too many names.
         """
         if not isinstance(name, str) or not METRIC_NAME.match(name):
             raise InvalidMetricError("name must match " + METRIC_NAME.pattern, name=name, value=value)
@@ -58,6 +62,8 @@ class AppMetrics:
             raise InvalidMetricError("unit must match " + METRIC_UNIT.pattern, name=name, value=value)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise InvalidMetricError("value must be a finite number", name=name, value=value)
+        if abs(value) > MAX_APP_VALUE:
+            raise InvalidMetricError(f"|value| must be at most {MAX_APP_VALUE:g}", name=name, value=value)
         with self._lock:
             known = self._units.get(name)
             if known is not None and known != unit:

@@ -88,6 +88,8 @@ def metric_trend(
     delta_pct = None
     if delta is not None and base_mean:
         delta_pct = 100.0 * delta / abs(base_mean)
+        if not math.isfinite(delta_pct):  # a baseline too close to zero for a ratio
+            delta_pct = None
     sd = pooled_sd(cur, base)
     shift = False
     if delta is not None and base_mean is not None and len(cur) >= rule.min_points and len(base) >= rule.min_points:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-import lumos_mcp.server_ranker as server_ranker
+import lumos_mcp.server.ranker as server_ranker
 from lumos_mcp.agents.expert import ExpertAgent, RoundLog
 from lumos_mcp.ranker.dataset import WindowRecord
 from lumos_mcp.ranker.evaluate import PROXIES, evaluate, markdown

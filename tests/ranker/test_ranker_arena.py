@@ -13,7 +13,7 @@ import anyio
 import pytest
 from mcp import Client
 
-import lumos_mcp.server_ranker as server_ranker
+import lumos_mcp.server.ranker as server_ranker
 from lumos_mcp.agents.tools import ToolClient
 from lumos_mcp.arena import runner
 from lumos_mcp.arena.problems import KnobRange, Problem

@@ -113,7 +113,7 @@ def test_training_refuses_too_little_data() -> None:
 def test_the_shipped_model_loads_and_ranks_shipped_windows() -> None:
     import sklearn
 
-    from lumos_mcp.server_ranker import DEFAULT_MODEL
+    from lumos_mcp.server.ranker import DEFAULT_MODEL
 
     manifest = json.loads((DEFAULT_MODEL / "manifest.json").read_text())
     if manifest["sklearn_version"] != sklearn.__version__:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from mcp import Client
 
-import lumos_mcp.server_ranker as server_ranker
+import lumos_mcp.server.ranker as server_ranker
+from lumos_mcp.api import tool_error
 from lumos_mcp.ranker.dataset import WindowRecord
 from lumos_mcp.ranker.model import NOVEL, RankerModel
 from lumos_mcp.server import build_server
@@ -31,8 +32,11 @@ def model_dir(trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 async def rank(service: Service, args: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
     async with Client(build_server(service)) as client:
         result = await client.call_tool("rank_configs", args)
-    assert result.structured_content is not None
-    return bool(result.is_error), result.structured_content
+    error = tool_error(result)
+    if error is not None:
+        return True, {"error": error.model_dump()}
+    assert not result.is_error and result.structured_content is not None, result.content
+    return False, result.structured_content
 
 
 async def test_rank_configs_orders_candidates_with_margins_and_the_archetype(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from lumos_mcp.api import tool_error
 from lumos_mcp.server import build_server
 from lumos_mcp.service import Service
 
@@ -16,8 +17,11 @@ KNOB = "cgroup.batch.cpu_shares"
 
 async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
     result = await client.call_tool(tool, args or {})
-    assert result.structured_content is not None, result.content
-    return {"is_error": result.is_error, **result.structured_content}
+    error = tool_error(result)
+    if error is not None:
+        return {"is_error": True, "error": error.model_dump()}
+    assert not result.is_error and result.structured_content is not None, result.content
+    return {"is_error": False, **result.structured_content}
 
 
 @pytest.mark.anyio

@@ -12,23 +12,28 @@ The model reads cgroup counters by role (``app``: the group whose performance ma
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from lumos_mcp.ranker.rules import NOVEL, RankerModelError
-from lumos_mcp.server import READ_ONLY, domain_errors, ok
+from lumos_mcp.resources import ranker_model_dir
+from lumos_mcp.server.common import READ_ONLY, domain_errors, ok
 from lumos_mcp.service import Service
+from lumos_mcp.telemetry.app import MAX_APP_VALUE
 
 if TYPE_CHECKING:
     from lumos_mcp.ranker.model import RankerModel
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "ranker" / "model"
+DEFAULT_MODEL = ranker_model_dir()
+"""The shipped model: inside the package in a wheel, ``data/ranker/model`` in a checkout."""
 
 
 class Candidate(BaseModel):
@@ -38,6 +43,25 @@ class Candidate(BaseModel):
         None, description="Its window's signature (read_telemetry's `signature`, or flat dotted metrics)."
     )
     txid: str | None = Field(None, description="Or: the transaction that applied it; the server cuts the window.")
+
+    @field_validator("signature")
+    @classmethod
+    def _numbers_in_range(cls, signature: dict[str, Any] | None) -> dict[str, Any] | None:
+        for path, number in _numbers(signature):
+            if not math.isfinite(number) or abs(number) > MAX_APP_VALUE:
+                raise ValueError(f"{path} = {number!r}: signature numbers are finite, |x| <= {MAX_APP_VALUE:g}")
+        return signature
+
+
+def _numbers(value: Any, path: str = "signature") -> Iterator[tuple[str, float]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{path}.{str(k)[:64]}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{path}.{i}")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield path, float(value)
 
 
 class RankedCandidate(BaseModel):

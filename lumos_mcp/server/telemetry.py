@@ -6,10 +6,10 @@ from typing import Annotated
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import CallToolResult, ToolAnnotations
+from mcp.types import CallToolResult
 from pydantic import BaseModel, Field
 
-from lumos_mcp.server import READ_ONLY, domain_errors, ok
+from lumos_mcp.server.common import READ_ONLY, REPORTING, domain_errors, ok
 from lumos_mcp.service import Service
 from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.telemetry.signature import Signature, Trends
@@ -30,9 +30,6 @@ class MetricAck(BaseModel):
     value: float
     unit: str
     accepted: bool = True
-
-
-REPORTING = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 
 
 def _covered(telemetry: Telemetry) -> float:

@@ -5,15 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.types import CallToolResult, ToolAnnotations
+from mcp.types import CallToolResult
 from pydantic import BaseModel, Field
 
-from lumos_mcp.errors import SpeculatorStateError
-from lumos_mcp.server import READ_ONLY, WRITING, domain_errors, ok
+from lumos_mcp.server.common import READ_ONLY, WRITING, domain_errors, ok
 from lumos_mcp.service import Service
-from lumos_mcp.speculator import Speculator, envelope_for, trend_signal
-
-CONTROL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
+from lumos_mcp.speculator import Speculator, start_speculator, stop_speculator
 
 
 class SpeculatorStatus(BaseModel):
@@ -44,7 +41,7 @@ def _status(service: Service, reverted: list[str] | None = None) -> SpeculatorSt
 
 
 def register(mcp: MCPServer[Service], service: Service) -> None:
-    @mcp.tool(title="Start the speculator", annotations=CONTROL)
+    @mcp.tool(title="Start the speculator", annotations=WRITING)
     @domain_errors
     async def speculator_start(
         knobs: Annotated[
@@ -71,18 +68,7 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
         Each move is an auto-reverting transaction (speculative, no approval); it is re-armed while it keeps
         helping. Your own apply on a knob takes it over (last write wins) and the speculator resumes from your
         value; commit to keep a value. Next: speculator_status, speculator_stop."""
-        if isinstance(service.speculator, Speculator) and service.speculator.running:
-            raise SpeculatorStateError("already running: speculator_stop first")
-        if service.task_group is None:
-            raise SpeculatorStateError("no server loop to run in (start it from a running server)")
-        envelopes = {k: envelope_for(service, k, (bounds or {}).get(k)) for k in knobs}
-        window = max(2.0, 2 * interval_s)
-        spec = Speculator(
-            service, envelopes, trend_signal(service.telemetry, metric, target, window_s=window), interval_s=interval_s
-        )
-        service.speculator = spec
-        service.audit.append("speculator_start", knobs=list(knobs), metric=metric, target=target, interval_s=interval_s)
-        service.task_group.start_soon(spec.run)
+        start_speculator(service, knobs, metric, target, bounds, interval_s)
         return ok(_status(service))
 
     @mcp.tool(title="Stop the speculator", annotations=WRITING)
@@ -92,12 +78,7 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
     ) -> Annotated[CallToolResult, SpeculatorStatus]:
         """Stop the speculator. Moves it still holds are reverted now (or left to their short deadline).
         What the agent applied or committed is untouched."""
-        spec = service.speculator
-        if not isinstance(spec, Speculator):
-            raise SpeculatorStateError("not running")
-        reverted = spec.stop(revert=revert)
-        service.audit.append("speculator_stop", reverted=reverted, moves=spec.stats.moves)
-        status = _status(service, reverted)
+        status = _status(service, stop_speculator(service, revert))
         status.running = False
         return ok(status)
 

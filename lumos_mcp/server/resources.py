@@ -1,0 +1,56 @@
+"""Resources (the catalog, the policy, the audit tail) and the ``tune-latency`` prompt."""
+
+from __future__ import annotations
+
+import orjson
+from mcp.server.mcpserver import MCPServer
+
+from lumos_mcp.audit import tail
+from lumos_mcp.server.common import INSTRUCTIONS
+from lumos_mcp.service import Service
+
+
+def register(mcp: MCPServer[Service], service: Service) -> None:
+    @mcp.resource("lumos://catalog", mime_type="application/json", description="Every knob the catalog knows.")
+    def catalog() -> str:
+        return orjson.dumps(
+            [
+                {
+                    "id": s.id,
+                    "group": s.group,
+                    "kind": s.kind,
+                    "unit": s.unit,
+                    "min": s.min,
+                    "max": s.max,
+                    "description": s.description,
+                    "note": s.note,
+                }
+                for s in service.catalog
+            ]
+        ).decode()
+
+    @mcp.resource("lumos://policy", mime_type="application/json", description="The active policy.")
+    def policy() -> str:
+        return orjson.dumps(service.policy.summary()).decode()
+
+    @mcp.resource("lumos://audit/tail", mime_type="application/json", description="The last 50 audit records.")
+    def audit_tail() -> str:
+        return orjson.dumps(tail(service.audit.path, 50)).decode()
+
+    @mcp.prompt(
+        name="tune-latency",
+        title="Tune this host for tail latency",
+        description="Start a tuning session for tail latency: the loop (observe, stage, approve, apply, "
+        "measure, commit or revert), the rules of thumb, and your goal.",
+    )
+    def tune_latency(goal: str = "lower p99 latency of the main service without starving batch jobs") -> str:
+        return (
+            f"You are tuning a live Linux host through lumos-mcp. Goal: {goal}.\n\n{INSTRUCTIONS}\n\n"
+            "Rules of thumb: prefer reversible, small steps (the policy caps step size); change one or two "
+            "knobs at a time and measure a full window before deciding; weights (cgroup cpu_weight/cpu_shares, "
+            "cpu_idle for batch groups) help latency without throttling; CPU quotas (cpu_max) cut throughput and "
+            "often hurt neighbours' latency; on EEVDF kernels (6.6+) the CFS granularity knobs are gone. "
+            "Commit only what measurably helped; revert anything else. Never try to bypass a denial."
+        )
+
+    _ = (catalog, policy, audit_tail, tune_latency)
