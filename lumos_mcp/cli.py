@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -200,30 +201,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise SystemExit("lumos-mcp: the bearer token must be at least 16 characters")
         if not loopback and not args.allow_remote:
             raise SystemExit(f"lumos-mcp: refusing to bind {args.host}: pass --allow-remote to listen beyond loopback")
-    service = Service(_config(args))
+    from lumos_mcp.serving import describe, run_until_stopped
+
+    service = Service(replace(_config(args), watchdog=True))
     service.start()
     try:
         if token is None:
-            build_server(service).run("stdio")
-        else:
-            from lumos_mcp.http_auth import auth_settings
+            server = build_server(service)
+            return run_until_stopped(service, server.run_stdio_async, describe(service, "stdio"))
+        from lumos_mcp.http_auth import auth_settings
 
-            verifier, auth = auth_settings(token, args.host, args.port)
-            server = build_server(service, token_verifier=verifier, auth=auth)
-            kwargs: dict[str, Any] = {"host": args.host, "port": args.port}
-            if not loopback:
-                from mcp.server.transport_security import TransportSecuritySettings
+        verifier, auth = auth_settings(token, args.host, args.port)
+        server = build_server(service, token_verifier=verifier, auth=auth)
+        kwargs: dict[str, Any] = {"host": args.host, "port": args.port}
+        if not loopback:
+            from mcp.server.transport_security import TransportSecuritySettings
 
-                kwargs["transport_security"] = TransportSecuritySettings(
-                    enable_dns_rebinding_protection=True, allowed_hosts=[f"{args.host}:{args.port}"], allowed_origins=[]
-                )
-            print(
-                f"lumos-mcp: serving MCP on http://{args.host}:{args.port}/mcp ({service.mode} mode)", file=sys.stderr
+            kwargs["transport_security"] = TransportSecuritySettings(
+                enable_dns_rebinding_protection=True, allowed_hosts=[f"{args.host}:{args.port}"], allowed_origins=[]
             )
-            server.run("streamable-http", **kwargs)
+        return run_until_stopped(
+            service,
+            lambda: server.run_streamable_http_async(**kwargs),
+            describe(service, f"http://{args.host}:{args.port}/mcp"),
+        )
     finally:
-        service.close()
-    return 0
+        service.close()  # run_until_stopped closed it already, unless building the server failed
 
 
 # --------------------------------------------------------------------------- tune
