@@ -22,6 +22,7 @@ from lumos_mcp.service import (
     ServiceConfig,
     decide_approval,
     default_state_dir,
+    journals_to_recover,
     server_lock_holder,
 )
 
@@ -323,15 +324,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    service = Service(_config(args))
-    report = service.start()
-    service.close()
-    print(f"recovered {len(report.transactions)} transaction(s); committed kept: {report.committed_kept}")
-    for k in report.knobs:
-        print(f"  {k.knob}: {k.action} {k.detail}")
-    for p in report.journal_problems:
-        print(f"  journal: {p}")
-    return 0 if report.clean else 1
+    """Recover the named mode's journal, or, without ``--mode``, every mode's journal in the
+    state directory that shows an open transaction (a live crash is recovered by a plain
+    ``lumos-mcp recover``, not only by ``recover --mode live``)."""
+    state = args.state_dir or default_state_dir()
+    named = args.mode is not None or args.live
+    modes = [_mode(args)] if named else journals_to_recover(state)
+    if not modes:
+        print(f"nothing to recover: no journal in {state} has an unfinished transaction")
+        return 0
+    clean = True
+    for mode in modes:
+        service = Service(_config(args, mode))
+        try:
+            report = service.start()
+        finally:
+            service.close()
+        print(f"{mode}: recovered {len(report.transactions)} transaction(s); committed kept: {report.committed_kept}")
+        for k in report.knobs:
+            print(f"  {k.knob}: {k.action} {k.detail}")
+        for p in report.journal_problems:
+            print(f"  journal: {p}")
+        clean = clean and report.clean
+    return 0 if clean else 1
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:

@@ -44,6 +44,7 @@ from lumos_mcp.resources import policy_path
 from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.telemetry.perf import PerfStat
 from lumos_mcp.txn import RecoveryReport, Restored, Transaction, TransactionManager, TxState
+from lumos_mcp.txn.journal import scan
 from lumos_mcp.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -715,6 +716,21 @@ def server_lock_holder(state_dir: Path) -> tuple[str, str] | None:
         return _lock_owner(fd)
     finally:
         os.close(fd)
+
+
+def journals_to_recover(state_dir: Path) -> list[Mode]:
+    """The modes whose journal in ``state_dir`` shows an unfinished transaction or damage.
+
+    Raises:
+        JournalError: a journal exists but cannot be read.
+    """
+    found: list[Mode] = []
+    for mode in MODES:
+        result = scan(state_dir / f"journal-{mode}.jsonl")
+        open_txs, _ = TransactionManager._replay(result.records)
+        if open_txs or result.corrupt_lines:
+            found.append(mode)
+    return found
 
 
 def restored_data(results: Sequence[Restored]) -> list[dict[str, str]]:

@@ -19,6 +19,7 @@ import anyio
 import psutil
 import pytest
 
+from lumos_mcp import cli
 from lumos_mcp.audit import iter_records
 from lumos_mcp.errors import AuditError, JournalError
 from lumos_mcp.kernelfs.fake import FakeKernel, typical_host
@@ -263,3 +264,32 @@ def test_a_failing_journal_write_at_a_deadline_still_reverts_and_records_it_late
 def open_transactions_in(service: Service) -> dict[str, Any]:
     open_txs, _ = TransactionManager._replay(scan(service.txns.journal_path).records)
     return open_txs
+
+
+# --------------------------------------------------------------------------- recover without --mode
+def test_recover_without_mode_restores_a_live_crash(
+    bed: Path,
+    fake: FakeKernel,
+    make_service: Callable[..., Service],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = bed / "state"
+    crashed = make_service(mode="live", policy=str(bed / "policy.toml"), state_dir=state)
+    staged = crashed.stage({"vm.swappiness": 30})
+    crashed.apply(staged.tx.id)
+    crashed.close()  # as a crash leaves it: armed in the journal, the knob changed
+    assert (fake.base / SWAPPINESS).read_text().strip() == "30"
+    original = cli._config
+    monkeypatch.setattr(
+        cli,
+        "_config",
+        lambda args, mode=None: replace(
+            original(args, mode), host_root=fake.base, telemetry_root=Path("/"), perf=False, policy=bed / "policy.toml"
+        ),
+    )
+    assert cli.main(["recover", "--state-dir", str(state)]) == 0
+    assert (fake.base / SWAPPINESS).read_text().strip() == "60"
+    assert "live: recovered 1 transaction(s)" in capsys.readouterr().out
+    assert cli.main(["recover", "--state-dir", str(state)]) == 0
+    assert "nothing to recover" in capsys.readouterr().out
