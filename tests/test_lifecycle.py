@@ -4,11 +4,8 @@ a failing journal or audit write never stops the clock, and no process is left b
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -22,14 +19,13 @@ import pytest
 from lumos_mcp import cli
 from lumos_mcp.audit import iter_records
 from lumos_mcp.errors import AuditError, JournalError
-from lumos_mcp.kernelfs.fake import FakeKernel, typical_host
+from lumos_mcp.kernelfs.fake import FakeKernel
+from lumos_mcp.selftest.common import make_bed
+from lumos_mcp.selftest.crash import EXITS, ServerUnderTest, process_gone, wait_until
 from lumos_mcp.service import Service
 from lumos_mcp.txn import TransactionManager, TxState
 from lumos_mcp.txn.journal import scan
-from tests.serve_worker import config
 
-WORKER = Path(__file__).with_name("serve_worker.py")
-SWAPPINESS = "proc/sys/vm/swappiness"
 POLICY = """
 name = "lifecycle-test"
 [global]
@@ -41,41 +37,20 @@ min = 0
 max = 200
 approval = "never"
 """
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
-    """Poll ``condition`` until it holds or ``timeout_s`` passes (a bounded wait)."""
-    until = time.monotonic() + max(timeout_s, 0.0)
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= until:
-            return False
-        time.sleep(0.02)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def watchdogs_of(directory: Path) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if "lumos_mcp.watchdog" in cmd and any(str(directory) in part for part in cmd) and not gone(p.pid):
-            found.append(p)
-    return found
+SWAPPINESS = "proc/sys/vm/swappiness"
 
 
 @pytest.fixture
-def bed(tmp_path: Path) -> Iterator[Path]:
-    """A directory with a fake kernel tree and a permissive policy; fails the test if a
-    watchdog process of it is still alive afterwards (and ends it)."""
-    typical_host(tmp_path / "kernel")
-    (tmp_path / "policy.toml").write_text(POLICY)
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY)
+    return path
+
+
+@pytest.fixture
+def no_process_left(tmp_path: Path) -> Iterator[Path]:
+    """Fails the test if a watchdog process started under ``tmp_path`` is still alive
+    afterwards (and ends it)."""
     yield tmp_path
     wait_until(lambda: not watchdogs_of(tmp_path), 5.0)
     left = watchdogs_of(tmp_path)
@@ -84,84 +59,63 @@ def bed(tmp_path: Path) -> Iterator[Path]:
     assert not left, f"watchdog processes left behind: {[p.pid for p in left]}"
 
 
-def swappiness(directory: Path) -> str:
-    return (directory / "kernel" / SWAPPINESS).read_text().strip()
+def watchdogs_of(directory: Path) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "lumos_mcp.watchdog" in cmd and any(str(directory) in part for part in cmd) and not process_gone(p.pid):
+            found.append(p)
+    return found
 
 
-def start_server(directory: Path, confirm_s: float) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    """A real server process that has applied swappiness 60 -> 30 with a ``confirm_s`` deadline."""
-    with open(directory / "stderr", "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, str(WORKER), str(directory), str(confirm_s)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    ready = directory / "ready.json"
-    if not wait_until(lambda: ready.exists() or proc.poll() is not None, 30.0) or not ready.exists():
-        proc.kill()
-        proc.wait(5)
-        if proc.stdin is not None:
-            proc.stdin.close()
-        pytest.fail(f"server did not start: {(directory / 'stderr').read_text()[-2000:]}")
-    info: dict[str, Any] = json.loads(ready.read_text())
-    return proc, info
-
-
-def open_transactions(directory: Path) -> dict[str, Any]:
-    open_txs, _ = TransactionManager._replay(scan(directory / "state" / "journal-live.jsonl").records)
+def open_transactions(journal: Path) -> dict[str, Any]:
+    open_txs, _ = TransactionManager._replay(scan(journal).records)
     return open_txs
 
 
-def end(proc: subprocess.Popen[bytes], how: str) -> None:
-    if how == "eof":
-        assert proc.stdin is not None
-        proc.stdin.close()
-    else:
-        proc.send_signal({"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sigkill": signal.SIGKILL}[how])
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["eof", "sigterm", "sigint", "sigkill"])
-def test_invariant_11_an_armed_change_is_reverted_by_its_deadline_however_the_server_ends(bed: Path, how: str) -> None:
-    proc, info = start_server(bed, confirm_s=3.0)
+@pytest.mark.parametrize("how", EXITS)
+def test_invariant_11_an_armed_change_is_reverted_by_its_deadline_however_the_server_ends(
+    no_process_left: Path, how: str
+) -> None:
+    server = ServerUnderTest(no_process_left / "server", confirm_s=3.0)
+    server.wait_ready()
     try:
-        assert swappiness(bed) == "30"
-        assert info["watchdog_pid"] is not None
-        end(proc, how)
-        back = wait_until(lambda: swappiness(bed) == "60", info["deadline"] + 2.0 - time.time())
-        assert back, f"{how}: swappiness still {swappiness(bed)} at deadline + 2 s"
-        proc.wait(timeout=5)
+        assert server.value() == "30"
+        assert server.watchdog_pid is not None
+        server.end(how)
+        back = wait_until(lambda: server.value() == "60", server.deadline + 2.0 - time.time())
+        assert back, f"{how}: swappiness still {server.value()} at deadline + 2 s"
+        assert wait_until(lambda: server.proc.poll() is not None, 5.0)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        if proc.stdin is not None:
-            proc.stdin.close()
-    assert proc.returncode == (-signal.SIGKILL if how == "sigkill" else 0), (bed / "stderr").read_text()[-2000:]
-    assert wait_until(lambda: gone(info["watchdog_pid"]), 5.0), "the watchdog outlived its work"
-    assert open_transactions(bed) == {}
-    events = [r for r in iter_records(bed / "state" / "audit.jsonl") if r.get("event") in ("auto_revert", "recovery")]
+        server.stop()
+    assert server.proc.returncode == (-signal.SIGKILL if how == "sigkill" else 0), server.stderr()[-2000:]
+    assert wait_until(lambda: process_gone(server.watchdog_pid or 0), 5.0), "the watchdog outlived its work"
+    assert open_transactions(server.bed.state_dir / "journal-live.jsonl") == {}
+    records = [r for r in iter_records(server.bed.state_dir / "audit.jsonl") if r.get("tx") == server.txid]
+    reverts = [r for r in iter_records(server.bed.state_dir / "audit.jsonl") if r["event"] == "recovery"]
     if how == "sigkill":
-        assert any(r["event"] == "recovery" and r.get("by") == "watchdog" for r in events)
+        assert any(r.get("by") == "watchdog" and server.txid in r["transactions"] for r in reverts)
     else:
-        assert [r["reason"] for r in events if r["event"] == "auto_revert" and r["tx"] == info["tx"]] == ["server_exit"]
+        assert [r["reason"] for r in records if r["event"] == "auto_revert"] == ["server_exit"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("second_server_running", [False, True])
 def test_a_change_committed_by_another_server_after_a_sigkill_is_not_reverted_by_the_watchdog(
-    bed: Path, second_server_running: bool
+    no_process_left: Path, second_server_running: bool
 ) -> None:
-    proc, info = start_server(bed, confirm_s=60.0)
-    watchdog = info["watchdog_pid"]
+    server = ServerUnderTest(no_process_left / "server", confirm_s=60.0)
+    server.wait_ready()
+    watchdog = server.watchdog_pid
+    assert watchdog is not None
     os.kill(watchdog, signal.SIGSTOP)  # the watchdog lags: a new server comes first
+    second: Service | None = None
     try:
-        proc.kill()
-        proc.wait(5)
-        second = Service(config(bed))
-        second.start()  # recovers the dead server's change
-        assert swappiness(bed) == "60"
+        server.end("sigkill")
+        server.stop()
+        second = server.bed.service()  # recovers the dead server's change at start
+        assert server.value() == "60"
         staged = second.stage({"vm.swappiness": 40})
         second.apply(staged.tx.id)
         second.commit(staged.tx.id)
@@ -170,31 +124,29 @@ def test_a_change_committed_by_another_server_after_a_sigkill_is_not_reverted_by
     finally:
         os.kill(watchdog, signal.SIGCONT)
     try:
-        assert wait_until(lambda: gone(watchdog), 10.0)
+        assert wait_until(lambda: process_gone(watchdog), 10.0)
     finally:
-        second.close()
-        if proc.stdin is not None:
-            proc.stdin.close()
-    assert swappiness(bed) == "40"
-    assert open_transactions(bed) == {}
+        if second is not None:
+            second.close()
+    assert server.value() == "40"
+    assert open_transactions(server.bed.state_dir / "journal-live.jsonl") == {}
 
 
-@pytest.mark.slow
-def test_a_server_kept_running_leaves_no_watchdog_once_nothing_is_armed(bed: Path) -> None:
-    second = Service(replace(config(bed), watchdog=True))
-    second.start()
+def test_a_running_server_leaves_no_watchdog_once_nothing_is_armed(no_process_left: Path) -> None:
+    bed = make_bed(no_process_left / "bed")
+    service = bed.service(watchdog=True)
     try:
-        staged = second.stage({"vm.swappiness": 40}, confirm_within_s=30)
-        second.apply(staged.tx.id)
-        watchdog = second.watchdog_pid
-        assert watchdog is not None and not gone(watchdog)
-        second.commit(staged.tx.id)
-        second._sync_watchdog()  # what the deadline loop does at each tick
-        assert second.watchdog_pid is None
-        assert wait_until(lambda: gone(watchdog), 5.0)
+        staged = service.stage({"vm.swappiness": 40}, confirm_within_s=30)
+        service.apply(staged.tx.id)
+        watchdog = service.watchdog_pid
+        assert watchdog is not None and not process_gone(watchdog)
+        service.commit(staged.tx.id)
+        service._sync_watchdog()  # what the deadline loop does at each tick
+        assert service.watchdog_pid is None
+        assert wait_until(lambda: process_gone(watchdog), 5.0)
     finally:
-        second.close()
-    assert swappiness(bed) == "40"
+        service.close()
+    assert (bed.tree / SWAPPINESS).read_text().strip() == "40"
 
 
 # --------------------------------------------------------------------------- item 2: the clock never stops
@@ -213,9 +165,9 @@ class Failing:
 
 @pytest.mark.anyio
 async def test_a_failing_audit_write_at_a_deadline_does_not_stop_the_next_revert(
-    bed: Path, fake: FakeKernel, make_service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
+    policy: Path, fake: FakeKernel, make_service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service = make_service(policy=str(bed / "policy.toml"))
+    service = make_service(policy=str(policy))
     path = fake.base / SWAPPINESS
     failing = Failing(service.audit.append, AuditError("disk full"), lambda event, **_: event == "auto_revert")
     monkeypatch.setattr(service.audit, "append", failing)
@@ -241,10 +193,10 @@ async def test_a_failing_audit_write_at_a_deadline_does_not_stop_the_next_revert
 
 
 def test_a_failing_journal_write_at_a_deadline_still_reverts_and_records_it_later(
-    bed: Path, fake: FakeKernel, make_service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
+    policy: Path, fake: FakeKernel, make_service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1000.0]
-    service = make_service(policy=str(bed / "policy.toml"), clock=lambda: now[0])
+    service = make_service(policy=str(policy), clock=lambda: now[0])
     staged = service.stage({"vm.swappiness": 30}, confirm_within_s=5)
     service.apply(staged.tx.id)
     journal = service.txns.journal
@@ -258,24 +210,20 @@ def test_a_failing_journal_write_at_a_deadline_still_reverts_and_records_it_late
     failing.on = False
     service.expire_due()  # the next tick writes what waited
     assert service.status()["recording_problem"] is None
-    assert open_transactions_in(service) == {}
-
-
-def open_transactions_in(service: Service) -> dict[str, Any]:
-    open_txs, _ = TransactionManager._replay(scan(service.txns.journal_path).records)
-    return open_txs
+    assert open_transactions(service.txns.journal_path) == {}
 
 
 # --------------------------------------------------------------------------- recover without --mode
 def test_recover_without_mode_restores_a_live_crash(
-    bed: Path,
+    tmp_path: Path,
+    policy: Path,
     fake: FakeKernel,
     make_service: Callable[..., Service],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    state = bed / "state"
-    crashed = make_service(mode="live", policy=str(bed / "policy.toml"), state_dir=state)
+    state = tmp_path / "state"
+    crashed = make_service(mode="live", policy=str(policy), state_dir=state)
     staged = crashed.stage({"vm.swappiness": 30})
     crashed.apply(staged.tx.id)
     crashed.close()  # as a crash leaves it: armed in the journal, the knob changed
@@ -285,7 +233,7 @@ def test_recover_without_mode_restores_a_live_crash(
         cli,
         "_config",
         lambda args, mode=None: replace(
-            original(args, mode), host_root=fake.base, telemetry_root=Path("/"), perf=False, policy=bed / "policy.toml"
+            original(args, mode), host_root=fake.base, telemetry_root=Path("/"), perf=False, policy=policy
         ),
     )
     assert cli.main(["recover", "--state-dir", str(state)]) == 0
