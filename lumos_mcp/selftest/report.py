@@ -119,6 +119,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("storage", "torn_tail", "torn journal tail"),
     ("storage", "corrupt_journal", "garbage inside the journal"),
     ("storage", "disk_full", "full disk (64 KiB tmpfs)"),
+    ("storage", "full_at_deadline", "journal and audit full while deadlines fire"),
     ("storage", "read_only", "read-only state directory"),
     ("storage", "missing_dir", "missing state directory"),
     ("storage", "two_servers", "two servers, one state directory"),
