@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -241,3 +243,36 @@ def test_recover_without_mode_restores_a_live_crash(
     assert "live: recovered 1 transaction(s)" in capsys.readouterr().out
     assert cli.main(["recover", "--state-dir", str(state)]) == 0
     assert "nothing to recover" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- serve in a terminal
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_serve_says_what_it_serves_and_stops_on_ctrl_c_or_sigterm(tmp_path: Path, stop: signal.Signals) -> None:
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if k != "LUMOS_MCP_TOKEN"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lumos_mcp", "serve", "--mode", "sandbox", "--state-dir", str(state)],
+        stdin=subprocess.PIPE,  # a terminal that never sends EOF
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stderr is not None and proc.stdin is not None
+    try:
+        os.set_blocking(proc.stderr.fileno(), False)
+        said = b""
+        until = time.monotonic() + 60
+        while b"serving MCP" not in said and proc.poll() is None and time.monotonic() < until:
+            said += proc.stderr.read() or b""
+            time.sleep(0.02)
+        assert b"serving MCP over stdio" in said
+        assert b"sandbox mode" in said and str(state).encode() in said
+        proc.send_signal(stop)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        proc.stdin.close()
+        proc.stderr.close()
