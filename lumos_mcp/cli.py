@@ -225,6 +225,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             service,
             lambda: server.run_streamable_http_async(**kwargs),
             describe(service, f"http://{args.host}:{args.port}/mcp"),
+            stops_itself=True,
         )
     finally:
         service.close()  # run_until_stopped closed it already, unless building the server failed

@@ -163,6 +163,7 @@ class Service:
         self.deadline_loop_error: str | None = None
         """The last unexpected error the deadline loop survived (it logs it and goes on)."""
         self._closed = False
+        self._close_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def _kernel_root(self) -> KernelRoot:
@@ -223,9 +224,10 @@ class Service:
     def close(self) -> None:
         """Release the state directory. Changes still armed stay armed in the journal: the
         watchdog (if any) restores them once this process is gone, else the next start does."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._close_lock:  # serve's stop timer may close from another thread
+            if self._closed:
+                return
+            self._closed = True
         if self._watchdog is not None:
             self._watchdog.close(armed=self.txns.next_deadline() is not None)
         self.txns.close()

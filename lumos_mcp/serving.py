@@ -4,7 +4,8 @@
   or raises, and the ``finally`` below reverts every armed change (`Service.shutdown`) before
   the state directory is released.
 * SIGINT (Ctrl-C), SIGTERM: a signal receiver reverts every armed change at once, then cancels
-  the transport. On stdio the SDK reads stdin in a worker thread that no cancellation can
+  the transport (HTTP: uvicorn sees the signal too and is first given time to shut down
+  gracefully). On stdio the SDK reads stdin in a worker thread that no cancellation can
   interrupt (a terminal's Ctrl-C would otherwise wait for Ctrl-D), so when the transport has not
   returned within ``STOP_GRACE_S`` the process closes the service and exits by itself: nothing
   is left to do by then (the server's own lifespan has already stopped telemetry and the
@@ -29,6 +30,7 @@ import anyio
 from lumos_mcp.service import Service
 
 STOP_GRACE_S = 1.0
+STOP_SELF_S = 5.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -46,12 +48,15 @@ def run_until_stopped(
     serve: Callable[[], Awaitable[None]],
     banner: str,
     ready: Callable[[], None] | None = None,
+    stops_itself: bool = False,
 ) -> int:
     """Run ``serve`` (a started service's transport) until it returns or SIGINT/SIGTERM
     arrives; revert whatever is armed; close the service. Returns the exit code.
 
     ``banner`` goes to stderr, and ``ready`` (if any) is called, once the stop signals are
-    handled here."""
+    handled here. ``stops_itself``: the transport also handles the signals and shuts down
+    gracefully (uvicorn does): after the revert it gets ``STOP_SELF_S`` to do so before it
+    is cancelled."""
     timers: list[threading.Timer] = []
 
     async def main() -> None:
@@ -71,6 +76,8 @@ def run_until_stopped(
                     name = signal.Signals(signum).name
                     print(f"lumos-mcp: {name}: stopping", file=sys.stderr, flush=True)
                     await anyio.to_thread.run_sync(_stop, service, "server_exit")
+                    if stops_itself:
+                        await anyio.sleep(STOP_SELF_S)  # cancelled as soon as the transport returns
                     timers.append(_exit_if_stuck(service))
                     tg.cancel_scope.cancel()
                     break

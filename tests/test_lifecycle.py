@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import psutil
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from lumos_mcp import cli
 from lumos_mcp.audit import iter_records
@@ -248,7 +252,8 @@ def test_recover_without_mode_restores_a_live_crash(
 # --------------------------------------------------------------------------- serve in a terminal
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_serve_says_what_it_serves_and_stops_on_ctrl_c_or_sigterm(tmp_path: Path, stop: signal.Signals) -> None:
+def test_serve_says_what_it_serves_and_stops_on_ctrl_c_or_sigterm(no_process_left: Path, stop: signal.Signals) -> None:
+    tmp_path = no_process_left
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k != "LUMOS_MCP_TOKEN"}
     proc = subprocess.Popen(
@@ -276,3 +281,56 @@ def test_serve_says_what_it_serves_and_stops_on_ctrl_c_or_sigterm(tmp_path: Path
             proc.wait(5)
         proc.stdin.close()
         proc.stderr.close()
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_an_http_server_stopped_by_sigterm_reverts_what_an_agent_applied(
+    no_process_left: Path, policy: Path
+) -> None:
+    tmp_path = no_process_left
+    state, port, token = tmp_path / "state", _free_port(), "lifecycle-token-0123456789"
+    env = {**os.environ, "LUMOS_STATE_DIR": str(state), "LUMOS_MCP_TOKEN": token}
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lumos_mcp", "serve", "--http", "--port", str(port), "--policy", str(policy)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    knob = state / "sandbox" / SWAPPINESS
+    try:
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                    break
+                except OSError:
+                    await anyio.sleep(0.1)
+            original = knob.read_text().strip()
+            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+            url = f"http://127.0.0.1:{port}/mcp"
+            async with http, Client(streamable_http_client(url, http_client=http)) as client:
+                target = 40 if original != "40" else 50
+                staged = await client.call_tool("stage_sched_params", {"changes": {"vm.swappiness": target}})
+                assert staged.structured_content is not None and staged.structured_content["allowed"]
+                applied = await client.call_tool("apply", {"txid": staged.structured_content["txid"]})
+                assert applied.structured_content is not None and applied.structured_content["state"] == "applied"
+        assert knob.read_text().strip() == str(target)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert knob.read_text().strip() == original
+    reverts = [r for r in iter_records(state / "audit.jsonl") if r["event"] == "auto_revert"]
+    assert [r["reason"] for r in reverts] == ["server_exit"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
