@@ -164,6 +164,7 @@ class Service:
         """The last unexpected error the deadline loop survived (it logs it and goes on)."""
         self._closed = False
         self._close_lock = threading.Lock()
+        self._record_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def _kernel_root(self) -> KernelRoot:
@@ -317,10 +318,15 @@ class Service:
         fields = {"tx": tx.id, "reason": reason, "knobs": restored_data(results), "speculative": tx.speculative}
         if tx.notes:
             fields["notes"] = list(tx.notes)
-        self._unaudited.append(("auto_revert", fields))
+        with self._record_lock:
+            self._unaudited.append(("auto_revert", fields))
 
     def _retry_records(self) -> None:
         """Write the audit and journal records still waiting; report what still fails."""
+        with self._record_lock:  # the deadline loop and a stopping server may both get here
+            self._write_waiting_records()
+
+    def _write_waiting_records(self) -> None:
         problems = []
         while self._unaudited:
             event, fields = self._unaudited[0]

@@ -110,6 +110,7 @@ class Watchdog:
 
     def release(self) -> None:
         """Nothing is armed any more: tell the watchdog to exit (it is reaped later)."""
+        self._reap()
         if self._fd is None:
             return
         with contextlib.suppress(OSError):  # it died already: nothing to tell
