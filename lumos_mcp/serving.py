@@ -84,6 +84,10 @@ def run_until_stopped(
 
     try:
         anyio.run(main)
+    except BaseExceptionGroup as group:  # the task group wraps the transport's one error: show it plainly
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
         with _signals_ignored():  # a second Ctrl-C must not cut the revert short
             for timer in timers:

@@ -29,6 +29,7 @@ from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.selftest.common import make_bed
 from lumos_mcp.selftest.crash import EXITS, ServerUnderTest, process_gone, wait_until
 from lumos_mcp.service import Service
+from lumos_mcp.serving import run_until_stopped
 from lumos_mcp.txn import TransactionManager, TxState
 from lumos_mcp.txn.journal import scan
 
@@ -334,3 +335,25 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def test_an_unhandled_error_in_serve_reverts_every_armed_change_and_keeps_the_committed_one(
+    policy: Path, fake: FakeKernel, make_service: Callable[..., Service]
+) -> None:
+    policy.write_text(POLICY + '[knobs."vm.dirty_ratio"]\nmin = 1\nmax = 90\napproval = "never"\n')
+    service = make_service(policy=str(policy))
+    kept = service.stage({"vm.dirty_ratio": 30})
+    service.apply(kept.tx.id)
+    service.commit(kept.tx.id)
+    armed = service.stage({"vm.swappiness": 30})
+    service.apply(armed.tx.id)
+
+    async def broken_transport() -> None:
+        raise RuntimeError("transport failed")
+
+    with pytest.raises(RuntimeError):
+        run_until_stopped(service, broken_transport, "lumos-mcp: test server")
+    assert (fake.base / SWAPPINESS).read_text().strip() == "60"
+    assert (fake.base / "proc/sys/vm/dirty_ratio").read_text().strip() == "30"
+    assert service.txns.get(armed.tx.id).outcome == "server_exit"
+    assert service.txns.get(kept.tx.id).state is TxState.COMMITTED
