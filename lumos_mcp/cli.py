@@ -240,7 +240,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise SystemExit("lumos-mcp: tune writes knobs; use --mode sandbox (default) or --mode live")
     cgroups = tuple(args.cgroup) or (("lumos-demo",) if mode == "sandbox" else ())
     config = ServiceConfig(
-        mode=mode, state_dir=args.state_dir or default_state_dir(), policy=args.policy, cgroups=cgroups
+        mode=mode,
+        state_dir=args.state_dir or default_state_dir(),
+        policy=args.policy,
+        cgroups=cgroups,
+        watchdog=True,  # Ctrl-C or a kill mid-round: what the agent left armed is restored once tune is gone
     )
     return int(anyio.run(run_tune, config, args.rounds, args.window, not args.plain and sys.stdout.isatty()))
 
