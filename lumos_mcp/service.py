@@ -45,7 +45,7 @@ from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.telemetry.perf import PerfStat
 from lumos_mcp.txn import RecoveryReport, Restored, Transaction, TransactionManager, TxState
 from lumos_mcp.txn.journal import scan
-from lumos_mcp.watchdog import Watchdog
+from lumos_mcp.watchdog import Watchdog, mode_lock_path, take_lock
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,7 @@ class Service:
         """The server lifespan's task group, where background work (the speculator) is started."""
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
+        self._mode_lock_fd: int | None = None
         self.recovery: RecoveryReport | None = None
         self._watchdog = Watchdog(self.state_dir, self.mode, self.kernel.base) if config.watchdog else None
         self._unaudited: list[tuple[str, dict[str, Any]]] = []
@@ -232,9 +233,10 @@ class Service:
         if self._watchdog is not None:
             self._watchdog.close(armed=self.txns.next_deadline() is not None)
         self.txns.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        for fd in (self._mode_lock_fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._mode_lock_fd = self._lock_fd = None
 
     @property
     def watchdog_pid(self) -> int | None:
@@ -259,6 +261,15 @@ class Service:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {self.mode}".encode(), 0)  # read back by _lock_owner
         self._lock_fd = fd
+        # a dead server's watchdog may be recovering this mode's journal (it takes this lock
+        # without server.lock when a server of another mode held that): wait for it
+        self._mode_lock_fd = take_lock(mode_lock_path(self.state_dir, self.mode), WATCHDOG_LOCK_WAIT_S)
+        if self._mode_lock_fd is None:
+            os.close(fd)
+            self._lock_fd = None
+            raise StateLockedError(
+                f"its {self.mode} journal is being recovered", path=str(self.state_dir), pid="a watchdog"
+            )
 
     async def run_deadlines(self, poll_s: float = 0.25) -> None:
         """Forever: revert armed transactions whose deadline passed (the server's own timer).

@@ -13,10 +13,13 @@ exits. If the pipe reaches EOF without ``q``, the server is gone (the kernel clo
 process's descriptors, whatever killed it), and the watchdog:
 
 1. takes the state directory's ``server.lock`` (waiting while the dead server's pid is still
-   written there: its descriptors close one by one). A lock held by any other process means a
-   new server started, and a starting server's recovery has already restored everything
-   uncommitted: the watchdog exits without touching anything;
-2. under the lock, runs `TransactionManager.recover` on the mode's journal, read afresh: every
+   written there: its descriptors close one by one). A lock held by a new server of the same
+   mode means that server's start-up recovery has already restored everything uncommitted:
+   the watchdog exits without touching anything. A new server of another mode never touches
+   this mode's journal, so the watchdog goes on without ``server.lock``;
+2. under the mode's ``recovery-<mode>.lock`` (which a starting server also takes, so the two
+   never recover one journal at once), runs `TransactionManager.recover` on the mode's
+   journal, read afresh: every
    begun-but-uncommitted transaction of the dead server is restored, journaled and audited
    (``recovery`` record, ``by: watchdog``). A change committed meanwhile by another server is
    committed in the journal, so it is never touched;
@@ -38,6 +41,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 QUIT = b"q"
@@ -143,69 +147,97 @@ class Watchdog:
 
 
 # --------------------------------------------------------------------------- the process
-def _lock_pid(fd: int) -> str:
-    return os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")[0]
+def _lock_owner(fd: int) -> tuple[str, str]:
+    pid, _, mode = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
+    return pid, mode
 
 
-def _take_lock(path: Path, server_pid: int) -> int | None:
-    """The state directory's lock, once the dead server's is released; None if another
-    process (a new server) holds it, or the dead server's is not released in time."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    until = time.monotonic() + LOCK_WAIT_S
+def mode_lock_path(state_dir: Path, mode: str) -> Path:
+    """The lock whose holder may recover (and so rewrite) ``mode``'s journal: a starting server
+    and a watchdog both take it, so they never recover one journal at the same time."""
+    return state_dir / f"recovery-{mode}.lock"
+
+
+def take_lock(path: Path, timeout_s: float, keep_waiting: Callable[[int], bool] = lambda fd: True) -> int | None:
+    """``path``'s flock, polling while ``keep_waiting(fd)`` says so, for up to ``timeout_s``;
+    None when not taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    until = time.monotonic() + timeout_s
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
         except BlockingIOError:
-            if _lock_pid(fd) != str(server_pid) or time.monotonic() > until:
+            if time.monotonic() > until or not keep_waiting(fd):
                 os.close(fd)
                 return None
             time.sleep(0.02)
-            continue
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} watchdog".encode(), 0)  # a starting server waits for this holder
-        return fd
 
 
 def recover_for_dead_server(state_dir: Path, mode: str, kernel_root: Path, server_pid: int) -> bool:
     """Restore what the dead server left armed, under the state directory's lock.
 
-    Returns False when a new server holds the lock (it recovered at start: nothing to do).
+    The lock is released by the kernel as the dead server's descriptors close. If another
+    process holds it, a new server started: one of the same mode recovered at start, so
+    there is nothing to do (False); one of another mode never touches this mode's journal,
+    so recovery goes on under this mode's recovery lock alone.
 
     Raises:
         JournalError, AuditError: the journal or the audit log cannot be used.
     """
+    holder: list[str] = []
+
+    def dead_server_still_listed(fd: int) -> bool:
+        pid, holder_mode = _lock_owner(fd)
+        holder[:] = [pid, holder_mode]
+        return pid == str(server_pid)
+
+    state_lock = take_lock(state_dir / "server.lock", LOCK_WAIT_S, dead_server_still_listed)
+    if state_lock is None and (not holder or holder[0] == str(server_pid) or holder[1] == mode):
+        return False  # a server of this mode runs (it recovered at start), or the lock never freed
+    try:
+        if state_lock is not None:
+            os.ftruncate(state_lock, 0)
+            os.pwrite(state_lock, f"{os.getpid()} watchdog".encode(), 0)  # a starting server waits for it
+        mode_lock = take_lock(mode_lock_path(state_dir, mode), LOCK_WAIT_S)
+        if mode_lock is None:
+            return False
+        try:
+            _recover(state_dir, mode, kernel_root, server_pid)
+        finally:
+            os.close(mode_lock)
+        return True
+    finally:
+        if state_lock is not None:
+            os.close(state_lock)  # also releases the flock
+
+
+def _recover(state_dir: Path, mode: str, kernel_root: Path, server_pid: int) -> None:
     from lumos_mcp.audit import AuditLog
     from lumos_mcp.kernelfs.backend import Backend
     from lumos_mcp.kernelfs.root import KernelRoot
     from lumos_mcp.knobs import default_catalog
     from lumos_mcp.txn import TransactionManager
 
-    lock = _take_lock(state_dir / "server.lock", server_pid)
-    if lock is None:
-        return False
+    manager = TransactionManager(
+        Backend(KernelRoot(kernel_root), default_catalog()), state_dir / f"journal-{mode}.jsonl"
+    )
     try:
-        manager = TransactionManager(
-            Backend(KernelRoot(kernel_root), default_catalog()), state_dir / f"journal-{mode}.jsonl"
-        )
-        try:
-            report = manager.recover()
-        finally:
-            manager.close()
-        if report.transactions or report.journal_problems:
-            AuditLog(state_dir / "audit.jsonl").append(
-                "recovery",
-                mode=mode,
-                by="watchdog",
-                reason="server_gone",
-                server_pid=server_pid,
-                transactions=list(report.transactions),
-                knobs=[{"knob": r.knob, "action": r.action, "detail": r.detail} for r in report.knobs],
-                committed_kept=report.committed_kept,
-                journal_problems=list(report.journal_problems),
-            )
-        return True
+        report = manager.recover()
     finally:
-        os.close(lock)  # also releases the flock
+        manager.close()
+    if report.transactions or report.journal_problems:
+        AuditLog(state_dir / "audit.jsonl").append(
+            "recovery",
+            mode=mode,
+            by="watchdog",
+            reason="server_gone",
+            server_pid=server_pid,
+            transactions=list(report.transactions),
+            knobs=[{"knob": r.knob, "action": r.action, "detail": r.detail} for r in report.knobs],
+            committed_kept=report.committed_kept,
+            journal_problems=list(report.journal_problems),
+        )
 
 
 def wait_for_server(fd: int) -> bool:

@@ -357,3 +357,30 @@ def test_an_unhandled_error_in_serve_reverts_every_armed_change_and_keeps_the_co
     assert (fake.base / "proc/sys/vm/dirty_ratio").read_text().strip() == "30"
     assert service.txns.get(armed.tx.id).outcome == "server_exit"
     assert service.txns.get(kept.tx.id).state is TxState.COMMITTED
+
+
+@pytest.mark.slow
+def test_a_live_change_of_a_killed_server_is_restored_while_a_sandbox_server_holds_the_state_dir(
+    no_process_left: Path,
+) -> None:
+    server = ServerUnderTest(no_process_left / "server", confirm_s=60.0)
+    server.wait_ready()
+    watchdog = server.watchdog_pid
+    assert watchdog is not None
+    os.kill(watchdog, signal.SIGSTOP)  # the watchdog lags: a sandbox server takes the state dir first
+    sandbox: Service | None = None
+    try:
+        server.end("sigkill")
+        server.stop()
+        sandbox = Service(replace(server.bed.config(), mode="sandbox"))
+        sandbox.start()  # recovers the sandbox journal only: the live change is still on the host
+        assert server.value() == "30"
+    finally:
+        os.kill(watchdog, signal.SIGCONT)
+    try:
+        assert wait_until(lambda: server.value() == "60", 5.0)
+        assert wait_until(lambda: process_gone(watchdog), 5.0)
+    finally:
+        if sandbox is not None:
+            sandbox.close()
+    assert open_transactions(server.bed.state_dir / "journal-live.jsonl") == {}
