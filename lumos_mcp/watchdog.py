@@ -125,7 +125,11 @@ class Watchdog:
         """The server is closing. With nothing armed the watchdog is told to exit; with changes
         still armed it is only left alone, so it restores them once this process is gone."""
         if armed:
-            self._drop_pipe()
+            # not waited for: it restores them once this process (and its lock) is gone
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self._proc = None
         else:
             self.release()
         deadline = time.monotonic() + wait_s
