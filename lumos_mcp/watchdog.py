@@ -165,7 +165,7 @@ def mode_lock_path(state_dir: Path, mode: str) -> Path:
 def take_lock(path: Path, timeout_s: float, keep_waiting: Callable[[int], bool] = lambda fd: True) -> int | None:
     """``path``'s flock, polling while ``keep_waiting(fd)`` says so, for up to ``timeout_s``;
     None when not taken."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)  # never a planted link
     until = time.monotonic() + timeout_s
     while True:
         try:
