@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from lumos_mcp.service import (
     ServiceConfig,
     decide_approval,
     default_state_dir,
+    journals_to_recover,
     server_lock_holder,
 )
 
@@ -296,32 +298,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise SystemExit("lumos-mcp: the bearer token must be at least 16 characters")
         if not loopback and not args.allow_remote:
             raise SystemExit(f"lumos-mcp: refusing to bind {args.host}: pass --allow-remote to listen beyond loopback")
-    service = Service(_config(args))
+    from lumos_mcp.serving import describe, run_until_stopped
+
+    service = Service(replace(_config(args), watchdog=True))
     service.start()
     try:
         if token is None:
-            build_server(service).run("stdio")
-        else:
-            from lumos_mcp.http_auth import auth_settings
+            server = build_server(service)
+            return run_until_stopped(service, server.run_stdio_async, describe(service, "stdio"))
+        from lumos_mcp.http_auth import auth_settings
 
-            verifier, auth = auth_settings(token, args.host, args.port)
-            server = build_server(service, token_verifier=verifier, auth=auth)
-            kwargs: dict[str, Any] = {"host": args.host, "port": args.port}
-            if not loopback:
-                from mcp.server.transport_security import TransportSecuritySettings
+        verifier, auth = auth_settings(token, args.host, args.port)
+        server = build_server(service, token_verifier=verifier, auth=auth)
+        kwargs: dict[str, Any] = {"host": args.host, "port": args.port}
+        if not loopback:
+            from mcp.server.transport_security import TransportSecuritySettings
 
-                kwargs["transport_security"] = TransportSecuritySettings(
-                    enable_dns_rebinding_protection=True, allowed_hosts=[f"{args.host}:{args.port}"], allowed_origins=[]
-                )
-            print(
-                f"lumos-mcp: serving MCP on http://{args.host}:{args.port}/mcp ({service.mode} mode)", file=sys.stderr
+            kwargs["transport_security"] = TransportSecuritySettings(
+                enable_dns_rebinding_protection=True, allowed_hosts=[f"{args.host}:{args.port}"], allowed_origins=[]
             )
-            from lumos_mcp.http_server import serve_http
+        from lumos_mcp.http_server import serve_http
 
-            serve_http(server, **kwargs)
+        return run_until_stopped(
+            service,
+            lambda: serve_http(server, **kwargs),
+            describe(service, f"http://{args.host}:{args.port}/mcp"),
+            stops_itself=True,
+        )
     finally:
-        service.close()
-    return 0
+        service.close()  # run_until_stopped closed it already, unless building the server failed
 
 
 # --------------------------------------------------------------------------- tune
@@ -331,7 +336,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     mode = _mode(args)
     cgroups = tuple(args.cgroup) or (("lumos-demo",) if mode == "sandbox" else ())
     config = ServiceConfig(
-        mode=mode, state_dir=args.state_dir or default_state_dir(), policy=args.policy, cgroups=cgroups
+        mode=mode,
+        state_dir=args.state_dir or default_state_dir(),
+        policy=args.policy,
+        cgroups=cgroups,
+        watchdog=True,  # Ctrl-C or a kill mid-round: what the agent left armed is restored once tune is gone
     )
     live_view = not args.plain and sys.stdout.isatty()
     return int(anyio.run(run_tune, config, args.rounds, args.window, live_view, args.repeats))
@@ -423,15 +432,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    service = Service(_config(args))
-    report = service.start()
-    service.close()
-    print(f"recovered {len(report.transactions)} transaction(s); committed kept: {report.committed_kept}")
-    for k in report.knobs:
-        print(f"  {k.knob}: {k.action} {k.detail}")
-    for p in report.journal_problems:
-        print(f"  journal: {p}")
-    return 0 if report.clean else 1
+    """Recover the named mode's journal, or, without ``--mode``, every mode's journal in the
+    state directory that shows an open transaction (a live crash is recovered by a plain
+    ``lumos-mcp recover``, not only by ``recover --mode live``)."""
+    state = args.state_dir or default_state_dir()
+    named = args.mode is not None or args.live
+    modes = [_mode(args)] if named else journals_to_recover(state)
+    if not modes:
+        print(f"nothing to recover: no journal in {state} has an unfinished transaction")
+        return 0
+    clean = True
+    for mode in modes:
+        service = Service(_config(args, mode))
+        try:
+            report = service.start()
+        finally:
+            service.close()
+        print(f"{mode}: recovered {len(report.transactions)} transaction(s); committed kept: {report.committed_kept}")
+        for k in report.knobs:
+            print(f"  {k.knob}: {k.action} {k.detail}")
+        for p in report.journal_problems:
+            print(f"  journal: {p}")
+        clean = clean and report.clean
+    return 0 if clean else 1
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:

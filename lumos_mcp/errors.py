@@ -182,6 +182,14 @@ class StateLockedError(TransactionError):
     template = "state directory {path} is in use by another lumos-mcp (pid {pid}) {detail}"
 
 
+class WatchdogError(TransactionError):
+    """The process that keeps a deadline past this server's death could not be started:
+    nothing is applied without it."""
+
+    code = "watchdog_unavailable"
+    template = "cannot start the deadline watchdog for {tx!r}: {detail}"
+
+
 # --------------------------------------------------------------------------- approvals and modes
 class ApprovalError(LumosError):
     code = "approval_error"

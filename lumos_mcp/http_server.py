@@ -1,6 +1,6 @@
 """The streamable HTTP server, with limits a slow or greedy client cannot get around.
 
-``serve_http(server, host, port)`` builds the SDK's Starlette app and runs it under uvicorn
+``await serve_http(server, host, port)`` builds the SDK's Starlette app and runs it under uvicorn
 with these limits (:class:`HttpLimits`):
 
 - **Request time.** Each request's head and body must arrive within ``request_timeout_s`` of
@@ -30,7 +30,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
@@ -291,7 +290,7 @@ def uvicorn_config(app: Starlette, host: str, port: int, limits: HttpLimits, log
     )
 
 
-def serve_http(
+async def serve_http(
     server: MCPServer[Any],
     host: str,
     port: int,
@@ -299,9 +298,10 @@ def serve_http(
     limits: HttpLimits | None = None,
     transport_security: TransportSecuritySettings | None = None,
 ) -> None:
-    """Serve ``server`` over streamable HTTP on ``host:port`` until interrupted, within ``limits``."""
+    """Serve ``server`` over streamable HTTP on ``host:port`` until uvicorn stops (SIGINT or
+    SIGTERM: it shuts down gracefully), within ``limits``."""
     limits = limits or HttpLimits()
     app = build_app(server, host, limits, transport_security)
     config = uvicorn_config(app, host, port, limits, server.settings.log_level.lower())
     quiet_repeats(limits.log_every_s)
-    anyio.run(uvicorn.Server(config).serve)
+    await uvicorn.Server(config).serve()

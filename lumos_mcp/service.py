@@ -27,6 +27,7 @@ from lumos_mcp.errors import (
     ApprovalInvalidError,
     ApprovalRequiredError,
     AuditError,
+    JournalError,
     KnobError,
     LumosError,
     ModeError,
@@ -34,6 +35,7 @@ from lumos_mcp.errors import (
     StagedExpiredError,
     StateLockedError,
     TransactionStateError,
+    WatchdogError,
 )
 from lumos_mcp.history import HOUR_S, Histories, audit_records_since, rebuild
 from lumos_mcp.kernelfs.backend import Backend, KnobStatus
@@ -55,6 +57,8 @@ from lumos_mcp.resources import policy_path
 from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.telemetry.perf import PerfStat
 from lumos_mcp.txn import RecoveryReport, Restored, Transaction, TransactionManager, TxState
+from lumos_mcp.txn.journal import scan
+from lumos_mcp.watchdog import Watchdog, mode_lock_path, take_lock
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,8 @@ MODES: tuple[Mode, ...] = ("observe", "sandbox", "live")
 MAX_STAGED = 256
 """Staged (not yet applied) changes a server keeps; the oldest beyond this expire."""
 _MAX_EXPIRED = 1024  # expired txids remembered, to answer staged_expired rather than "unknown"
+WATCHDOG_LOCK_WAIT_S = 5.0
+"""How long a starting server waits while a dead server's watchdog holds the state directory."""
 
 
 def default_state_dir() -> Path:
@@ -91,6 +97,9 @@ class ServiceConfig:
     """More cgroups whose CPU telemetry reads (besides ``cgroups``) without listing their knobs."""
     telemetry_interval_s: float = 1.0
     perf: bool = True
+    watchdog: bool = False
+    """Start a watchdog process while changes are armed, so their revert survives a SIGKILL of
+    this process (`lumos_mcp.watchdog`). ``serve`` turns it on; in-process users need not."""
 
 
 @dataclass
@@ -144,7 +153,18 @@ class Service:
         """The server lifespan's task group, where background work (the speculator) is started."""
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
+        self._mode_lock_fd: int | None = None
         self.recovery: RecoveryReport | None = None
+        self._watchdog = Watchdog(self.state_dir, self.mode, self.kernel.base) if config.watchdog else None
+        self._unaudited: list[tuple[str, dict[str, Any]]] = []
+        """Audit records refused by a failing audit log while a deadline fired, to write later."""
+        self.record_problem: str | None = None
+        """The last journal or audit write that failed while reverting (None once all are written)."""
+        self.deadline_loop_error: str | None = None
+        """The last unexpected error the deadline loop survived (it logs it and goes on)."""
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._record_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def _kernel_root(self) -> KernelRoot:
@@ -211,24 +231,65 @@ class Service:
         except KnobError:
             return (knob,)
 
+    def shutdown(self, reason: str = "server_exit") -> list[Transaction]:
+        """The server is stopping: nobody is left to commit, so revert every armed transaction
+        now, through the journaled revert path, and audit each (``auto_revert`` with
+        ``reason``). Committed transactions are never touched. Safe to call more than once.
+        """
+        reverted = []
+        for tx, results in self.txns.revert_armed(reason):
+            self._audit_revert(tx, results, reason)
+            reverted.append(tx)
+        self._retry_records()
+        return reverted
+
     def close(self) -> None:
+        """Release the state directory. Changes still armed stay armed in the journal: the
+        watchdog (if any) restores them once this process is gone, else the next start does."""
+        with self._close_lock:  # serve's stop timer may close from another thread
+            if self._closed:
+                return
+            self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.close(armed=self.txns.next_deadline() is not None)
         self.txns.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        for fd in (self._mode_lock_fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._mode_lock_fd = self._lock_fd = None
+
+    @property
+    def watchdog_pid(self) -> int | None:
+        """The pid of the watchdog process keeping armed deadlines (None when none runs)."""
+        return self._watchdog.pid if self._watchdog is not None else None
 
     def _acquire_lock(self) -> None:
         path = self.state_dir / "server.lock"
         fd = open_private(path, os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid, mode = _lock_owner(fd)
-            os.close(fd)
-            raise StateLockedError(f"in {mode} mode", path=str(self.state_dir), pid=pid) from None
+        until = time.monotonic() + WATCHDOG_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pid, mode = _lock_owner(fd)
+                if mode == "watchdog" and time.monotonic() < until:
+                    time.sleep(0.05)  # a dead server's watchdog is restoring its changes: milliseconds
+                    continue
+                os.close(fd)
+                raise StateLockedError(f"in {mode} mode", path=str(self.state_dir), pid=pid) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {self.mode}".encode(), 0)  # read back by _lock_owner
         self._lock_fd = fd
+        # a dead server's watchdog may be recovering this mode's journal (it takes this lock
+        # without server.lock when a server of another mode held that): wait for it
+        self._mode_lock_fd = take_lock(mode_lock_path(self.state_dir, self.mode), WATCHDOG_LOCK_WAIT_S)
+        if self._mode_lock_fd is None:
+            os.close(fd)
+            self._lock_fd = None
+            raise StateLockedError(
+                f"its {self.mode} journal is being recovered", path=str(self.state_dir), pid="a watchdog"
+            )
 
     async def run_deadlines(self, poll_s: float = 0.25) -> None:
         """Forever: revert armed transactions whose deadline passed (the server's own timer).
@@ -250,15 +311,75 @@ class Service:
             due = self.txns.next_deadline()
             delay = poll_s if due is None else min(max(due - self.clock(), 0.0), poll_s)
             await anyio.sleep(delay)
-            await anyio.to_thread.run_sync(self.expire_due)
+            try:
+                await anyio.to_thread.run_sync(self._tick)
+            except Exception as e:  # the deadline loop's top level: it must outlive any one failure
+                self.deadline_loop_error = f"{type(e).__name__}: {e}"
+                log.exception("deadline loop: %s (the loop goes on)", e)
+
+    def _tick(self) -> None:
+        self.expire_due()
+        self._sync_watchdog()
+
+    def _sync_watchdog(self) -> None:
+        """A watchdog runs exactly while something is armed (a dead one is replaced)."""
+        if self._watchdog is None:
+            return
+        with self._lock:
+            if self.txns.next_deadline() is None:
+                self._watchdog.release()
+            else:
+                self._watchdog.ensure()
 
     def expire_due(self) -> list[Transaction]:
-        """Revert every armed transaction past its deadline, and audit each."""
+        """Revert every armed transaction past its deadline, and audit each.
+
+        Reverting wins over recording: a journal or audit write that fails (full disk, EIO)
+        does not stop any revert. The records that could not be written are kept and written
+        by a later call; until then ``status()["recording_problem"]`` and stderr say so.
+        """
         reverted = []
         for tx, results in self.txns.expire_due():
-            self.audit.append("auto_revert", tx=tx.id, knobs=restored_data(results), speculative=tx.speculative)
+            self._audit_revert(tx, results, "deadline")
             reverted.append(tx)
+        self._retry_records()
         return reverted
+
+    def _audit_revert(self, tx: Transaction, results: Sequence[Restored], reason: str) -> None:
+        fields = {"tx": tx.id, "reason": reason, "knobs": restored_data(results), "speculative": tx.speculative}
+        if tx.notes:
+            fields["notes"] = list(tx.notes)
+        with self._record_lock:
+            self._unaudited.append(("auto_revert", fields))
+
+    def _retry_records(self) -> None:
+        """Write the audit and journal records still waiting; report what still fails."""
+        with self._record_lock:  # the deadline loop and a stopping server may both get here
+            self._write_waiting_records()
+
+    def _write_waiting_records(self) -> None:
+        problems = []
+        while self._unaudited:
+            event, fields = self._unaudited[0]
+            try:
+                self.audit.append(event, **fields)
+            except AuditError as e:
+                problems.append(f"audit: {e}")
+                break
+            self._unaudited.pop(0)
+        try:
+            self.txns.retry_unrecorded()
+        except JournalError as e:
+            problems.append(f"journal: {e}")
+        problem = "; ".join(problems) or None
+        if problem is not None and problem != self.record_problem:
+            log.error(
+                "reverted, but %d audit and %d journal record(s) are not written yet: %s",
+                len(self._unaudited),
+                len(self.txns.unrecorded),
+                problem,
+            )
+        self.record_problem = problem
 
     # ------------------------------------------------------------------ reading
     def tunables(self, group: str | None = None) -> list[KnobStatus]:
@@ -490,6 +611,7 @@ class Service:
             approval = None
             if verdict.approval_required:
                 approval = self._consume_approval(staged, approval_id)
+            self._watch_before_arming(txid)
             try:
                 # Last write wins over a speculative move only: it never overrides another's
                 # pending change, and the speculator never overrides the agent's.
@@ -524,6 +646,20 @@ class Service:
                 files={c.knob: list(c.files) for c in tx.changes},
             )
             return tx
+
+    def _watch_before_arming(self, txid: str) -> None:
+        """Start the watchdog before the write, so no moment exists where this change is
+        armed and a SIGKILL of this process would leave it on the host.
+
+        Raises:
+            WatchdogError: the watchdog cannot be started (nothing is written).
+        """
+        if self._watchdog is None:
+            return
+        try:
+            self._watchdog.ensure()
+        except OSError as e:
+            raise WatchdogError(e.strerror or str(e), tx=txid) from e
 
     def _consume_approval(self, staged: StagedChange, approval_id: str | None) -> Approval:
         tx = staged.tx
@@ -599,6 +735,7 @@ class Service:
     def status(self) -> dict[str, Any]:
         now = self.clock()
         txs = self.txns.transactions()
+        recording = self._recording_problem()
         return {
             "mode": self.mode,
             "policy": {"name": self.policy.name, "file": str(self.policy_file), "digest": self.policy.digest},
@@ -608,7 +745,21 @@ class Service:
             "staged": [self._tx_info(t, now) for t in txs if t.state is TxState.STAGED],
             "recent": [self._tx_info(t, now) for t in txs if t.state not in (TxState.APPLIED, TxState.STAGED)][-10:],
             "pending_approvals": [a.id for a in self.approvals.list(status="pending")],
-            "journal_problem": self.txns.journal_problem,
+            # the MCP layer passes journal_problem through: a revert the journal or the audit
+            # log has not recorded yet shows there too (details in recording_problem)
+            "journal_problem": self.txns.journal_problem or _recording_summary(recording),
+            "recording_problem": recording,
+            "deadline_loop_error": self.deadline_loop_error,
+        }
+
+    def _recording_problem(self) -> dict[str, Any] | None:
+        """Revert records that a failing journal or audit log has not taken yet (None: all written)."""
+        if self.record_problem is None and not self._unaudited and not self.txns.unrecorded:
+            return None
+        return {
+            "error": self.record_problem,
+            "audit_records_waiting": len(self._unaudited),
+            "journal_records_waiting": len(self.txns.unrecorded),
         }
 
     def _tx_info(self, tx: Transaction, now: float) -> dict[str, Any]:
@@ -625,6 +776,15 @@ class Service:
     def describe(self, staged: StagedChange) -> str:
         parts = [f"{c.knob}: {c.before!r} -> {c.after!r}{' ' + c.unit if c.unit else ''}" for c in staged.tx.changes]
         return f"[{self.mode}] " + "; ".join(parts)
+
+
+def _recording_summary(problem: dict[str, Any] | None) -> str | None:
+    if problem is None:
+        return None
+    return (
+        f"reverted, but {problem['journal_records_waiting']} journal and {problem['audit_records_waiting']} "
+        f"audit record(s) are not written yet: {problem['error']}"
+    )
 
 
 def _lock_owner(fd: int) -> tuple[str, str]:
@@ -647,6 +807,21 @@ def server_lock_holder(state_dir: Path) -> tuple[str, str] | None:
         return _lock_owner(fd)
     finally:
         os.close(fd)
+
+
+def journals_to_recover(state_dir: Path) -> list[Mode]:
+    """The modes whose journal in ``state_dir`` shows an unfinished transaction or damage.
+
+    Raises:
+        JournalError: a journal exists but cannot be read.
+    """
+    found: list[Mode] = []
+    for mode in MODES:
+        result = scan(state_dir / f"journal-{mode}.jsonl")
+        open_txs, _ = TransactionManager._replay(result.records)
+        if open_txs or result.corrupt_lines:
+            found.append(mode)
+    return found
 
 
 def restored_data(results: Sequence[Restored]) -> list[dict[str, str]]:

@@ -1,4 +1,5 @@
-"""Crash injection, short form: real server processes SIGKILLed, then recovered and checked."""
+"""Crash injection, short form: real server processes SIGKILLed, then recovered and checked;
+real servers ended every way with a change armed."""
 
 from __future__ import annotations
 
@@ -21,3 +22,6 @@ def test_kill_at_random_points_never_leaves_a_knob_the_journal_disagrees_with(tm
     covered = set(f["kill_points"])
     assert any(p.startswith("apply/") for p in covered)
     assert any(p.startswith("recover/") for p in covered)
+    assert f["exit_trials"] == 4  # one real server per kind of exit: EOF, SIGTERM, SIGINT, SIGKILL
+    assert f["exits_late"] == 0
+    assert f["exit_processes_left"] == 0

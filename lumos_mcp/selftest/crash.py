@@ -27,6 +27,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -247,12 +249,23 @@ class _Truth:
         return {k: v for k, v in {**self.originals, **self.committed}.items() if k not in views}
 
 
-def run(base: Path, trials: int = 100, seed: int = 1, ops: int = 6) -> Outcome:
-    """``trials`` kill-and-recover trials on one fake host under ``base``.
+def run(base: Path, trials: int = 100, seed: int = 1, ops: int = 6, exit_trials: int = 1) -> Outcome:
+    """``trials`` kill-and-recover trials on one fake host under ``base``, then ``exit_trials``
+    real servers per kind of exit with a change armed (`run_exits`).
 
     Figures: trials, kills, kill points covered, knobs checked, mismatches (must be 0),
-    unaccounted files (must be 0), audit chain breaks (must be 0).
+    unaccounted files (must be 0), audit chain breaks (must be 0), and `run_exits`' figures.
     """
+    out = _run_kills(base / "kills", trials, seed, ops)
+    if exit_trials:
+        exits = run_exits(base / "exits", trials=exit_trials)
+        out.figures.update(exits.figures)
+        for problem in exits.problems:
+            out.fail(f"exits: {problem}")
+    return out
+
+
+def _run_kills(base: Path, trials: int, seed: int, ops: int) -> Outcome:
     from lumos_mcp.audit import verify
 
     out = Outcome("crash")
@@ -378,7 +391,190 @@ def _verify(
         out.fail(f"trial {trial}: audit chain broken: {audit}")
 
 
+# --------------------------------------------------------------------------- the server's exits
+EXITS = ("eof", "sigterm", "sigint", "sigkill")
+EXIT_CHANGE = {"vm.swappiness": 30}
+"""What an exit trial's server applies (the bed's original is 60)."""
+_EXIT_SIGNALS = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sigkill": signal.SIGKILL}
+
+
+def _serve_child(base: Path, confirm_s: float) -> int:
+    """A real ``serve`` process on a bed (live mode on its fake tree, with the watchdog, as
+    ``lumos-mcp serve`` runs): apply `EXIT_CHANGE` with a ``confirm_s`` deadline, then serve MCP
+    over stdio through ``serve``'s own lifecycle until stdin ends or a signal stops it. Once
+    it handles the stop signals it writes ``base/ready.json`` (pids, txid, deadline)."""
+    from lumos_mcp.server import build_server
+    from lumos_mcp.serving import describe, run_until_stopped
+
+    bed = Bed(base=base, tree=base / "kernel", state_dir=base / "state", policy=base / "selftest-policy.toml")
+    service = bed.service(watchdog=True)
+    staged = service.stage(EXIT_CHANGE, confirm_within_s=confirm_s)
+    tx = service.apply(staged.tx.id)
+    info = {"pid": os.getpid(), "watchdog_pid": service.watchdog_pid, "deadline": tx.deadline, "tx": tx.id}
+
+    def ready() -> None:
+        tmp = base / "ready.json.tmp"
+        tmp.write_bytes(orjson.dumps(info))
+        os.replace(tmp, base / "ready.json")
+
+    return run_until_stopped(service, build_server(service).run_stdio_async, describe(service, "stdio"), ready)
+
+
+class ServerUnderTest:
+    """A `_serve_child` process on a fresh bed at ``base`` (`wait_ready` until its change is armed)."""
+
+    def __init__(self, base: Path, confirm_s: float) -> None:
+        self.bed = make_bed(base)
+        env = dict(os.environ, PYTHONPATH=_package_parent())
+        with open(base / "stderr", "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "lumos_mcp.selftest.crash", "--serve", str(base), str(confirm_s)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+            )
+        self.pid = self.proc.pid
+        self.watchdog_pid: int | None = None
+        self.deadline = 0.0
+        self.txid = ""
+
+    def ready(self) -> bool:
+        """True once the change is armed and stop signals are handled (reads its pids then).
+
+        Raises:
+            RuntimeError: the server exited before it was ready.
+        """
+        path = self.bed.base / "ready.json"
+        if not path.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exit-trial server died at start: {self.stderr()[-1000:]}")
+            return False
+        info = orjson.loads(path.read_bytes())
+        self.watchdog_pid, self.deadline, self.txid = info["watchdog_pid"], info["deadline"], info["tx"]
+        return True
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Raises: RuntimeError: not ready within ``timeout_s`` (the process is stopped)."""
+        if not wait_until(self.ready, timeout_s):
+            self.stop()
+            raise RuntimeError(f"exit-trial server not ready within {timeout_s} s: {self.stderr()[-1000:]}")
+
+    def value(self) -> str:
+        return (self.bed.tree / "proc/sys/vm/swappiness").read_text().strip()
+
+    def end(self, how: str) -> None:
+        """End the server as a host would: close its stdin (``eof``) or send a signal."""
+        if how == "eof":
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        else:
+            self.proc.send_signal(_EXIT_SIGNALS[how])
+
+    def stderr(self) -> str:
+        return (self.bed.base / "stderr").read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Make sure the server is gone (killed if it still runs) and its pipes closed."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``condition`` every 10 ms until it holds or ``timeout_s`` passes."""
+    until = time.monotonic() + max(timeout_s, 0.0)
+    while not condition():
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _is_original(server: ServerUnderTest) -> bool:
+    return server.value() == "60"
+
+
+def _exited(server: ServerUnderTest) -> bool:
+    return server.proc.poll() is not None
+
+
+def run_exits(base: Path, trials: int = 1, confirm_s: float = 3.0, kinds: tuple[str, ...] = EXITS) -> Outcome:
+    """``trials`` real servers per kind of exit (stdin EOF, SIGTERM, SIGINT, SIGKILL), each with
+    a change armed for ``confirm_s``; after the exit the live value must be back at its original
+    by the deadline + 2 s, with no new server started and no process left.
+
+    Figures: exit_trials, exits_late (must be 0), exit_processes_left (must be 0),
+    exit_revert_max_s (longest exit-to-original time), per-kind maxima.
+    """
+    out = Outcome("crash")
+    late = left = 0
+    slowest: dict[str, float] = {}
+    batch = 4  # servers at once: a few seconds of wall time for the short form
+    plan = [(kind, n) for n in range(trials) for kind in kinds]
+    for start in range(0, len(plan), batch):
+        servers = [(kind, ServerUnderTest(base / f"{kind}-{n}", confirm_s)) for kind, n in plan[start : start + batch]]
+        try:
+            # end each server as soon as its change is armed, so every deadline is still ahead
+            ended: dict[int, float] = {}
+            until = time.monotonic() + 60.0
+            while len(ended) < len(servers) and time.monotonic() < until:
+                for i, (kind, server) in enumerate(servers):
+                    if i in ended or not server.ready():
+                        continue
+                    if server.value() != "30" or server.watchdog_pid is None:
+                        out.fail(f"{kind}: the change was not armed with a watchdog ({server.value()})")
+                    server.end(kind)
+                    ended[i] = time.monotonic()
+                time.sleep(0.01)
+            for i, (kind, server) in enumerate(servers):
+                if i not in ended:
+                    late += 1
+                    out.fail(f"{kind}: the server was not ready within 60 s: {server.stderr()[-300:]}")
+                    continue
+                back = wait_until(partial(_is_original, server), server.deadline + 2.0 - time.time())
+                if not back:
+                    late += 1
+                    out.fail(f"{kind}: swappiness still {server.value()} at deadline + 2 s: {server.stderr()[-300:]}")
+                slowest[kind] = max(slowest.get(kind, 0.0), time.monotonic() - ended[i])
+        finally:
+            for kind, server in servers:
+                if not wait_until(partial(_exited, server), 5.0):
+                    left += 1
+                    out.fail(f"{kind}: the server process did not exit")
+                server.stop()
+                wd = server.watchdog_pid
+                if wd is not None and not wait_until(partial(process_gone, wd), 5.0):
+                    left += 1
+                    out.fail(f"{kind}: the watchdog (pid {wd}) outlived its work")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(wd, signal.SIGKILL)
+    out.figures = {
+        "exit_trials": len(plan),
+        "exits_late": late,
+        "exit_processes_left": left,
+        "exit_revert_max_s": round(max(slowest.values(), default=0.0), 2),
+        **{f"exit_revert_max_s_{kind}": round(v, 2) for kind, v in slowest.items()},
+    }
+    return out
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--zygote"]:
         sys.exit(_zygote())
-    raise SystemExit("usage: python -m lumos_mcp.selftest.crash --zygote (started by lumos-mcp selftest)")
+    if sys.argv[1:2] == ["--serve"] and len(sys.argv) == 4:
+        sys.exit(_serve_child(Path(sys.argv[2]), float(sys.argv[3])))
+    raise SystemExit("usage: python -m lumos_mcp.selftest.crash --zygote | --serve DIR CONFIRM_S (started by selftest)")

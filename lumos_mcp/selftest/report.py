@@ -16,6 +16,7 @@ from lumos_mcp.selftest.common import Outcome
 @dataclass(frozen=True)
 class Sizes:
     crash_trials: int
+    exit_trials: int
     fuzz_calls: int
     conflict_rounds: int
     http_clients: int
@@ -23,9 +24,23 @@ class Sizes:
     tamper_positions: int
 
 
-SHORT = Sizes(crash_trials=100, fuzz_calls=300, conflict_rounds=10, http_clients=10, http_calls=20, tamper_positions=4)
+SHORT = Sizes(
+    crash_trials=100,
+    exit_trials=1,
+    fuzz_calls=300,
+    conflict_rounds=10,
+    http_clients=10,
+    http_calls=20,
+    tamper_positions=4,
+)
 LONG = Sizes(
-    crash_trials=1000, fuzz_calls=10000, conflict_rounds=100, http_clients=50, http_calls=200, tamper_positions=11
+    crash_trials=1000,
+    exit_trials=5,
+    fuzz_calls=10000,
+    conflict_rounds=100,
+    http_clients=50,
+    http_calls=200,
+    tamper_positions=11,
 )
 
 # figures that must be zero, and pairs (a, b) where a must equal b
@@ -39,6 +54,8 @@ MUST_BE_ZERO = (
     "http_failures",
     "intruders_reaching_a_tool",
     "cases_failed",
+    "exits_late",
+    "exit_processes_left",
 )
 
 
@@ -59,7 +76,7 @@ def run_all(long: bool = False, base: Path | None = None, seed: int = 1, only: t
         return out
 
     parts: dict[str, Callable[[Path], Outcome]] = {
-        "crash": lambda d: crash.run(d, trials=sizes.crash_trials, seed=seed),
+        "crash": lambda d: crash.run(d, trials=sizes.crash_trials, seed=seed, exit_trials=sizes.exit_trials),
         "storage": storage.run,
         "fuzz": lambda d: fuzz.run(d, calls=sizes.fuzz_calls, seed_value=seed),
         "concurrency": lambda d: concurrency.run(
@@ -93,11 +110,16 @@ ROWS: list[tuple[str, str, str]] = [
     ("crash", "mismatches", "knobs differing from the journal's truth"),
     ("crash", "unaccounted_files", "files changed that no knob accounts for"),
     ("crash", "audit_breaks", "audit hash chain broken after a kill"),
+    ("crash", "exit_trials", "servers ended with a change armed (EOF, SIGTERM, SIGINT, SIGKILL)"),
+    ("crash", "exits_late", "changes not back at the original by deadline + 2 s"),
+    ("crash", "exit_processes_left", "server or watchdog processes left behind"),
+    ("crash", "exit_revert_max_s", "longest exit-to-original time (s)"),
     ("storage", "cases", "storage fault cases run"),
     ("storage", "cases_failed", "cases where a knob or error was wrong"),
     ("storage", "torn_tail", "torn journal tail"),
     ("storage", "corrupt_journal", "garbage inside the journal"),
     ("storage", "disk_full", "full disk (64 KiB tmpfs)"),
+    ("storage", "full_at_deadline", "journal and audit full while deadlines fire"),
     ("storage", "read_only", "read-only state directory"),
     ("storage", "missing_dir", "missing state directory"),
     ("storage", "two_servers", "two servers, one state directory"),

@@ -1,5 +1,5 @@
-"""Storage faults: a torn or corrupt journal, a full disk, a read-only or missing state
-directory, and two servers on one state directory.
+"""Storage faults: a torn or corrupt journal, a full disk (also while deadlines fire), a
+read-only or missing state directory, and two servers on one state directory.
 
 Each case ends with the same question: is every knob either original or accounted for by the
 journal, and did the server refuse new writes with a typed error while it could not journal?
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lumos_mcp.errors import LumosError
+from lumos_mcp.errors import AuditError, JournalError, LumosError
 from lumos_mcp.selftest.common import Bed, Outcome, make_bed
 from lumos_mcp.service import Service
 
@@ -189,6 +189,72 @@ def disk_full(base: Path, out: Outcome) -> None:
     out.figures["disk_full"] = "writes refused (journal_unavailable); no fragment; recovered"
 
 
+@contextlib.contextmanager
+def _writes_fail(service: Service) -> Iterator[None]:
+    """Every journal and audit append of ``service`` fails as on a full disk (ENOSPC), while open.
+
+    Injected at the two writers rather than by filling a tmpfs: a small append still fits in
+    the slack of a file's last page, so a filled tmpfs fails them only by luck."""
+    journal = service.txns.journal
+    audit_append, journal_append = service.audit.append, journal.append
+
+    def audit_full(event: str, **fields: Any) -> dict[str, Any]:
+        raise AuditError("No space left on device", path=str(service.audit.path), errno=errno.ENOSPC)
+
+    def journal_full(record: dict[str, Any]) -> None:
+        raise JournalError("append failed: No space left on device", path=str(journal.path))
+
+    service.audit.append = audit_full  # type: ignore[method-assign]
+    journal.append = journal_full  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        service.audit.append = audit_append  # type: ignore[method-assign]
+        journal.append = journal_append  # type: ignore[method-assign]
+
+
+def full_at_deadline(base: Path, out: Outcome) -> None:
+    """Journal and audit writes fail while deadlines fire: every change is still reverted on
+    time, the records wait (shown in status), and once writes work they are written."""
+    bed = make_bed(base)
+    now = [time.time()]
+    service = bed.service(clock=lambda: now[0])
+    reverted = 0
+    try:
+        for value in (10, 20, 30):  # each deadline fires while writes fail; the next change still reverts
+            _arm(service, value)
+            now[0] += 3600
+            with _writes_fail(service):
+                reverted += len(service.expire_due())
+                if _value(bed) != ORIGINAL:
+                    out.fail(f"full at deadline: {KNOB} is {_value(bed)} after its deadline, not {ORIGINAL}")
+                waiting = service.status()["recording_problem"]
+                if not waiting or not waiting["journal_records_waiting"] or not waiting["audit_records_waiting"]:
+                    out.fail(f"full at deadline: status does not show the records waiting: {waiting}")
+            service.expire_due()  # the next tick, writes work again: the records are written
+            if service.status()["recording_problem"] is not None:
+                out.fail(f"full at deadline: records still waiting: {service.status()['recording_problem']}")
+    finally:
+        service.close()
+    after = bed.service()
+    try:
+        report = after.recovery
+        assert report is not None
+        if report.transactions or report.journal_problems:
+            out.fail(f"full at deadline: the journal still shows {report.transactions} {report.journal_problems}")
+    finally:
+        after.close()
+    from lumos_mcp.audit import iter_records, verify
+
+    audit = verify(bed.state_dir / "audit.jsonl")
+    logged = sum(1 for r in iter_records(bed.state_dir / "audit.jsonl") if r.get("event") == "auto_revert")
+    if not audit.ok or logged != 3:
+        out.fail(f"full at deadline: audit chain ok={audit.ok}, {logged} of 3 auto_revert records")
+    out.figures["full_at_deadline"] = (
+        f"{reverted} of 3 deadlines reverted while journal and audit writes failed (ENOSPC); records written later"
+    )
+
+
 def read_only(base: Path, out: Outcome) -> None:
     with tmpfs(base / "mnt", "1m") as mnt:
         if mnt is None:
@@ -281,6 +347,7 @@ CASES: dict[str, Callable[[Path, Outcome], None]] = {
     "torn_tail": torn_tail,
     "corrupt_journal": corrupt_middle,
     "disk_full": disk_full,
+    "full_at_deadline": full_at_deadline,
     "read_only": read_only,
     "missing_dir": missing_dir,
     "two_servers": two_servers,

@@ -147,6 +147,8 @@ class TransactionManager:
         self._recovering = False
         self.compaction_problem: str | None = None
         """Why the last compaction while running failed (the journal itself stayed usable)."""
+        self.unrecorded: list[dict[str, Any]] = []
+        """Revert records the journal refused (a full disk): restored on the host, not yet journaled."""
 
     # ------------------------------------------------------------------ journal
     @property
@@ -469,9 +471,18 @@ class TransactionManager:
         self.backend.write_raw(res, change.raw_before)
         return Restored(change.knob, "restored")
 
-    def _rollback(self, tx: Transaction, resolved: list[Resolved], reason: str, force: bool = False) -> list[Restored]:
+    def _rollback(
+        self,
+        tx: Transaction,
+        resolved: list[Resolved],
+        reason: str,
+        force: bool = False,
+        unrecorded: list[dict[str, Any]] | None = None,
+    ) -> list[Restored]:
         # Rollback must happen even when the journal cannot be written: restoring originals is
         # always safe, and an unrecorded restore is redone (idempotently) by recovery.
+        # ``unrecorded`` collects the completion record when it could not be written, so the
+        # caller can write it later (`retry_unrecorded`).
         try:
             self._log({"t": "revert", "tx": tx.id, "reason": reason})
         except JournalError as e:
@@ -479,10 +490,13 @@ class TransactionManager:
         results = self._restore(tx, resolved, "rollback", force)
         failed = [r for r in results if r.action == "error"]
         if not failed:
+            record = {"t": "reverted", "tx": tx.id, "reason": reason, "ts": self.clock()}
             try:
-                self._log({"t": "reverted", "tx": tx.id, "reason": reason})
+                self._log(record)
             except JournalError as e:
                 tx.notes.append(f"revert completion not journaled: {e}")
+                if unrecorded is not None:
+                    unrecorded.append(record)
         else:
             tx.notes.extend(f"rollback of {r.knob} failed: {r.detail}" for r in failed)
         return results
@@ -551,25 +565,44 @@ class TransactionManager:
     def expire_due(self) -> list[tuple[Transaction, list[Restored]]]:
         """Revert every applied transaction past its deadline (the server's auto-revert).
 
-        A knob someone else changed meanwhile is left as found and reported.
+        A knob someone else changed meanwhile is left as found and reported. A journal that
+        cannot be written does not stop it: the knobs are restored, and the completion records
+        that could not be written wait in ``unrecorded`` for `retry_unrecorded`.
         """
+        return self.revert_armed("deadline", due_by=self.clock())
+
+    def revert_armed(self, reason: str, due_by: float | None = None) -> list[tuple[Transaction, list[Restored]]]:
+        """Revert every applied transaction (whose deadline is at or before ``due_by``, if
+        given) through the journaled rollback, as the deadline does: ``reason`` is journaled
+        (``deadline``, ``server_exit``). Committed transactions are never touched."""
         done = []
         with self._lock:
             now = self.clock()
             due = [
                 t
                 for t in self._txs.values()
-                if t.state is TxState.APPLIED and t.deadline is not None and t.deadline <= now
+                if t.state is TxState.APPLIED and (due_by is None or (t.deadline is not None and t.deadline <= due_by))
             ]
             for tx in due:
                 resolved = [self._recorded(c) for c in tx.changes]
-                results = self._rollback(tx, resolved, reason="deadline")
+                results = self._rollback(tx, resolved, reason=reason, unrecorded=self.unrecorded)
                 tx.state = TxState.REVERTED
                 tx.closed_at = now
-                tx.outcome = "deadline"
+                tx.outcome = reason
                 self._release(tx)
                 done.append((tx, results))
         return done
+
+    def retry_unrecorded(self) -> None:
+        """Write the revert records a failing journal refused earlier, oldest first.
+
+        Raises:
+            JournalError: the journal still refuses them (they stay waiting).
+        """
+        with self._lock:
+            while self.unrecorded:
+                self._log(self.unrecorded[0])
+                self.unrecorded.pop(0)
 
     def rearm(self, txid: str, confirm_within_s: float) -> Transaction:
         """Move an applied transaction's deadline to ``confirm_within_s`` from now (journaled).
