@@ -139,5 +139,10 @@ class StatusResult(BaseModel):
     staged: list[TxSummary]
     recent: list[TxSummary]
     pending_approvals: list[str]
-    journal_problem: str | None
+    journal_problem: str | None = Field(description="Why new writes are refused, if they are (null: none).")
+    recording_problem: dict[str, Any] | None = Field(
+        None, description="Reverts done on the host that the journal or audit log has not recorded yet."
+    )
+    deadline_loop_error: str | None = Field(None, description="The last error the auto-revert loop survived.")
+    compaction_problem: str | None = Field(None, description="Why the journal's last compaction failed.")
     extra: dict[str, Any] = Field(default_factory=dict)

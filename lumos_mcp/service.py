@@ -750,6 +750,7 @@ class Service:
             "journal_problem": self.txns.journal_problem or _recording_summary(recording),
             "recording_problem": recording,
             "deadline_loop_error": self.deadline_loop_error,
+            "compaction_problem": self.txns.compaction_problem,
         }
 
     def _recording_problem(self) -> dict[str, Any] | None:

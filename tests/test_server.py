@@ -16,6 +16,7 @@ from mcp.types import ElicitRequestFormParams, ElicitRequestParams, ElicitResult
 
 from lumos_mcp.api import tool_error
 from lumos_mcp.audit import iter_records, verify
+from lumos_mcp.errors import AuditError
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.server import build_server
 from lumos_mcp.service import Service
@@ -263,3 +264,28 @@ async def test_every_decision_lands_in_a_verifiable_audit_log(service: Service) 
         "commit",
     ]
     assert verify(service.audit.path).ok
+
+
+async def test_get_status_shows_a_revert_the_audit_log_has_not_recorded_yet(
+    make_service: Callable[..., Service], fake: FakeKernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    service = make_service(policy=POLICY, clock=lambda: now[0])
+    staged = service.stage({"vm.swappiness": 10}, confirm_within_s=5)
+    service.apply(staged.tx.id)
+    real_append = service.audit.append
+
+    def append(event: str, **fields: Any) -> dict[str, Any]:
+        if event == "auto_revert":
+            raise AuditError("disk full", path=str(service.audit.path))
+        return real_append(event, **fields)
+
+    monkeypatch.setattr(service.audit, "append", append)
+    now[0] += 10
+    service.expire_due()
+    assert fake.read("proc/sys/vm/swappiness").strip() == "60"  # reverting wins over recording
+    async with Client(build_server(service)) as client:
+        status = await call(client, "get_status")
+    assert status["recording_problem"]["audit_records_waiting"] == 1
+    assert status["journal_problem"] is not None
+    assert status["deadline_loop_error"] is None and status["compaction_problem"] is None

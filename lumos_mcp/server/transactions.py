@@ -128,7 +128,8 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
     @domain_errors
     def get_status() -> Annotated[CallToolResult, StatusResult]:
         """The mode (observe, sandbox, live), the policy, armed transactions with seconds left before
-        auto-revert, staged and recent transactions, and pending approvals."""
+        auto-revert, staged and recent transactions, pending approvals, and any journal, audit or
+        auto-revert problem the server is living with."""
         st = service.status()
         return ok(
             StatusResult(
@@ -141,6 +142,9 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
                 recent=[_summary(t) for t in st["recent"]],
                 pending_approvals=st["pending_approvals"],
                 journal_problem=st["journal_problem"],
+                recording_problem=st["recording_problem"],
+                deadline_loop_error=st["deadline_loop_error"],
+                compaction_problem=st["compaction_problem"],
             )
         )
 
