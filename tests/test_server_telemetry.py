@@ -42,13 +42,13 @@ async def test_reported_app_metrics_appear_in_the_signature(make_service: Callab
     service = make_service()
     with anyio.fail_after(30):
         async with Client(build_server(service)) as client:
-            await client.call_tool("read_telemetry", {"window_s": 0.6, "fresh": True})  # the buffer is warm
+            await client.call_tool("read_telemetry", {"window_s": 3, "fresh": True})  # the buffer is warm
             for value in (4.0, 6.0, 5.0):
                 ack = await client.call_tool(
                     "report_app_metric", {"name": "api.latency_p99_ms", "value": value, "unit": "ms"}
                 )
                 assert not ack.is_error, ack.content
-            result = await client.call_tool("read_telemetry", {"window_s": 0.6, "sections": ["app"]})
+            result = await client.call_tool("read_telemetry", {"window_s": 3, "sections": ["app"]})
     app = result.structured_content["signature"]["app"]  # type: ignore[index]
     assert [m["name"] for m in app] == ["api.latency_p99_ms"] and app[0]["count"] == 3
 
