@@ -53,6 +53,32 @@ async def test_tune_runs_a_full_loop_in_sandbox_and_the_audit_log_verifies(tmp_p
     assert fake.read("proc/sys/vm/dirty_background_ratio").strip() == "10"
 
 
+async def test_tune_stopped_mid_round_reverts_the_change_it_left_armed(
+    tmp_path: Path, fake: FakeKernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def apply_then_stop(self: ExpertAgent, rounds: int) -> list[RoundLog]:
+        staged = await self.tools.call("stage_sched_params", {"changes": {"kernel.sched_rr_timeslice_ms": 150}})
+        await self.tools.call("apply", {"txid": staged["txid"]})
+        raise RuntimeError("stopped while the change is armed")  # as Ctrl-C or any error would
+
+    monkeypatch.setattr(ExpertAgent, "run", apply_then_stop)
+    config = ServiceConfig(
+        mode="sandbox",
+        state_dir=tmp_path / "state",
+        host_root=fake.base,
+        telemetry_root=Path("/"),
+        perf=False,
+        cgroups=("batch",),
+    )
+    with anyio.fail_after(30), pytest.raises(BaseExceptionGroup) as stopped:
+        await run_tune(config, rounds=1, window_s=0.6, live_view=False)
+    assert stopped.group_contains(RuntimeError, match="armed", depth=None)
+    sandbox = tmp_path / "state" / "sandbox" / "proc" / "sys" / "kernel" / "sched_rr_timeslice_ms"
+    assert sandbox.read_text().strip() == "100"
+    reverts = [r for r in iter_records(tmp_path / "state" / "audit.jsonl") if r["event"] == "auto_revert"]
+    assert [r["reason"] for r in reverts] == ["server_exit"]
+
+
 def test_cpu_contention_lowers_the_batch_weight_within_the_policy_step() -> None:
     sig = {"psi": {"cpu": {"some": {"avg10_pct": 40.0}}}}
     p = propose(sig, [tunable("cgroup.batch.cpu_weight", 100, min=1, max=1000, max_step_ratio=0.5)], set())

@@ -492,6 +492,9 @@ async def run_tune(config: ServiceConfig, rounds: int, window_s: float, live_vie
                 with live:
                     logs = await agent.run(rounds)
     finally:
+        # stopped mid-round (Ctrl-C, an error): nobody is left to commit what is armed
+        for tx in service.shutdown():
+            print(f"lumos-mcp: reverted {tx.id}, left uncommitted when tune stopped", file=sys.stderr)
         service.close()
     table = Table(
         title="tuning summary (objective: app p99 if reported, else CPU PSI some %; lower is better;"
