@@ -56,6 +56,7 @@ MUST_BE_ZERO = (
     "cases_failed",
     "exits_late",
     "exit_processes_left",
+    "slowloris_still_open",
 )
 
 
@@ -72,6 +73,7 @@ def run_all(long: bool = False, base: Path | None = None, seed: int = 1, only: t
         d.mkdir(parents=True, exist_ok=True)
         with intruders.http_server(d) as server:
             intruders.run_intruders(server, out)
+            intruders.run_slowloris(server, out)
         intruders.run_audit_tamper(d / "audit", out, positions=sizes.tamper_positions, seed=seed)
         return out
 
