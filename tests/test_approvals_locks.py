@@ -73,6 +73,10 @@ def _pending(s: ApprovalStore) -> str:
     return next(a.id for a in s.list(status="pending"))
 
 
+def _grant(s: ApprovalStore) -> None:
+    s.grant(_pending(s), by="alice")
+
+
 def _deny(s: ApprovalStore) -> None:
     s.deny(_pending(s), by="alice")
 
@@ -89,7 +93,7 @@ def _expire(s: ApprovalStore) -> None:
 WRITES: dict[str, Callable[[ApprovalStore], None]] = {
     "request": _request,
     "record_elicited": _elicited,
-    "grant": lambda s: s.grant(_pending(s), by="alice"),
+    "grant": _grant,
     "deny": _deny,
     "consume": _consume,
     "expire_due": _expire,
