@@ -217,3 +217,136 @@ def test_a_rule_with_equal_bounds_allows_only_that_value_and_names_the_bound_bro
     policy = make_policy(knobs={"vm.swappiness": {"min": 0, "max": 0, "approval": "never"}})
     assert run(policy, swap(0, 0)).allowed
     assert [d.rule for d in run(policy, swap(0, -1)).denials] == ["below_min"]
+
+
+# --------------------------------------------------------------------------- denial fields, kinds, deadlines
+CPU = "cgroup.web.cpu_max"
+
+
+def cpu_policy(**rule: Any) -> Policy:
+    return make_policy(knobs={"cgroup.*.cpu_max": {"approval": "never", **rule}})
+
+
+def cpu(after: Value) -> Change:
+    return Change(CPU, "cpu_max", "max 100000", after)
+
+
+def test_an_empty_change_set_denial_has_its_exact_fields() -> None:
+    (denial,) = run(make_policy()).denials
+    assert (denial.rule, denial.knob, denial.value, denial.limit) == ("empty_change", None, 0, 1)
+
+
+@pytest.mark.parametrize(("after", "allowed"), [("1000 1", True), ("1000 0", False), ("0 1", False)])
+def test_a_cpu_max_period_of_one_is_judged_and_zero_is_refused(after: str, allowed: bool) -> None:
+    verdict = run(cpu_policy(min_quota_ratio=0.5), cpu(after))
+    assert verdict.allowed is allowed
+
+
+@pytest.mark.parametrize("after", ["lots 100000", "50000x 100000", "-5 100000", "max", "1 2 3", 50000])
+def test_a_malformed_cpu_max_is_denied_with_the_expected_form_as_limit(after: Value) -> None:
+    (denial,) = run(cpu_policy(), cpu(after)).denials
+    assert (denial.rule, denial.knob, denial.value, denial.limit) == (
+        "not_in_allow",
+        CPU,
+        after,
+        "'QUOTA PERIOD' or 'max PERIOD'",
+    )
+
+
+def test_removing_a_cpu_limit_is_denied_unless_the_rule_allows_unlimited() -> None:
+    (denial,) = run(cpu_policy(), cpu("max 100000")).denials
+    assert (denial.rule, denial.knob, denial.value, denial.limit) == (
+        "not_in_allow",
+        CPU,
+        "max 100000",
+        "allow_unlimited = false",
+    )
+    assert run(cpu_policy(allow_unlimited=True), cpu("max 100000")).allowed
+
+
+def test_a_cpu_max_below_its_quota_ratio_is_denied_with_value_and_ratio() -> None:
+    (denial,) = run(cpu_policy(min_quota_ratio=0.5), cpu("49999 100000")).denials
+    assert (denial.rule, denial.knob, denial.value, denial.limit) == ("below_min", CPU, "49999 100000", 0.5)
+    assert run(cpu_policy(min_quota_ratio=0.5), cpu("50000 100000")).allowed
+
+
+def test_a_non_integer_for_an_int_knob_is_denied_with_its_value() -> None:
+    (denial,) = run(step_policy(10), Change("vm.swappiness", "int", 50, "sixty")).denials
+    assert (denial.rule, denial.knob, denial.value, denial.limit) == (
+        "not_allowed",
+        "vm.swappiness",
+        "sixty",
+        "an integer",
+    )
+
+
+def test_a_change_of_an_unknown_kind_is_denied_not_raised() -> None:
+    policy = Policy.model_validate({"name": "raw", "knobs": {"x.odd": {"approval": "never"}}})
+    (denial,) = run(policy, Change("x.odd", "float", 1, 2)).denials
+    assert (denial.rule, denial.knob, denial.value, denial.limit) == ("not_allowed", "x.odd", 2, "a catalog kind")
+
+
+@pytest.mark.parametrize("asked", [True, False, "30", None])
+def test_a_confirm_deadline_that_is_not_a_number_is_denied(asked: Any) -> None:
+    verdict = run(make_policy(), Change(LEFT, "int", 5, 6), confirm_within_s=asked)
+    if asked is None:
+        assert verdict.allowed and verdict.confirm_within_s == 60
+        return
+    (denial,) = verdict.denials
+    assert (denial.rule, denial.knob, denial.value, denial.limit) == ("confirm_too_long", None, asked, 600)
+
+
+def test_a_cooldown_denial_reports_the_elapsed_time_to_the_millisecond() -> None:
+    policy = make_policy(knobs={"vm.swappiness": {"min": 0, "max": 200, "approval": "never", "cooldown_s": 60}})
+    history = FakeHistory(last={"vm.swappiness": NOW - 10.12345})
+    (denial,) = run(policy, swap(50, 51), history=history).denials
+    assert (denial.rule, denial.knob, denial.value, denial.limit) == ("cooldown", "vm.swappiness", 10.123, 60)
+
+
+def every_kind_of_denial() -> list[Verdict]:
+    both = make_policy(
+        knobs={
+            "vm.swappiness": {"min": 10, "max": 20, "max_step_ratio": 0.1, "approval": "never", "cooldown_s": 60},
+            LEFT: {"min": 0, "max": 100, "approval": "never"},
+            RIGHT: {"min": 0, "max": 100, "approval": "never"},
+            "thp.enabled": {"allow": ["never"], "approval": "always"},
+            "cgroup.*.cpu_max": {"min_quota_ratio": 0.5, "approval": "never"},
+        },
+        cross=[{"rule": "less_than", "left": LEFT, "right": RIGHT}],
+    )
+    history = FakeHistory(last={"vm.swappiness": NOW - 1}, commits=[NOW - 1] * 3)
+    return [
+        run(both),
+        run(both, swap(15, 5), swap(15, 50), history=history, confirm_within_s=10_000),
+        run(both, Change("thp.enabled", "choice", "never", "always"), Change("vm.overcommit_memory", "int", 0, 1)),
+        run(both, Change("thp.enabled", "choice", "never", 3), Change(LEFT, "int", 5, 50), current={RIGHT: "x"}),
+        run(both, Change(LEFT, "int", 5, 50), current={RIGHT: 10}),
+        run(both, cpu("10 100000"), cpu("nonsense"), swap(15, "x")),
+        run(both, cpu("max 100000"), Change("x.odd", "float", 1, 2)),
+        run(both, Change("cgroup.web.cpu_weight", "int", 1, 2), speculative=True),
+    ]
+
+
+def test_every_denial_and_approval_reason_carries_a_message() -> None:
+    verdicts = every_kind_of_denial()
+    rules = {d.rule for v in verdicts for d in v.denials}
+    assert rules >= {
+        "empty_change",
+        "duplicate_knob",
+        "below_min",
+        "above_max",
+        "step_too_large",
+        "cooldown",
+        "commits_per_hour",
+        "confirm_too_long",
+        "not_in_allow",
+        "not_allowed",
+        "cross_field",
+        "outside_envelope",
+    }
+    for verdict in verdicts:
+        for denial in verdict.denials:
+            assert isinstance(denial.message, str) and denial.message, denial
+        assert all(isinstance(r, str) and r for r in verdict.approval_reasons)
+    reasons = run(step_policy(0.1), swap(50, 100)).approval_reasons
+    assert len(reasons) == 1 and reasons[0].startswith("vm.swappiness:")

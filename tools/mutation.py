@@ -25,7 +25,9 @@ fields and defaults, ``__slots__``) and functions with decorators other than the
 from __future__ import annotations
 
 import argparse
+import ast
 import glob
+import hashlib
 import json
 import os
 import random
@@ -36,6 +38,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -161,23 +164,41 @@ def inject_child_tests(workdir: Path, target: Target) -> int:
     return len(tests)
 
 
-def _changed_line(workdir: Path, target: Target, diff: str) -> int | None:
-    """The line of the original file the mutant changes (first removed line of the diff)."""
+def _changed_line(target: Target, name: str, diff: str) -> int | None:
+    """The line of the original file the mutant changes: the first removed line of the diff,
+    searched from the mutated function's ``def``."""
     removed = [line[1:].strip() for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
     if not removed:
         return None
+    function = name.rsplit(".", 1)[1].rsplit("__mutmut_", 1)[0].split("\u01c1")[-1].removeprefix("x_")
     source = (REPO / target.path).read_text().splitlines()
-    header = re.search(r"def (\w+)", diff)
-    start = 0
-    if header:
-        for i, line in enumerate(source):
-            if re.match(rf"\s*(async\s+)?def {re.escape(header.group(1))}\b", line):
-                start = i
-                break
-    for i in range(start, len(source)):
-        if source[i].strip() == removed[0]:
-            return i + 1
-    return None
+    start = next((i for i, line in enumerate(source) if re.match(rf"\s*(async\s+)?def {function}\b", line)), 0)
+    return next((i + 1 for i in range(start, len(source)) if source[i].strip() == removed[0]), None)
+
+
+def unreached(target: Target, mutant_names: list[str]) -> list[str]:
+    """Functions of the module that got no mutant (decorated ones, nested ones, or nothing to mutate)."""
+    tree = ast.parse((REPO / target.path).read_text())
+    mutated = {name.rsplit("__mutmut_", 1)[0].rsplit(".", 1)[1] for name in mutant_names}
+    found: list[str] = []
+
+    def visit(node: ast.AST, cls: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, child.name)
+            elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                mangled = f"x\u01c1{cls}\u01c1{child.name}" if cls else f"x_{child.name}"
+                if mangled not in mutated:
+                    decorators = [ast.unparse(d) for d in child.decorator_list]
+                    why = f" (@{', @'.join(decorators)})" if decorators else ""
+                    found.append(f"{cls + '.' if cls else ''}{child.name}:{child.lineno}{why}")
+
+    visit(tree, None)
+    return found
+
+
+def _source_hash(target: Target) -> str:
+    return hashlib.sha256((REPO / target.path).read_bytes()).hexdigest()
 
 
 def _diff(workdir: Path, name: str) -> str:
@@ -192,7 +213,7 @@ def _diff(workdir: Path, name: str) -> str:
     return "\n".join(line for line in shown.stdout.splitlines() if not line.startswith("# "))
 
 
-def run_module(key: str, sample: int, seed: int, workdir_root: Path) -> dict[str, object]:
+def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Path | None = None) -> dict[str, Any]:
     target = TARGETS[key]
     workdir = workdir_root / key
     started = time.monotonic()
@@ -211,7 +232,17 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path) -> dict[str
     everyone = sorted(_meta(workdir, target))
     injected = inject_child_tests(workdir, target)
     chosen = sorted(random.Random(seed).sample(everyone, sample)) if 0 < sample < len(everyone) else everyone
+    earlier: dict[str, Any] | None = None
+    if recheck is not None:
+        # Only tests were added since that run and the module's code is the same (checked below), so
+        # a mutant killed then is killed now: run again only its survivors, in the same sample.
+        earlier = json.loads((recheck / f"{key}.json").read_text())
+        before = hashlib.sha256((recheck / key / target.path).read_bytes()).hexdigest()
+        assert before == _source_hash(target), f"{target.path} changed since {recheck}"
+        chosen = sorted(s["name"] for s in earlier["survivors"])
+        print(f"   rechecking the {len(chosen)} survivors of {recheck / (key + '.json')}")
     print(f"   {len(everyone)} mutants, running {len(chosen)} (seed {seed}); {injected} child-process tests added")
+    print(f"   functions with no mutant: {', '.join(unreached(target, everyone)) or 'none'}")
     print(f"   mutmut's output: {log.name}", flush=True)
     run = [mutmut, "run", "--max-children", "1", *chosen]
     subprocess.run(run, cwd=workdir, env=_env(workdir), stdout=log, stderr=subprocess.STDOUT, check=False)
@@ -223,13 +254,19 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path) -> dict[str
     survived = [n for n in chosen if n not in killed and n not in unchecked]
     elapsed = time.monotonic() - started
     checked = len(chosen) - len(unchecked)
-    score = 100.0 * len(killed) / checked if checked else 0.0
-    print(f"\n== {key}: {len(killed)}/{checked} caught ({score:.1f}%), {len(survived)} survived", end="")
+    sample_size = len(chosen)
+    killed_count = len(killed)
+    if earlier is not None:
+        killed_count += earlier["killed"]
+        checked += earlier["checked"] - len(earlier["survivors"])
+        sample_size = earlier["sample"]
+    score = 100.0 * killed_count / checked if checked else 0.0
+    print(f"\n== {key}: {killed_count}/{checked} caught ({score:.1f}%), {len(survived)} survived", end="")
     print(f" ({len(untested)} with no covering test), {len(unchecked)} not checked; {elapsed / 60:.1f} min")
     survivors = []
     for name in survived:
         diff = _diff(workdir, name)
-        line = _changed_line(workdir, target, diff)
+        line = _changed_line(target, name, diff)
         status = "no tests" if name in untested else "survived"
         print(f"\n-- {target.path}:{line} {name} ({status})")
         print("\n".join(line for line in diff.splitlines() if not line.startswith(("---", "+++", "@@"))))
@@ -238,9 +275,9 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path) -> dict[str
         "module": target.path,
         "tests": tests,
         "mutants": len(everyone),
-        "sample": len(chosen),
+        "sample": sample_size,
         "seed": seed,
-        "killed": len(killed),
+        "killed": killed_count,
         "checked": checked,
         "score": round(score, 1),
         "minutes": round(elapsed / 60, 1),
@@ -256,9 +293,15 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=150, help="mutants per module, at random (0: all)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lumos-mutation"))
+    parser.add_argument(
+        "--recheck",
+        type=Path,
+        metavar="DIR",
+        help="a --workdir of an earlier run on the same code: run only its survivors again (after adding tests)",
+    )
     args = parser.parse_args()
     keys = list(TARGETS) if "all" in args.module else args.module
-    results = [run_module(key, args.sample, args.seed, args.workdir) for key in keys]
+    results = [run_module(key, args.sample, args.seed, args.workdir, args.recheck) for key in keys]
     print("\n== summary")
     for r in results:
         print(
