@@ -180,3 +180,40 @@ def test_unknown_codecs_raise_value_error_both_ways(name: str) -> None:
         codec_mod.encode(name, SWAPPINESS, 1)
     with pytest.raises(ValueError):
         codec_mod.decode(name, SWAPPINESS, ["1"])
+
+
+# --------------------------------------------------------------------------- what a refusal carries
+REFUSALS: list[tuple[KnobSpec, object]] = [
+    (SWAPPINESS, True),
+    (SWAPPINESS, "x"),
+    (SWAPPINESS, -1),
+    (SWAPPINESS, 10**6),
+    (IDLE, "maybe"),
+    (IDLE, 2),
+    (THP, 3),
+    (THP, "sometimes"),
+    (spec("choice"), "a b"),
+    (spec("cpulist"), 7),
+    (spec("cpulist"), "x"),
+    (spec("cpulist"), "5-4"),
+    (spec("cpulist"), "4096"),
+    (CPU_MAX, None),
+    (CPU_MAX, "1 2 3"),
+    (CPU_MAX, "1000 5"),
+    (CPU_MAX, "5 100000"),
+]
+
+
+@pytest.mark.parametrize(("knob", "bad"), REFUSALS)
+def test_every_refusal_names_the_knob_the_value_and_a_reason(knob: KnobSpec, bad: object) -> None:
+    err = reason(bad, knob)
+    expected = bad if isinstance(bad, int | str | bool) else repr(bad)
+    assert (err.code, err.fields["knob"], err.fields["value"]) == ("invalid_value", knob.id, expected)
+    assert isinstance(err.detail, str) and err.detail
+
+
+@pytest.mark.parametrize(("knob", "text"), [(spec("cpulist"), "0-x\n"), (IDLE, "maybe\n"), (CPU_MAX, "max 5\n")])
+def test_kernel_text_that_does_not_parse_raises_invalid_value_naming_the_knob(knob: KnobSpec, text: str) -> None:
+    with pytest.raises(InvalidValueError) as info:
+        codec_mod.decode("plain", knob, [text])
+    assert info.value.fields["knob"] == knob.id
