@@ -139,7 +139,7 @@ def test_plain_decoding_reads_the_first_word_of_an_int_file() -> None:
 def test_plain_decoding_of_text_that_is_no_integer_raises_invalid_value(text: str) -> None:
     with pytest.raises(InvalidValueError) as info:
         codec_mod.decode("plain", SWAPPINESS, [text])
-    assert info.value.fields["knob"] == "vm.swappiness"
+    assert (info.value.fields["knob"], info.value.fields["value"]) == ("vm.swappiness", text)
 
 
 def test_plain_decoding_of_a_bool_file_reads_its_first_word() -> None:
@@ -212,8 +212,18 @@ def test_every_refusal_names_the_knob_the_value_and_a_reason(knob: KnobSpec, bad
     assert isinstance(err.detail, str) and err.detail
 
 
-@pytest.mark.parametrize(("knob", "text"), [(spec("cpulist"), "0-x\n"), (IDLE, "maybe\n"), (CPU_MAX, "max 5\n")])
-def test_kernel_text_that_does_not_parse_raises_invalid_value_naming_the_knob(knob: KnobSpec, text: str) -> None:
+@pytest.mark.parametrize(
+    ("codec", "knob", "text"),
+    [
+        ("plain", spec("cpulist"), "0-x\n"),
+        ("plain", IDLE, "maybe\n"),
+        ("plain", CPU_MAX, "max 5\n"),
+        ("cpu_max_v2", CPU_MAX, "junk\n"),
+    ],
+)
+def test_kernel_text_that_does_not_parse_raises_invalid_value_naming_the_knob(
+    codec: str, knob: KnobSpec, text: str
+) -> None:
     with pytest.raises(InvalidValueError) as info:
-        codec_mod.decode("plain", knob, [text])
+        codec_mod.decode(codec, knob, [text])
     assert info.value.fields["knob"] == knob.id
