@@ -123,6 +123,8 @@ def prepare_workdir(target: Target, workdir: Path) -> list[str]:
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
         'also_copy = ["schemas", "policies"]\n'
         "use_git_change_detection = false\n"
+        # a mutant that loops is stopped after 4x the CPU time of its tests (mutmut's default is 30x)
+        "timeout_multiplier = 2.0\n"
     )
     (workdir / "pyproject.toml").write_text(pyproject)
     (workdir / "mutants").mkdir()
