@@ -14,7 +14,7 @@ environment variable, which children inherit, and the children import the mutate
 ``PYTHONPATH`` puts ``mutants/`` first (the crash worker and the multi-process tests also put the
 directory above ``tests/`` first on their path, which inside the mutated tree is ``mutants/``).
 mutmut only learns which tests cover a function from calls made in its own process, so the tests
-listed in ``child_tests`` below (whose work happens in children) are added to every function of the
+matching ``child_tests`` below (whose work happens in children) are added to every function of the
 module before the mutants run.
 
 What mutmut 3 cannot mutate: code outside functions (module constants, class bodies, dataclass
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fnmatch
 import glob
 import hashlib
 import json
@@ -47,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 class Target:
     path: str  # the file to mutate, relative to the repository
     tests: tuple[str, ...]  # globs of the test files that exercise it
-    child_tests: tuple[str, ...] = field(default=())  # globs of tests whose work runs in child processes
+    child_tests: tuple[str, ...] = field(default=())  # patterns of test ids whose work runs in child processes
 
 
 TARGETS: dict[str, Target] = {
@@ -56,19 +57,19 @@ TARGETS: dict[str, Target] = {
         ("tests/test_policy_engine*.py", "tests/test_policy_properties.py", "tests/test_policy_loader.py"),
     ),
     "codec": Target("lumos_mcp/knobs/codec.py", ("tests/test_codec*.py", "tests/test_knobs_catalog.py")),
-    "audit": Target("lumos_mcp/audit.py", ("tests/test_audit*.py",), child_tests=("tests/test_audit*.py",)),
+    "audit": Target("lumos_mcp/audit.py", ("tests/test_audit*.py",), child_tests=("tests/test_audit*.py::*process*",)),
     "approvals": Target(
-        "lumos_mcp/approvals.py", ("tests/test_approvals*.py",), child_tests=("tests/test_approvals*.py",)
+        "lumos_mcp/approvals.py", ("tests/test_approvals*.py",), child_tests=("tests/test_approvals*.py::*process*",)
     ),
     "journal": Target(
         "lumos_mcp/txn/journal.py",
         ("tests/test_txn*.py", "tests/test_journal*.py", "tests/test_recovery*.py", "tests/test_crash.py"),
-        child_tests=("tests/test_crash.py",),
+        child_tests=("tests/test_crash.py::*",),
     ),
     "manager": Target(
         "lumos_mcp/txn/manager.py",
         ("tests/test_txn*.py", "tests/test_journal*.py", "tests/test_recovery*.py", "tests/test_crash.py"),
-        child_tests=("tests/test_crash.py",),
+        child_tests=("tests/test_crash.py::*",),
     ),
 }
 
@@ -150,12 +151,11 @@ def _module_name(target: Target) -> str:
 
 def inject_child_tests(workdir: Path, target: Target) -> int:
     """Add the child-process tests to every function of the module in mutmut's coverage map."""
-    child_files = _expand(target.child_tests)
-    if not child_files:
+    if not target.child_tests:
         return 0
     stats_path = workdir / "mutants" / "mutmut-stats.json"
     stats = json.loads(stats_path.read_text())
-    tests = [t for t in stats["duration_by_test"] if t.split("::")[0] in child_files]
+    tests = [t for t in stats["duration_by_test"] if any(fnmatch.fnmatch(t, p) for p in target.child_tests)]
     prefix = _module_name(target) + "."
     functions = {name.rsplit("__mutmut_", 1)[0] for name in _meta(workdir, target)}
     mapping: dict[str, list[str]] = stats["tests_by_mangled_function_name"]
