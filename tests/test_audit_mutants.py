@@ -110,3 +110,11 @@ def test_verify_with_a_head_it_never_meets_reports_truncation_with_the_real_head
         None,
     )
     assert verify(path, head=recs[0]["hash"]).ok
+
+
+def test_a_log_whose_directory_cannot_be_made_raises_audit_error_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    path = blocker / "sub" / "audit.jsonl"
+    err = audit_error(lambda: AuditLog(path))
+    assert (err.code, err.fields["path"]) == ("audit_error", str(path))
