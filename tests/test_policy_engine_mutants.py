@@ -284,6 +284,7 @@ def test_a_change_of_an_unknown_kind_is_denied_not_raised() -> None:
     policy = Policy.model_validate({"name": "raw", "knobs": {"x.odd": {"approval": "never"}}})
     (denial,) = run(policy, Change("x.odd", "float", 1, 2)).denials
     assert (denial.rule, denial.knob, denial.value, denial.limit) == ("not_allowed", "x.odd", 2, "a catalog kind")
+    assert isinstance(denial.message, str) and denial.message
 
 
 @pytest.mark.parametrize("asked", [True, False, "30", None])
