@@ -3,6 +3,8 @@ records longer than the tail scanner's read block, and the exact report of a fai
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,54 @@ def test_a_log_whose_directory_cannot_be_made_raises_audit_error_naming_it(tmp_p
     path = blocker / "sub" / "audit.jsonl"
     err = audit_error(lambda: AuditLog(path))
     assert (err.code, err.fields["path"]) == ("audit_error", str(path))
+
+
+def _edit_line(path: Path, index: int) -> None:
+    lines = path.read_bytes().splitlines(keepends=True)
+    rec = orjson.loads(lines[index])
+    rec["edited"] = True
+    lines[index] = orjson.dumps(rec) + b"\n"
+    path.write_bytes(b"".join(lines))
+
+
+def test_every_failed_verify_says_why_in_its_detail(tmp_path: Path) -> None:
+    reports = []
+    for case in ("edited", "not_json", "torn"):
+        path = tmp_path / f"{case}.jsonl"
+        log = AuditLog(path)
+        for i in range(3):
+            log.append("stage", i=i)
+        if case == "edited":
+            _edit_line(path, 1)
+        elif case == "not_json":
+            lines = path.read_bytes().splitlines(keepends=True)
+            path.write_bytes(lines[0] + b"garbage\n" + b"".join(lines[1:]))
+        else:
+            with path.open("ab") as f:
+                f.write(b'{"seq": 4')
+        reports.append(verify(path))
+    assert [r.problem for r in reports] == ["edited", "not_json", "torn"]
+    for report in reports:
+        assert isinstance(report.detail, str) and report.detail
+
+
+def test_a_break_after_an_acknowledged_torn_region_still_lists_that_region(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    log.append("stage", i=0)
+    with path.open("ab") as f:
+        f.write(b'{"torn')
+    log = AuditLog(path)  # acknowledges the torn bytes (line 2, record on line 3)
+    log.append("stage", i=1)
+    log.append("stage", i=2)
+    _edit_line(path, 3)
+    report = verify(path)
+    assert (report.ok, report.problem, report.line, report.torn_lines) == (False, "edited", 4, (2,))
+
+
+def test_an_append_whose_write_fails_raises_audit_error_with_path_and_errno(tmp_path: Path) -> None:
+    path = tmp_path / "audit.fifo"
+    os.mkfifo(path)  # opens read-write and takes the write, but fsync of a pipe fails (EINVAL)
+    log = AuditLog(path)
+    err = audit_error(lambda: log.append("stage"))
+    assert (err.code, err.fields["path"], err.fields["errno"]) == ("audit_error", str(path), errno.EINVAL)

@@ -198,6 +198,7 @@ REFUSALS: list[tuple[KnobSpec, object]] = [
     (spec("cpulist"), "5-4"),
     (spec("cpulist"), "4096"),
     (CPU_MAX, None),
+    (CPU_MAX, 2.5),
     (CPU_MAX, "1 2 3"),
     (CPU_MAX, "1000 5"),
     (CPU_MAX, "5 100000"),
