@@ -1,0 +1,75 @@
+"""Gaps of the approval store that mutation testing found: defaults, sub-second lifetimes, the
+fields of a refusal, and where the store writes its temporary file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lumos_mcp import approvals as approvals_mod
+from lumos_mcp.approvals import DEFAULT_ELICITED_LIFETIME_S, ApprovalStore
+from lumos_mcp.errors import ApprovalInvalidError
+
+DIGEST = "sha256:" + "ef" * 32
+NOW = 1_714_557_600.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ApprovalStore:
+    return ApprovalStore(tmp_path / "state", clock=lambda: NOW)
+
+
+def test_a_sub_second_lifetime_is_accepted(store: ApprovalStore) -> None:
+    a = store.request("tx-1", DIGEST, "s", lifetime_s=0.5)
+    assert a.expires_at == NOW + 0.5
+    e = store.record_elicited("tx-2", DIGEST, "s", granted=True, lifetime_s=0.5)
+    assert e.expires_at == NOW + 0.5
+
+
+@pytest.mark.parametrize("lifetime_s", [0, -1, float("nan")])
+def test_an_elicited_approval_refuses_a_lifetime_that_is_not_positive(store: ApprovalStore, lifetime_s: float) -> None:
+    with pytest.raises(ValueError):
+        store.record_elicited("tx-1", DIGEST, "s", granted=True, lifetime_s=lifetime_s)
+    assert store.list() == []
+
+
+def test_defaults_name_the_agent_as_requester_and_leave_no_note(store: ApprovalStore) -> None:
+    a = store.request("tx-1", DIGEST, "s", lifetime_s=60)
+    assert a.requested_by == "agent"
+    assert store.grant(a.id, by="alice").note == ""
+    e = store.record_elicited("tx-2", DIGEST, "s", granted=False)
+    assert (e.requested_by, e.decided_by, e.status) == ("agent", "elicitation", "denied")
+    assert e.expires_at == NOW + DEFAULT_ELICITED_LIFETIME_S
+    d = store.request("tx-3", DIGEST, "s", lifetime_s=60)
+    assert store.deny(d.id, by="bob").note == ""
+
+
+def test_a_refused_decision_names_the_approval_and_its_status(store: ApprovalStore) -> None:
+    a = store.request("tx-1", DIGEST, "s", lifetime_s=60)
+    store.deny(a.id, by="bob")
+    with pytest.raises(ApprovalInvalidError) as info:
+        store.grant(a.id, by="alice")
+    assert (info.value.code, info.value.fields["approval_id"], info.value.fields["reason"]) == (
+        "approval_invalid",
+        a.id,
+        "denied",
+    )
+
+
+def test_the_store_writes_its_temporary_file_beside_the_store(
+    store: ApprovalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename is atomic only within one filesystem: the temp file must live in the state dir."""
+    sources: list[str] = []
+    real_replace = os.replace
+
+    def recording_replace(src: str, dst: str) -> None:
+        sources.append(src)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(approvals_mod.os, "replace", recording_replace)
+    store.request("tx-1", DIGEST, "s", lifetime_s=60)
+    assert [Path(s).parent for s in sources] == [store.state_dir]
+    assert sorted(p.name for p in store.state_dir.iterdir() if not p.name.endswith(".lock")) == ["approvals.json"]
