@@ -4,13 +4,14 @@ fields of a refusal, and where the store writes its temporary file."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from lumos_mcp import approvals as approvals_mod
 from lumos_mcp.approvals import DEFAULT_ELICITED_LIFETIME_S, ApprovalStore
-from lumos_mcp.errors import ApprovalInvalidError
+from lumos_mcp.errors import ApprovalInvalidError, ApprovalStoreError
 
 DIGEST = "sha256:" + "ef" * 32
 NOW = 1_714_557_600.0
@@ -73,3 +74,30 @@ def test_the_store_writes_its_temporary_file_beside_the_store(
     store.request("tx-1", DIGEST, "s", lifetime_s=60)
     assert [Path(s).parent for s in sources] == [store.state_dir]
     assert sorted(p.name for p in store.state_dir.iterdir() if not p.name.endswith(".lock")) == ["approvals.json"]
+
+
+def test_a_store_creates_missing_parent_directories_private_to_its_owner(tmp_path: Path) -> None:
+    state = tmp_path / "a" / "b" / "state"
+    store = ApprovalStore(state, clock=lambda: NOW)
+    store.request("tx-1", DIGEST, "s", lifetime_s=60)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_a_state_directory_that_cannot_be_made_raises_approval_store_error_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ApprovalStoreError) as info:
+        ApprovalStore(blocker / "state")
+    assert (info.value.code, info.value.fields["path"]) == (ApprovalStoreError.code, str(blocker / "state"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "directory"])
+def test_an_unreadable_store_file_raises_approval_store_error_naming_it(store: ApprovalStore, damage: str) -> None:
+    if damage == "garbage":
+        store.path.write_bytes(b'{"version": 1, "approvals": [{"id": 3}]}')
+    else:
+        store.path.mkdir()
+    with pytest.raises(ApprovalStoreError) as info:
+        store.list()
+    assert (info.value.code, info.value.fields["path"]) == (ApprovalStoreError.code, str(store.path))
+    assert isinstance(info.value.detail, str) and info.value.detail
