@@ -3,6 +3,7 @@ fields of a refusal, and where the store writes its temporary file."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -101,3 +102,19 @@ def test_an_unreadable_store_file_raises_approval_store_error_naming_it(store: A
         store.list()
     assert (info.value.code, info.value.fields["path"]) == (ApprovalStoreError.code, str(store.path))
     assert isinstance(info.value.detail, str) and info.value.detail
+
+
+def test_a_failed_write_raises_approval_store_error_naming_the_store_and_leaves_no_temp_file(
+    store: ApprovalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(approvals_mod.os, "fsync", full_disk)
+    with pytest.raises(ApprovalStoreError) as info:
+        store.request("tx-1", DIGEST, "s", lifetime_s=60)
+    assert info.value.fields["path"] == str(store.path)
+    assert isinstance(info.value.detail, str) and info.value.detail
+    monkeypatch.undo()
+    assert sorted(p.name for p in store.state_dir.iterdir()) == ["approvals.lock"]
+    assert store.list() == []

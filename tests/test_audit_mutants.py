@@ -171,3 +171,13 @@ def test_an_append_whose_write_fails_raises_audit_error_with_path_and_errno(tmp_
     log = AuditLog(path)
     err = audit_error(lambda: log.append("stage"))
     assert (err.code, err.fields["path"], err.fields["errno"]) == ("audit_error", str(path), errno.EINVAL)
+
+
+def test_a_truncation_report_still_lists_acknowledged_torn_regions(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    AuditLog(path).append("stage", i=0)
+    with path.open("ab") as f:
+        f.write(b'{"torn')
+    AuditLog(path).append("stage", i=1)
+    report = verify(path, head="e" * 64)
+    assert (report.ok, report.problem, report.torn_lines) == (False, "deleted", (2,))
