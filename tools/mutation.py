@@ -113,6 +113,12 @@ def prepare_workdir(target: Target, workdir: Path) -> list[str]:
     workdir.mkdir(parents=True)
     for name in ("lumos_mcp", "tests", "schemas", "policies"):
         shutil.copytree(REPO / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # Mutated code runs slower (trampolines, a loaded machine): hypothesis deadlines would fail clean runs.
+    with (workdir / "tests" / "conftest.py").open("a") as conftest:
+        conftest.write(
+            "\n\nfrom hypothesis import settings as _mutation_settings\n\n"
+            '_mutation_settings.register_profile("mutation", deadline=None)\n'
+        )
     tests = _expand(target.tests)
     pyproject = (REPO / "pyproject.toml").read_text()
     pyproject = pyproject.split("\n[tool.mutmut]")[0]
@@ -121,7 +127,7 @@ def prepare_workdir(target: Target, workdir: Path) -> list[str]:
         'source_paths = ["lumos_mcp"]\n'
         f"only_mutate = {_toml_list([target.path])}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "--hypothesis-profile=mutation"]\n'
         'also_copy = ["schemas", "policies"]\n'
         "use_git_change_detection = false\n"
         # a mutant that loops is stopped after 4x the CPU time of its tests (mutmut's default is 30x)
