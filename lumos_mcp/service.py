@@ -33,6 +33,7 @@ from lumos_mcp.errors import (
     ModeError,
     PolicyDeniedError,
     StagedExpiredError,
+    StateDirUnsafeError,
     StateLockedError,
     TransactionStateError,
     WatchdogError,
@@ -363,7 +364,7 @@ class Service:
             event, fields = self._unaudited[0]
             try:
                 self.audit.append(event, **fields)
-            except AuditError as e:
+            except (AuditError, StateDirUnsafeError) as e:  # a link planted at the log is refused too
                 problems.append(f"audit: {e}")
                 break
             self._unaudited.pop(0)
@@ -621,7 +622,7 @@ class Service:
                 # here must not hide the error that says why nothing was written.
                 try:
                     self.audit.append("apply_failed", tx=txid, actor=actor, error=e.to_dict())
-                except AuditError as audit_error:
+                except (AuditError, StateDirUnsafeError) as audit_error:
                     log.warning("apply_failed of %s not audited: %s", txid, audit_error)
                 raise
             for holder, knobs in tx.took_over.items():

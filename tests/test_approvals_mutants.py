@@ -12,7 +12,7 @@ import pytest
 
 from lumos_mcp import approvals as approvals_mod
 from lumos_mcp.approvals import DEFAULT_ELICITED_LIFETIME_S, ApprovalStore
-from lumos_mcp.errors import ApprovalInvalidError, ApprovalStoreError
+from lumos_mcp.errors import ApprovalInvalidError, ApprovalStoreError, StateDirUnsafeError
 
 DIGEST = "sha256:" + "ef" * 32
 NOW = 1_714_557_600.0
@@ -84,20 +84,23 @@ def test_a_store_creates_missing_parent_directories_private_to_its_owner(tmp_pat
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
 
 
-def test_a_state_directory_that_cannot_be_made_raises_approval_store_error_naming_it(tmp_path: Path) -> None:
+def test_a_state_directory_that_cannot_be_made_is_refused_naming_it(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(ApprovalStoreError) as info:
+    with pytest.raises(StateDirUnsafeError) as info:
         ApprovalStore(blocker / "state")
-    assert (info.value.code, info.value.fields["path"]) == (ApprovalStoreError.code, str(blocker / "state"))
+    assert (info.value.fields["path"], info.value.fields["problem"]) == (str(blocker / "state"), "unusable")
 
 
-@pytest.mark.parametrize("damage", ["garbage", "directory"])
-def test_an_unreadable_store_file_raises_approval_store_error_naming_it(store: ApprovalStore, damage: str) -> None:
-    if damage == "garbage":
-        store.path.write_bytes(b'{"version": 1, "approvals": [{"id": 3}]}')
-    else:
-        store.path.mkdir()
+def test_a_directory_in_place_of_the_store_file_is_refused_naming_it(store: ApprovalStore) -> None:
+    store.path.mkdir()
+    with pytest.raises(StateDirUnsafeError) as info:
+        store.list()
+    assert (info.value.fields["path"], info.value.fields["problem"]) == (str(store.path), "not_a_regular_file")
+
+
+def test_an_unreadable_store_file_raises_approval_store_error_naming_it(store: ApprovalStore) -> None:
+    store.path.write_bytes(b'{"version": 1, "approvals": [{"id": 3}]}')
     with pytest.raises(ApprovalStoreError) as info:
         store.list()
     assert (info.value.code, info.value.fields["path"]) == (ApprovalStoreError.code, str(store.path))

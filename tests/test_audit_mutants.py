@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from lumos_mcp.audit import TORN_EVENT, AuditLog, iter_records, tail, verify
-from lumos_mcp.errors import AuditError
+from lumos_mcp.errors import AuditError, StateDirUnsafeError
 
 
 def audit_error(call: Callable[[], Any]) -> AuditError:
@@ -114,12 +114,17 @@ def test_verify_with_a_head_it_never_meets_reports_truncation_with_the_real_head
     assert verify(path, head=recs[0]["hash"]).ok
 
 
-def test_a_log_whose_directory_cannot_be_made_raises_audit_error_naming_it(tmp_path: Path) -> None:
+def test_a_log_whose_directory_cannot_be_made_is_refused_naming_it(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     path = blocker / "sub" / "audit.jsonl"
-    err = audit_error(lambda: AuditLog(path))
-    assert (err.code, err.fields["path"]) == ("audit_error", str(path))
+    with pytest.raises(StateDirUnsafeError) as info:
+        AuditLog(path)
+    assert (info.value.code, info.value.fields["path"], info.value.fields["problem"]) == (
+        "state_dir_unsafe",
+        str(path.parent),
+        "unusable",
+    )
 
 
 def _edit_line(path: Path, index: int) -> None:
@@ -165,12 +170,26 @@ def test_a_break_after_an_acknowledged_torn_region_still_lists_that_region(tmp_p
     assert (report.ok, report.problem, report.line, report.torn_lines) == (False, "edited", 4, (2,))
 
 
-def test_an_append_whose_write_fails_raises_audit_error_with_path_and_errno(tmp_path: Path) -> None:
-    path = tmp_path / "audit.fifo"
-    os.mkfifo(path)  # opens read-write and takes the write, but fsync of a pipe fails (EINVAL)
+def test_an_append_whose_write_fails_raises_audit_error_with_path_and_errno(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
     log = AuditLog(path)
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
     err = audit_error(lambda: log.append("stage"))
-    assert (err.code, err.fields["path"], err.fields["errno"]) == ("audit_error", str(path), errno.EINVAL)
+    assert (err.code, err.fields["path"], err.fields["errno"]) == ("audit_error", str(path), errno.EIO)
+
+
+def test_a_fifo_in_place_of_the_log_is_refused_and_never_written(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    os.mkfifo(path, 0o600)
+    with pytest.raises(StateDirUnsafeError) as info:
+        AuditLog(path).append("stage")
+    assert (info.value.fields["path"], info.value.fields["problem"]) == (str(path), "not_a_regular_file")
 
 
 def test_a_truncation_report_still_lists_acknowledged_torn_regions(tmp_path: Path) -> None:

@@ -242,6 +242,27 @@ def test_links_planted_while_the_server_runs_are_never_followed(fake: FakeKernel
         service.close()
 
 
+def test_a_link_planted_at_the_audit_log_does_not_stop_a_deadline_revert(fake: FakeKernel, tmp_path: Path) -> None:
+    now = [1000.0]
+    state = tmp_path / "state"
+    service = Service(config(fake, state), clock=lambda: now[0])
+    service.start()
+    try:
+        original = fake.read(SWAPPINESS)
+        service.apply(service.stage({"vm.swappiness": 50}, confirm_within_s=5).tx.id)
+        victim = tmp_path / "victim"
+        victim.write_text("precious\n")
+        (state / "audit.jsonl").unlink()
+        (state / "audit.jsonl").symlink_to(victim)
+        now[0] += 10
+        assert len(service.expire_due()) == 1
+        assert fake.read(SWAPPINESS) == original  # reverting wins over recording
+        assert service.status()["recording_problem"]["audit_records_waiting"] == 1
+        assert victim.read_text() == "precious\n"
+    finally:
+        service.close()
+
+
 def test_a_journal_link_swapped_in_while_running_is_refused_and_never_followed(
     fake: FakeKernel, tmp_path: Path
 ) -> None:
