@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from lumos_mcp.kernelfs import root as root_mod
+from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel, typical_host
+from lumos_mcp.knobs import default_catalog
 from lumos_mcp.resources import policy_path
 from lumos_mcp.service import Service, ServiceConfig
 
@@ -40,6 +42,18 @@ def _guard_host_writes(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
 def fake(tmp_path: Path) -> FakeKernel:
     """A fake of the reference host: EEVDF 6.18 with debugfs locked, cgroup v1, disk vda."""
     return typical_host(tmp_path / "kernel")
+
+
+@pytest.fixture
+def backend(fake: FakeKernel) -> Backend:
+    """The kernel layer over the fake host, with the shipped catalog."""
+    return Backend(fake.root, default_catalog())
+
+
+@pytest.fixture
+def journal_path(tmp_path: Path) -> Path:
+    """Where a transaction manager under test keeps its journal."""
+    return tmp_path / "state" / "journal"
 
 
 @pytest.fixture

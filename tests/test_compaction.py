@@ -13,7 +13,6 @@ import pytest
 from lumos_mcp.errors import JournalError
 from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel
-from lumos_mcp.knobs import default_catalog
 from lumos_mcp.txn import Transaction, TransactionManager
 from lumos_mcp.txn import journal as journal_mod
 from lumos_mcp.txn.journal import scan
@@ -22,16 +21,6 @@ SWAPPINESS = "proc/sys/vm/swappiness"
 DIRTY_RATIO = "proc/sys/vm/dirty_ratio"
 BACKGROUND = "proc/sys/vm/dirty_background_ratio"
 LIMIT = 4096
-
-
-@pytest.fixture
-def journal_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "journal"
-
-
-@pytest.fixture
-def backend(fake: FakeKernel) -> Backend:
-    return Backend(fake.root, default_catalog())
 
 
 def speculative(holder: Transaction) -> bool:

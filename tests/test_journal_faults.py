@@ -14,7 +14,6 @@ import pytest
 from lumos_mcp.errors import JournalError
 from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel
-from lumos_mcp.knobs import default_catalog
 from lumos_mcp.service import Service
 from lumos_mcp.txn import TransactionManager
 from lumos_mcp.txn import journal as journal_mod
@@ -22,16 +21,6 @@ from lumos_mcp.txn.journal import Journal, scan
 
 SWAPPINESS = "proc/sys/vm/swappiness"
 DIRTY_RATIO = "proc/sys/vm/dirty_ratio"
-
-
-@pytest.fixture
-def journal_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "journal"
-
-
-@pytest.fixture
-def backend(fake: FakeKernel) -> Backend:
-    return Backend(fake.root, default_catalog())
 
 
 def failing_write(monkeypatch: pytest.MonkeyPatch, keep: int, then: Callable[[int], int]) -> None:

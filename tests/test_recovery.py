@@ -39,16 +39,6 @@ class FakeClock:
 
 
 @pytest.fixture
-def journal_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "journal"
-
-
-@pytest.fixture
-def backend(fake: FakeKernel) -> Backend:
-    return Backend(fake.root, default_catalog())
-
-
-@pytest.fixture
 def manager(backend: Backend, journal_path: Path) -> Iterator[TransactionManager]:
     m = TransactionManager(backend, journal_path)
     yield m

@@ -22,7 +22,6 @@ from lumos_mcp.errors import (
 )
 from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel
-from lumos_mcp.knobs import default_catalog
 from lumos_mcp.txn import TransactionManager, TxState
 from lumos_mcp.txn import journal as journal_mod
 from lumos_mcp.txn.journal import Journal, scan
@@ -54,16 +53,6 @@ class Crash(BaseException):
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture
-def journal_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "journal"
-
-
-@pytest.fixture
-def backend(fake: FakeKernel) -> Backend:
-    return Backend(fake.root, default_catalog())
 
 
 @pytest.fixture
