@@ -3,29 +3,15 @@ boundary, ``approval_above_step_ratio = 0``, and the exact fields of each denial
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from lumos_mcp.policy import Change, Policy, Verdict, evaluate, parse_policy
+from lumos_mcp.policy import Change, Policy, Verdict, parse_policy
 from lumos_mcp.policy.engine import Value
+from tests.policy_helpers import NOW, FakeHistory, run
 
-NOW = 100_000.0
 LEFT, RIGHT = "vm.dirty_background_ratio", "vm.dirty_ratio"
-
-
-@dataclass
-class FakeHistory:
-    last: dict[str, float] = field(default_factory=dict)
-    commits: list[float] = field(default_factory=list)
-
-    def last_change_at(self, knob: str) -> float | None:
-        return self.last.get(knob)
-
-    def commits_since(self, ts: float) -> int:
-        return sum(1 for t in self.commits if t >= ts)
 
 
 def make_policy(**extra: Any) -> Policy:
@@ -39,25 +25,6 @@ def make_policy(**extra: Any) -> Policy:
     }
     data.update(extra)
     return parse_policy(data)
-
-
-def run(
-    policy: Policy,
-    *changes: Change,
-    current: Mapping[str, Value] | None = None,
-    history: FakeHistory | None = None,
-    confirm_within_s: float | None = None,
-    speculative: bool = False,
-) -> Verdict:
-    return evaluate(
-        policy,
-        changes,
-        current=current or {},
-        history=history or FakeHistory(),
-        now=NOW,
-        confirm_within_s=confirm_within_s,
-        speculative=speculative,
-    )
 
 
 def cross(op: str) -> Policy:
