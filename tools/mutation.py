@@ -63,12 +63,24 @@ TARGETS: dict[str, Target] = {
     ),
     "journal": Target(
         "lumos_mcp/txn/journal.py",
-        ("tests/test_txn*.py", "tests/test_journal*.py", "tests/test_recovery*.py", "tests/test_crash.py"),
+        (
+            "tests/test_txn*.py",
+            "tests/test_journal*.py",
+            "tests/test_recovery*.py",
+            "tests/test_compaction.py",
+            "tests/test_crash.py",
+        ),
         child_tests=("tests/test_crash.py::*",),
     ),
     "manager": Target(
         "lumos_mcp/txn/manager.py",
-        ("tests/test_txn*.py", "tests/test_journal*.py", "tests/test_recovery*.py", "tests/test_crash.py"),
+        (
+            "tests/test_txn*.py",
+            "tests/test_journal*.py",
+            "tests/test_recovery*.py",
+            "tests/test_compaction.py",
+            "tests/test_crash.py",
+        ),
         child_tests=("tests/test_crash.py::*",),
     ),
 }
