@@ -213,3 +213,80 @@ def test_a_journal_file_removed_while_running_refuses_further_writes_and_is_repo
     assert manager.journal_problem is not None
     assert fake.read(SWAPPINESS) == "60\n"
     manager.close()
+
+
+# ---------------------------------------------------------------- gaps the mutation run on main found
+def test_a_torn_tail_after_several_records_keeps_every_intact_record(journal_path: Path) -> None:
+    journal = Journal(journal_path)
+    for n in range(3):
+        journal.append({"t": "note", "n": n})
+    journal.close()
+    with journal_path.open("ab") as f:
+        f.write(b'{"torn')
+    Journal(journal_path).close()  # opening drops the torn tail, and only it
+    result = scan(journal_path)
+    assert [r["n"] for r in result.records] == [0, 1, 2]
+    assert not result.torn_tail and not result.corrupt_lines
+
+
+def test_a_journal_moved_aside_and_replaced_by_another_file_is_refused(journal_path: Path) -> None:
+    journal = Journal(journal_path)
+    journal.append({"t": "note"})
+    os.rename(journal_path, journal_path.with_name("moved-aside"))  # the old file keeps its link
+    journal_path.write_bytes(b"")
+    with pytest.raises(JournalError):
+        journal.append({"t": "note"})
+    assert journal.broken is not None
+
+
+def test_a_link_to_the_journal_itself_planted_at_its_path_is_refused(journal_path: Path) -> None:
+    journal = Journal(journal_path)
+    journal.append({"t": "note"})
+    moved = journal_path.with_name("moved-aside")
+    os.rename(journal_path, moved)
+    journal_path.symlink_to(moved)  # following it would find the very file we hold open
+    with pytest.raises(JournalError):
+        journal.append({"t": "note"})
+    assert journal.broken is not None
+
+
+def test_the_journal_counts_the_bytes_it_holds_for_compaction(journal_path: Path) -> None:
+    journal = Journal(journal_path)
+    for n in range(3):
+        journal.append({"t": "note", "n": n})
+    assert journal.size == journal_path.stat().st_size > 0
+    journal.close()
+    reopened = Journal(journal_path)
+    assert reopened.size == journal_path.stat().st_size
+    reopened.rewrite([{"t": "note", "n": 9}])
+    assert reopened.size == journal_path.stat().st_size
+    reopened.close()
+
+
+def test_a_compaction_passes_each_of_its_kill_points_in_order(journal_path: Path) -> None:
+    journal = Journal(journal_path)
+    journal.append({"t": "note"})
+    steps: list[str] = []
+    journal.rewrite([{"t": "kept"}], probe=steps.append)
+    assert steps == ["after-tmp", "after-rename", "after-reopen"]
+    journal.close()
+
+
+def test_a_compaction_whose_directory_sync_fails_after_the_rename_breaks_the_journal(
+    journal_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lumos_mcp import privfs
+
+    journal = Journal(journal_path)
+    journal.append({"t": "note"})
+
+    def failing_fsync_dir(directory: str | os.PathLike[str]) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(privfs, "fsync_dir", failing_fsync_dir)
+    with pytest.raises(JournalError) as info:
+        journal.rewrite([{"t": "kept"}])
+    assert info.value.fields["path"] == str(journal_path)
+    assert journal.broken is not None  # the open fd no longer names the file at the path
+    with pytest.raises(JournalError):
+        journal.append({"t": "note"})
