@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from lumos_mcp.service import Service
 from lumos_mcp.serving import run_until_stopped
 from lumos_mcp.txn import TransactionManager, TxState
 from lumos_mcp.txn.journal import scan
+from tests.http_helpers import free_port
 
 POLICY = """
 name = "lifecycle-test"
@@ -290,7 +290,7 @@ async def test_an_http_server_stopped_by_sigterm_reverts_what_an_agent_applied(
     no_process_left: Path, policy: Path
 ) -> None:
     tmp_path = no_process_left
-    state, port, token = tmp_path / "state", _free_port(), "lifecycle-token-0123456789"
+    state, port, token = tmp_path / "state", free_port(), "lifecycle-token-0123456789"
     env = {**os.environ, "LUMOS_STATE_DIR": str(state), "LUMOS_MCP_TOKEN": token}
     with open(tmp_path / "server.log", "wb") as log:
         proc = subprocess.Popen(
@@ -328,13 +328,6 @@ async def test_an_http_server_stopped_by_sigterm_reverts_what_an_agent_applied(
     assert knob.read_text().strip() == original
     reverts = [r for r in iter_records(state / "audit.jsonl") if r["event"] == "auto_revert"]
     assert [r["reason"] for r in reverts] == ["server_exit"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_an_unhandled_error_in_serve_reverts_every_armed_change_and_keeps_the_committed_one(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from lumos_mcp.audit import verify
+from tests.http_helpers import free_port, serving_http
 
 pytestmark = pytest.mark.anyio
 TOKEN = "test-token-0123456789abcdef"
@@ -50,46 +50,12 @@ async def test_stdio_server_runs_the_loop_end_to_end_in_sandbox(tmp_path: Path, 
     assert (tmp_path / "sandbox").is_dir()  # sandbox writes live here, never on the host
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in finally, after the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lumos_mcp", "serve", "--http", "--port", str(port), "--mode", "sandbox"],
-        env={**os.environ, **_env(tmp_path)},
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    try:
-        with anyio.from_thread.start_blocking_portal() as portal:
-            portal.call(_wait_port, port)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
-
-
-async def _wait_port(port: int) -> None:
-    with anyio.fail_after(30):
-        while True:
-            try:
-                stream = await anyio.connect_tcp("127.0.0.1", port)
-                await stream.aclose()
-                return
-            except OSError:
-                await anyio.sleep(0.1)
+    port = free_port()
+    cmd = [sys.executable, "-m", "lumos_mcp", "serve", "--http", "--port", str(port), "--mode", "sandbox"]
+    with serving_http(cmd, {**os.environ, **_env(tmp_path)}, port, tmp_path / "server.log") as url:
+        yield url
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

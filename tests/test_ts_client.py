@@ -14,15 +14,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.http_helpers import free_port, serving_http
 
 ROOT = Path(__file__).resolve().parent.parent
 TS = ROOT / "tests" / "ts"
@@ -56,46 +56,13 @@ def _serve(*extra: str) -> list[str]:
     return [sys.executable, "-m", "lumos_mcp", "serve", "--mode", "sandbox", "--policy", str(POLICY), *extra]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-    until = time.monotonic() + timeout_s
-    while time.monotonic() < until:
-        if proc.poll() is not None:
-            raise AssertionError(f"the HTTP server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)  # polling a port another process opens: no event to wait on
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
-
-
 @pytest.fixture
 def http_url(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    with open(tmp_path / "server.log", "wb") as log:
-        proc = subprocess.Popen(
-            _serve("--http", "--port", str(port)),
-            env=_server_env(tmp_path),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        try:
-            _wait_port(port, proc)
-            yield f"http://127.0.0.1:{port}/mcp"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+    port = free_port()
+    with serving_http(
+        _serve("--http", "--port", str(port)), _server_env(tmp_path), port, tmp_path / "server.log"
+    ) as url:
+        yield url
 
 
 def _run(node: str, config: dict[str, Any]) -> dict[str, Any]:
