@@ -59,7 +59,7 @@ from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.telemetry.perf import PerfStat
 from lumos_mcp.txn import RecoveryReport, Restored, Transaction, TransactionManager, TxState
 from lumos_mcp.txn.journal import scan
-from lumos_mcp.watchdog import Watchdog, mode_lock_path, take_lock
+from lumos_mcp.watchdog import Watchdog, lock_owner, mode_lock_path, take_lock, write_lock_owner
 
 log = logging.getLogger(__name__)
 
@@ -265,22 +265,17 @@ class Service:
         return self._watchdog.pid if self._watchdog is not None else None
 
     def _acquire_lock(self) -> None:
-        path = self.state_dir / "server.lock"
-        fd = open_private(path, os.O_RDWR | os.O_CREAT)
-        until = time.monotonic() + WATCHDOG_LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                pid, mode = _lock_owner(fd)
-                if mode == "watchdog" and time.monotonic() < until:
-                    time.sleep(0.05)  # a dead server's watchdog is restoring its changes: milliseconds
-                    continue
-                os.close(fd)
-                raise StateLockedError(f"in {mode} mode", path=str(self.state_dir), pid=pid) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {self.mode}".encode(), 0)  # read back by _lock_owner
+        holder: list[str] = []
+
+        def watchdog_holds(fd: int) -> bool:  # a dead server's watchdog restoring its changes: milliseconds
+            holder[:] = lock_owner(fd)
+            return holder[1] == "watchdog"
+
+        fd = take_lock(self.state_dir / "server.lock", WATCHDOG_LOCK_WAIT_S, watchdog_holds)
+        if fd is None:
+            pid, mode = holder or ("unknown", "unknown")
+            raise StateLockedError(f"in {mode} mode", path=str(self.state_dir), pid=pid)
+        write_lock_owner(fd, self.mode)
         self._lock_fd = fd
         # a dead server's watchdog may be recovering this mode's journal (it takes this lock
         # without server.lock when a server of another mode held that): wait for it
@@ -789,12 +784,6 @@ def _recording_summary(problem: dict[str, Any] | None) -> str | None:
     )
 
 
-def _lock_owner(fd: int) -> tuple[str, str]:
-    """The pid and mode the server holding ``server.lock`` wrote into it."""
-    pid, _, mode = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
-    return pid or "unknown", mode or "unknown"
-
-
 def server_lock_holder(state_dir: Path) -> tuple[str, str] | None:
     """``(pid, mode)`` of the server running on ``state_dir``, or None when none is."""
     try:
@@ -806,7 +795,7 @@ def server_lock_holder(state_dir: Path) -> tuple[str, str] | None:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     except BlockingIOError:
-        return _lock_owner(fd)
+        return lock_owner(fd)
     finally:
         os.close(fd)
 

@@ -44,6 +44,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lumos_mcp.privfs import open_private
+
 QUIT = b"q"
 LOCK_WAIT_S = 10.0
 """How long the watchdog waits for the dead server's lock to be released (it is released when
@@ -151,9 +153,16 @@ class Watchdog:
 
 
 # --------------------------------------------------------------------------- the process
-def _lock_owner(fd: int) -> tuple[str, str]:
-    pid, _, mode = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
-    return pid, mode
+def lock_owner(fd: int) -> tuple[str, str]:
+    """The pid and role (a server's mode, or ``watchdog``) that ``server.lock``'s holder wrote."""
+    pid, _, role = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
+    return pid or "unknown", role or "unknown"
+
+
+def write_lock_owner(fd: int, role: str) -> None:
+    """Say in a lock just taken who holds it (this process, as ``role``), for ``lock_owner``."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {role}".encode(), 0)
 
 
 def mode_lock_path(state_dir: Path, mode: str) -> Path:
@@ -165,7 +174,7 @@ def mode_lock_path(state_dir: Path, mode: str) -> Path:
 def take_lock(path: Path, timeout_s: float, keep_waiting: Callable[[int], bool] = lambda fd: True) -> int | None:
     """``path``'s flock, polling while ``keep_waiting(fd)`` says so, for up to ``timeout_s``;
     None when not taken."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)  # never a planted link
+    fd = open_private(path, os.O_RDWR | os.O_CREAT)  # never a planted link
     until = time.monotonic() + timeout_s
     while True:
         try:
@@ -192,7 +201,7 @@ def recover_for_dead_server(state_dir: Path, mode: str, kernel_root: Path, serve
     holder: list[str] = []
 
     def dead_server_still_listed(fd: int) -> bool:
-        pid, holder_mode = _lock_owner(fd)
+        pid, holder_mode = lock_owner(fd)
         holder[:] = [pid, holder_mode]
         return pid == str(server_pid)
 
@@ -201,8 +210,7 @@ def recover_for_dead_server(state_dir: Path, mode: str, kernel_root: Path, serve
         return False  # a server of this mode runs (it recovered at start), or the lock never freed
     try:
         if state_lock is not None:
-            os.ftruncate(state_lock, 0)
-            os.pwrite(state_lock, f"{os.getpid()} watchdog".encode(), 0)  # a starting server waits for it
+            write_lock_owner(state_lock, "watchdog")  # a starting server waits for it
         mode_lock = take_lock(mode_lock_path(state_dir, mode), LOCK_WAIT_S)
         if mode_lock is None:
             return False
