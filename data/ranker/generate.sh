@@ -8,6 +8,6 @@ PY=${PY:-python3}
 # MEASURE_LOCK: a lock file other measurements on this host also take (flock), if there is one.
 OUT=${OUT:-data/ranker/windows.jsonl}
 for spec in ${RUNS:-probe:50 batch:50 vm:25}; do
-    ${MEASURE_LOCK:+flock "$MEASURE_LOCK"} "$PY" -m lumos_mcp.ranker.generate --workload "${spec%%:*}" --antagonist both \
+    ${MEASURE_LOCK:+flock "$MEASURE_LOCK"} "$PY" -m lumos_mcp.arena.ranker_lab.generate --workload "${spec%%:*}" --antagonist both \
         --windows "${spec##*:}" --seed "${SEED:-1}" --out "$OUT"
 done

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 from lumos_mcp.agents import expert
 from lumos_mcp.arena.problems import Config, KnobRange, Problem, Value, log_uniform
+from lumos_mcp.arena.ranker_lab.strategy import RankerStrategy
 from lumos_mcp.arena.runner import ArenaToolError, ArenaTools, TrialRecord
-from lumos_mcp.ranker.strategy import RankerStrategy
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def ranker_space(problem: Problem) -> dict[str, list[Value]]:
 
 
 class RankerArenaStrategy:
-    """The zero-mod ranker (`lumos_mcp.ranker.strategy.RankerStrategy`) in the arena: it proposes
+    """The zero-mod ranker (`lumos_mcp.arena.ranker_lab.strategy.RankerStrategy`) in the arena: it proposes
     the defaults first, then untried one-step neighbours of its incumbent in `ranker_space`, and
     decides keep or revert itself (`judge`) by asking the server's ``rank_configs`` tool whether
     the challenger's window signature beats the incumbent's by the margin ``delta``.

@@ -1,7 +1,9 @@
 """Zero-mod ranker: which of two configurations' windows was better, from counters alone.
 
-Signatures -> fixed feature vectors (`features`), pairwise features, archetypes by PCA +
-k-means with Mahalanobis gating and a global fallback, and a margin rule (`model`); the
-dataset and its generator on arena workloads (`dataset`, `generate`); held-out evaluation
-against single-counter proxies (`evaluate`); a counters-only arena strategy (`strategy`).
+What the server needs lives here: signatures -> fixed feature vectors (`features`), pairwise
+features, archetypes by PCA + k-means with Mahalanobis gating and a global fallback, and a
+margin rule (`model`, `rules`), and the dataset format the model trains on (`dataset`).
+What only the lab needs (the data generator on arena workloads, held-out evaluation against
+single-counter proxies, the counters-only arena strategy) is in `lumos_mcp.arena.ranker_lab`,
+which imports this package and never the other way round.
 """

@@ -159,3 +159,8 @@ def pairs(records: Sequence[WindowRecord], min_gap: float = 0.05) -> Iterator[Pa
             better = int(a.metric.better_than(b.metric))
             yield Pair(a, b, better)
             yield Pair(b, a, 1 - better)
+
+
+def quiet_records(records: Iterable[WindowRecord], max_noise_cpus: float) -> list[WindowRecord]:
+    """The windows where something outside the arena used at most ``max_noise_cpus`` CPUs."""
+    return [r for r in records if r.noise_cpus <= max_noise_cpus]

@@ -8,8 +8,8 @@ from mcp import Client
 
 import lumos_mcp.server.ranker as server_ranker
 from lumos_mcp.agents.expert import ExpertAgent, RoundLog
+from lumos_mcp.arena.ranker_lab.evaluate import PROXIES, evaluate, markdown
 from lumos_mcp.ranker.dataset import WindowRecord
-from lumos_mcp.ranker.evaluate import PROXIES, evaluate, markdown
 from lumos_mcp.ranker.model import RankerModel
 from lumos_mcp.server import build_server
 from lumos_mcp.service import Service

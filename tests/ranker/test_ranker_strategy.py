@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
+from lumos_mcp.arena.ranker_lab.strategy import RankerStrategy
 from lumos_mcp.ranker.dataset import WindowRecord
 from lumos_mcp.ranker.model import RankerModel
-from lumos_mcp.ranker.strategy import RankerStrategy
 
 Trained = tuple[RankerModel, list[WindowRecord]]
 

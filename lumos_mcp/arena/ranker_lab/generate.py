@@ -1,6 +1,6 @@
 """Generate ranker training data on this host: arena workloads x knob settings x antagonist.
 
-    python -m lumos_mcp.ranker.generate \\
+    python -m lumos_mcp.arena.ranker_lab.generate \\
         --workload probe --antagonist both --windows 25 --seed 1 --out data/ranker/windows.jsonl
 
 Per window: apply a random configuration through a live `Service` (journaled, policy-checked,
@@ -51,7 +51,7 @@ from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.telemetry.metrics import flatten
 from lumos_mcp.telemetry.perf import PerfStat
 
-log = logging.getLogger("lumos_mcp.ranker.generate")
+log = logging.getLogger("lumos_mcp.arena.ranker_lab.generate")
 
 WORKLOADS = ("probe", "batch", "vm")
 APP, OTHER, ANTAGONIST = "app", "other", "antagonist"
@@ -247,7 +247,9 @@ def run_chunk(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lumos_mcp.ranker.generate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m lumos_mcp.arena.ranker_lab.generate", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--workload", choices=WORKLOADS, required=True)
     p.add_argument("--antagonist", choices=("on", "off", "both"), default="both")
     p.add_argument("--windows", type=int, default=25, help="windows per antagonist setting")
