@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from lumos_mcp.agents import expert
+from lumos_mcp.agents import expert, llm
 from lumos_mcp.arena.problems import Config, KnobRange, Problem, Value, log_uniform
 from lumos_mcp.arena.ranker_lab.strategy import RankerStrategy
 from lumos_mcp.arena.runner import ArenaToolError, ArenaTools, TrialRecord
@@ -203,23 +203,28 @@ class ExpertAgentStrategy:
 
 
 class LLMAgentStrategy:
-    """An LLM (Anthropic API) proposing each configuration from the problem and the history.
-
-    Runs only when ``ANTHROPIC_API_KEY`` is set and the ``anthropic`` package is importable.
-    """
+    """An LLM proposing each configuration from the problem and the history, on any model that
+    `lumos_mcp.agents.llm.LLMConfig.from_env` configures (Anthropic, or an OpenAI-compatible
+    endpoint). Skipped when none is configured or its SDK is missing. Counts tokens and cost."""
 
     name = "llm"
 
-    def __init__(self, model: str | None = None) -> None:
-        self.model = model or os.environ.get("LUMOS_ARENA_LLM_MODEL", "claude-sonnet-4-5")
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = env
 
     def reset(self, problem: Problem, seed: int) -> None:
-        if not os.environ.get("ANTHROPIC_API_KEY"):
-            raise StrategyUnavailable("ANTHROPIC_API_KEY is not set")
-        if importlib.util.find_spec("anthropic") is None:
-            raise StrategyUnavailable("the anthropic package is not installed (pip install 'lumos-mcp[llm]')")
+        env = dict(os.environ if self.env is None else self.env)
+        if env.get("LUMOS_ARENA_LLM_MODEL") and not env.get("LUMOS_LLM_MODEL"):  # the older name still works
+            env["LUMOS_LLM_MODEL"] = env["LUMOS_ARENA_LLM_MODEL"]
+        try:
+            self.config = llm.LLMConfig.from_env(env)
+            llm.sdk(self.config.provider)  # fails now, not mid-run, when the SDK is missing
+        except llm.LLMUnavailable as e:
+            raise StrategyUnavailable(str(e)) from e
         self.problem = problem
-        self.client: Any = importlib.import_module("anthropic").Anthropic()
+        self.usage = llm.Usage(
+            price_in_per_mtok=self.config.price_in_per_mtok, price_out_per_mtok=self.config.price_out_per_mtok
+        )
 
     async def propose(self, history: Sequence[TrialRecord], tools: ArenaTools) -> Config:
         tunables = (await tools.call("list_tunables", {"only_allowed": True}))["tunables"]
@@ -239,25 +244,19 @@ class LLMAgentStrategy:
             f"default throughput. Knobs: {json.dumps(knobs)}. Trials so far: {json.dumps(past)}. "
             "Answer with one JSON object mapping knob id to value, nothing else."
         )
-        reply = await _to_thread(self.client.messages.create, self.model, prompt)
-        text = "".join(getattr(b, "text", "") for b in reply.content)
+        text, used = await llm.ask(self.config, prompt)
+        self.usage.add(used.input_tokens, used.output_tokens)
+        log.info("llm %s: %s", self.config.describe(), self.usage.line())
         try:
             raw = json.loads(text[text.index("{") : text.rindex("}") + 1])
         except ValueError:
+            return self.problem.defaults()
+        if not isinstance(raw, dict):
             return self.problem.defaults()
         return {k.knob_id: k.clip(raw.get(k.knob_id, k.default)) for k in self.problem.knobs}
 
     def observe(self, config: Config, record: TrialRecord) -> None:
         return None
-
-
-async def _to_thread(create: Any, model: str, prompt: str) -> Any:
-    import anyio
-
-    def call() -> Any:
-        return create(model=model, max_tokens=300, messages=[{"role": "user", "content": prompt}])
-
-    return await anyio.to_thread.run_sync(call)
 
 
 def ranker_space(problem: Problem) -> dict[str, list[Value]]:
