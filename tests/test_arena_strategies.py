@@ -176,6 +176,7 @@ def test_report_counts_failures_regret_and_trials_to_reach_the_best() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not LIVE_OK, reason="needs root and the cgroup v1 cpu controller")
 def test_live_quick_smoke_of_two_strategies_restores_every_knob(tmp_path: Path) -> None:
+    from lumos_mcp.arena.evaluation import config_key
     from lumos_mcp.arena.problems import SLICE
     from lumos_mcp.arena.run import run_problem
     from lumos_mcp.kernelfs import KernelRoot
@@ -190,12 +191,18 @@ def test_live_quick_smoke_of_two_strategies_restores_every_knob(tmp_path: Path) 
         trials=2,
         neighbour_cpus=0.3,
         parent=parent,
+        eval_pairs=2,
+        eval_window_s=2.5,
     )
     slice_before = Path("/proc/sys/kernel/sched_cfs_bandwidth_slice_us").read_text()
     result = run_problem(problem, [Default(), RandomSearch()], 1, tmp_path / "state", None, lambda s: None)
     assert [r["strategy"] for r in result["runs"]] == ["default", "random"]
     assert all(len(r["trials"]) == 2 for r in result["runs"])
     assert result["tool_calls"].get("apply", 0) >= 1
+    evaluation = result["evaluation"]  # every kept configuration, against the default, in interleaved pairs
+    kept = {config_key({k: r["final"]["config"][k] for k in problem.knob_ids}) for r in result["runs"]}
+    assert kept <= set(evaluation["configs"]) and evaluation["default_key"] in evaluation["configs"]
+    assert all(len(c["pairs"]) == 2 for c in evaluation["configs"].values())
     assert Path("/proc/sys/kernel/sched_cfs_bandwidth_slice_us").read_text() == slice_before
     assert not CgroupManager(KernelRoot("/")).exists(parent)
     assert not (tmp_path / "state" / "originals.json").exists()

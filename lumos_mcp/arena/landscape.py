@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from lumos_mcp.arena.evaluation import Interval, bootstrap_median
 from lumos_mcp.arena.problems import Problem
 from lumos_mcp.arena.runner import (
     Arena,
@@ -172,6 +173,29 @@ def rescore(land: dict[str, Any], problem: Problem) -> dict[str, Any]:
     }
 
 
+def objective_interval(point: dict[str, Any]) -> Interval:
+    """A grid point's objective: the median over its repeats with a 95% bootstrap interval (with 2
+    repeats the interval is their range)."""
+    return bootstrap_median([float(r["objective"]) for r in point.get("repeats", [])])
+
+
+def tied_with_best(land: dict[str, Any]) -> list[dict[str, Any]]:
+    """The feasible points whose objective interval overlaps the best's: the sweep cannot tell them
+    apart from the best at its repeats."""
+    best = land.get("best")
+    if not best:
+        return []
+    b = objective_interval(best)
+    out = []
+    for p in land["points"]:
+        if p is best or not p["feasible"] or p["config"] == best["config"]:
+            continue
+        i = objective_interval(p)
+        if i.n and b.n and i.low <= b.high and b.low <= i.high:
+            out.append(p)
+    return out
+
+
 def load(out: Path, name: str) -> dict[str, Any] | None:
     path = out / f"landscape-{name}.json"
     if not path.exists():
@@ -180,4 +204,4 @@ def load(out: Path, name: str) -> dict[str, Any] | None:
     return data
 
 
-__all__ = ["Landscape", "analyse", "load", "rescore", "save", "sweep"]
+__all__ = ["Landscape", "analyse", "load", "objective_interval", "rescore", "save", "sweep", "tied_with_best"]

@@ -100,6 +100,10 @@ class Problem:
     repeats: int = 1
     trials: int = 5
     sweep_repeats: int = 2
+    eval_pairs: int = 6
+    """Evaluation of each run's kept configuration: interleaved rounds (default and each kept one)."""
+    eval_window_s: float = 10.0
+    """Each evaluation window (long enough for the tail, unlike the search's ``window_s``)."""
     landscape: str = ""
     """The problem whose sweep scores this one's regret (itself when empty)."""
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -141,7 +145,9 @@ class Problem:
             )
             for k in self.knobs
         )
-        return dataclasses.replace(self, knobs=knobs, repeats=1, trials=4, sweep_repeats=1)
+        return dataclasses.replace(
+            self, knobs=knobs, repeats=1, trials=4, sweep_repeats=1, eval_pairs=3, eval_window_s=self.window_s
+        )
 
 
 BATCH_GRID = (2, 16, 64, 256, 1024, 4096)

@@ -8,7 +8,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from lumos_mcp.arena.landscape import rescore
+from lumos_mcp.arena.evaluation import bootstrap_median, config_key, prob_beats
+from lumos_mcp.arena.landscape import objective_interval, rescore, tied_with_best
 from lumos_mcp.arena.problems import PROBLEMS
 
 WITHIN = 0.05
@@ -54,6 +55,8 @@ def summarise_run(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
                 reach = i
                 break
     final = run["final"]
+    evaluated = _evaluated(run, data)
+    in_a_row = max_consecutive([not t["feasible"] for t in trials])
     return {
         "strategy": run.get("label", run["strategy"]),
         "seed": run["seed"],
@@ -70,7 +73,32 @@ def summarise_run(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         "final_regret": (final["objective"] - ref) if ref is not None else math.nan,
         "noise_max_cpus": max([max(t["measurement"]["noise_cpus"] or [0.0]) for t in trials] or [0.0]),
         "noisy_repeated": sum(t["measurement"]["noisy_repeated"] for t in trials),
+        "floor_breaks_in_a_row": in_a_row,
+        "improvement": evaluated["improvement"] if evaluated else None,
+        "relative_improvement": evaluated["relative_improvement"] if evaluated else None,
+        "verdict": evaluated["verdict"] if evaluated else None,
+        "eval_floor_ok": evaluated["floor_ok"] if evaluated else None,
+        "improvements": [p["default"]["objective"] - p["kept"]["objective"] for p in evaluated["pairs"]]
+        if evaluated
+        else [],
     }
+
+
+def max_consecutive(flags: list[bool]) -> int:
+    """The longest run of True in ``flags`` (trials that broke the floor, one after another)."""
+    best = run = 0
+    for flag in flags:
+        run = run + 1 if flag else 0
+        best = max(best, run)
+    return best
+
+
+def _evaluated(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any] | None:
+    """The evaluation of the configuration ``run`` kept (None for results made before evaluation)."""
+    evaluation = data.get("evaluation") or {}
+    kept = {k: run["final"]["config"][k] for k in data["knobs"]}
+    found: dict[str, Any] | None = (evaluation.get("configs") or {}).get(config_key(kept))
+    return found
 
 
 _VICTIM_UNITS = {"probe": "probe requests", "pgbench": "pgbench transactions"}
@@ -116,6 +144,86 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ci(interval: dict[str, Any] | None, fmt: str = "+.4f") -> str:
+    if not interval or not isinstance(interval.get("median"), int | float) or not math.isfinite(interval["median"]):
+        return "-"
+    return f"{interval['median']:{fmt}} [{interval['low']:{fmt}}, {interval['high']:{fmt}}]"
+
+
+def pooled(rows: list[dict[str, Any]]) -> list[float]:
+    """Every evaluation pair's improvement over the strategy's runs (its seeds' kept configurations)."""
+    return [x for r in rows for x in r["improvements"]]
+
+
+def evaluation_table(data: dict[str, Any]) -> str:
+    """Improvement over the default of each run's kept configuration, from the interleaved evaluation:
+    median over pairs with its 95% bootstrap interval, per strategy (seeds pooled) and per seed; then
+    P(row's kept configurations beat column's)."""
+    evaluation = data.get("evaluation")
+    if not evaluation:
+        return ""
+    rows = [summarise_run(r, data) for r in data["runs"]]
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["strategy"], []).append(r)
+    noise = (evaluation["configs"].get(evaluation["default_key"]) or {}).get("improvement")
+    lines = [
+        f"Evaluation ({data['problem']}): each kept configuration against the default in "
+        f"{evaluation['pairs']} interleaved rounds of {evaluation.get('window_s', math.nan):.0f} s windows. "
+        f"Improvement = default objective minus the kept one's (higher is better), median over pairs "
+        f"[95% bootstrap interval]. Default against itself (the noise floor): {_ci(noise)}.",
+        "",
+        "| strategy | improvement, seeds pooled | relative | per seed (verdict) | batch kept (eval) "
+        "| floor breaks (search) | most in a row |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, rs in by.items():
+        pool = bootstrap_median(pooled(rs))
+        base = _median([p["default"]["objective"] for r in data["runs"] for p in _pairs(r, data)])
+        rel = f"{pool.median / base:+.1%}" if base and math.isfinite(base) and pool.n else "-"
+        seeds = "; ".join(f"{_ci(r['improvement'])} ({r['verdict']})" for r in rs if r["improvement"])
+        kept = ", ".join("ok" if r["eval_floor_ok"] else "BROKEN" for r in rs if r["eval_floor_ok"] is not None)
+        lines.append(
+            f"| {name} | {pool.text('+.4f') if pool.n else '-'} | {rel} | {seeds or '-'} | {kept or '-'} "
+            f"| {sum(r['failed'] for r in rs)} | {max(r['floor_breaks_in_a_row'] for r in rs)} |"
+        )
+    names = list(by)
+    if len(names) > 1:
+        lines += ["", "P(row's kept configurations beat column's), from bootstrap resamples of their pairs:", ""]
+        lines.append("| | " + " | ".join(names) + " |")
+        lines.append("|---" * (len(names) + 1) + "|")
+        for a in names:
+            cells = ["-" if a == b else f"{prob_beats(pooled(by[a]), pooled(by[b])):.2f}" for b in names]
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _pairs(run: dict[str, Any], data: dict[str, Any]) -> list[dict[str, Any]]:
+    found = _evaluated(run, data)
+    return list(found["pairs"]) if found else []
+
+
+def improvement_overview(summaries: dict[str, list[dict[str, Any]]], skipped: dict[str, dict[str, str]]) -> str:
+    """One row per strategy, one column per problem: the kept configurations' improvement over the
+    default (seeds pooled) with its 95% interval, and ``*`` when the interval excludes zero."""
+    problems = list(summaries)
+    strategies = list(dict.fromkeys(s["strategy"] for rows in summaries.values() for s in rows))
+    lines = ["| strategy | " + " | ".join(problems) + " |", "|---" * (len(problems) + 1) + "|"]
+    for name in strategies:
+        cells = []
+        for p in problems:
+            rows = [r for r in summaries[p] if r["strategy"] == name]
+            pool = bootstrap_median(pooled(rows)) if rows else None
+            if pool is None or pool.n == 0:
+                cells.append("skipped" if name in skipped.get(p, {}) else "-")
+                continue
+            mark = " *" if pool.verdict() != "no evidence" else ""
+            cells.append(pool.text("+.4f") + mark)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def overview(summaries: dict[str, list[dict[str, Any]]], key: str, skipped: dict[str, dict[str, str]]) -> str:
     """One row per strategy, one column per problem: the median over seeds of ``key`` (a regret),
     with the trials that broke the floor summed over seeds when there were any."""
@@ -137,13 +245,23 @@ def overview(summaries: dict[str, list[dict[str, Any]]], key: str, skipped: dict
 
 def landscape_md(land: dict[str, Any]) -> str:
     best = land.get("best") or {}
+    ci = objective_interval(best) if best else None
+    ties = tied_with_best(land)
+    named = ", ".join(f"`{p['config']}`" for p in ties[:4]) + (", ..." if len(ties) > 4 else "")
+    tie_line = (
+        f" {len(ties)} other feasible point(s) have intervals overlapping the best's: the sweep cannot tell "
+        f"them apart from it ({named})."
+        if ties
+        else ""
+    )
     out = [
         f"### Landscape {land['problem']}",
         "",
         f"Default batch throughput {land['baseline_eps']:.0f} ev/s, floor {land['floor_eps']:.0f}; "
         f"{len(land['points'])} grid points, sweep took {land['seconds']:.0f} s. Best feasible: "
-        f"`{best.get('config')}` frac {best.get('objective', math.nan):.4f}, "
-        f"p99 {best.get('p99_us', math.nan) / 1000:.2f} ms.",
+        f"`{best.get('config')}` frac {best.get('objective', math.nan):.4f}"
+        + (f" [{ci.low:.4f}, {ci.high:.4f}] over {ci.n} repeats" if ci and ci.n else "")
+        + f", p99 {best.get('p99_us', math.nan) / 1000:.2f} ms.{tie_line}",
         "",
         *[f"- {v}" for v in land["verdict"]],
         "",
@@ -274,6 +392,7 @@ def write(out: Path, *, quick: bool = False) -> Path:
         if land is not None and name in PROBLEMS:
             judged = rescore(land, PROBLEMS[name])  # the sweep at this problem's floor
             data["landscape_best"], data["landscape_verdict"] = judged["best"], judged["verdict"]
+        md.append(evaluation_table(data))
         md.append(table(data))
         plot_trials(data, out / f"trials-{name}.png")
         md.append(f"![trials {name}](trials-{name}.png)\n")
@@ -292,9 +411,21 @@ def write(out: Path, *, quick: bool = False) -> Path:
     if summary:
         rows = {name: v["summary"] for name, v in summary.items()}
         skipped = {name: v["skipped"] for name, v in summary.items()}
+        lead = []
+        if any(r["improvements"] for rs in rows.values() for r in rs):
+            lead = [
+                "Improvement over the default of the configuration each run kept, measured apart from the "
+                "search in interleaved rounds against the default (median over pairs, seeds pooled, "
+                "[95% bootstrap interval]; higher is better; `*`: the interval excludes zero):",
+                "",
+                improvement_overview(rows, skipped),
+                "Secondary: regret against the sweep's best, from the search's own windows.",
+                "",
+            ]
         md[2:2] = [
             "## Overview",
             "",
+            *lead,
             "Regret = the run's best feasible fraction over SLO minus the sweep's best feasible grid point "
             "(lower is better; negative: matched it within noise). Median over seeds; in parentheses, trials "
             "that broke the throughput floor, summed over seeds.",
@@ -318,4 +449,4 @@ def write(out: Path, *, quick: bool = False) -> Path:
     return out / "results.md"
 
 
-__all__ = ["summarise_run", "table", "write"]
+__all__ = ["evaluation_table", "improvement_overview", "max_consecutive", "summarise_run", "table", "write"]

@@ -10,7 +10,8 @@ from typing import Any
 
 import anyio
 
-from lumos_mcp.arena.problems import Problem
+from lumos_mcp.arena.evaluation import Window, config_key, evaluate_kept
+from lumos_mcp.arena.problems import Config, Problem
 from lumos_mcp.arena.runner import (
     Arena,
     TrialContext,
@@ -23,8 +24,10 @@ from lumos_mcp.arena.runner import (
     trial,
 )
 from lumos_mcp.arena.strategies import Strategy, StrategyUnavailable
+from lumos_mcp.errors import WorkloadError
 from lumos_mcp.kernelfs import KernelRoot
 from lumos_mcp.kernelfs.cgroups import CgroupManager
+from lumos_mcp.service import Service
 
 
 async def _run(
@@ -101,6 +104,7 @@ async def _run(
                             say(f"  seed {seed} {strategy.name}: best {best:.4f}, final {final.frac_over_slo:.4f}, "
                                 f"{fails} failed, {time.monotonic() - started:.0f} s")  # fmt: skip
                     tool_calls = dict(tools.calls)
+                    evaluation = await _evaluate(problem, arena, service, originals, runs, say)
         finally:
             service.close()
     return {
@@ -121,10 +125,40 @@ async def _run(
         "landscape_best": landscape["best"] if landscape else None,
         "landscape_verdict": landscape["verdict"] if landscape else [],
         "runs": runs,
+        "evaluation": evaluation,
         "skipped": skipped,
         "tool_calls": tool_calls,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+async def _evaluate(
+    problem: Problem,
+    arena: Arena,
+    service: Service,
+    originals: Config,
+    runs: list[dict[str, Any]],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Each run's kept configuration against the default, in interleaved rounds (``evaluation``),
+    in the scenario's last phase (where every run ended)."""
+    await anyio.to_thread.run_sync(arena.set_phase, problem.scenario.phases - 1)
+    kept = [(f"{r['strategy']}#{r['seed']}", {k: r["final"]["config"][k] for k in problem.knob_ids}) for r in runs]
+    default = {k: originals[k] for k in problem.knob_ids}
+
+    def measure(config: Config) -> Window:
+        failed = [d for d in restore(service, config, actor="arena-eval") if "failed" in d]
+        if failed:
+            raise WorkloadError(f"evaluation could not set {config}: {failed}")
+        m = arena.measure(1, window_s=problem.eval_window_s)
+        return Window(problem.score(m.frac_over_slo, m.p99_us), m.frac_over_slo, m.p99_us, m.batch_eps, m.noise_max)
+
+    say(f"{problem.name}: evaluating {len({config_key(c) for _, c in kept})} kept configuration(s) against the "
+        f"default: {problem.eval_pairs} interleaved rounds of {problem.eval_window_s:.0f} s windows")  # fmt: skip
+    try:
+        return await anyio.to_thread.run_sync(lambda: evaluate_kept(problem, kept, default, measure, say=say))
+    finally:
+        restore(service, originals, actor="arena-eval")
 
 
 def run_problem(

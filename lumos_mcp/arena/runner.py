@@ -179,8 +179,9 @@ class Arena:
         self._set_neighbour(self.problem.scenario.neighbour[phase])
         time.sleep(1.0)
 
-    def measure(self, repeats: int | None = None) -> Measurement:
-        """``repeats`` windows (a window whose outside CPU exceeds 0.1 CPU is measured once more).
+    def measure(self, repeats: int | None = None, window_s: float | None = None) -> Measurement:
+        """``repeats`` windows of ``window_s`` (the problem's by default); a window whose outside CPU
+        exceeds 0.1 CPU is measured once more.
 
         Raises:
             WorkloadError, CgroupError: from the workloads.
@@ -196,7 +197,7 @@ class Arena:
         while len(tails) < wanted:
             mark = self.batch.mark()
             with noise_cpu(self.cg, [self.groups.parent]) as window:
-                tail = self.victim.measure(self.problem.window_s)
+                tail = self.victim.measure(window_s or self.problem.window_s)
             rate = self.batch.events_per_s(mark)
             report = window.report
             noise.append(report.noise_cpus)
