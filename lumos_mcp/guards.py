@@ -350,6 +350,9 @@ class MetricSource(Protocol):
         ...
 
 
+_CACHE = 128
+
+
 class TelemetrySource:
     """Guard samples from the running sampler: one full signature per sampler interval (the
     window between two consecutive snapshots), computed once per snapshot."""
@@ -370,12 +373,14 @@ class TelemetrySource:
                     continue  # fewer than two snapshots in the span (evicted meanwhile): no sample
                 self._cache[b.t] = sig
             out.append((b.wall, sig))
-        keep = {b.t for b in snaps}
-        for t in [t for t in self._cache if t not in keep]:
-            del self._cache[t]
+        while len(self._cache) > _CACHE:
+            del self._cache[next(iter(self._cache))]  # the oldest snapshot's
         return out
 
     def samples_after(self, t: float, limit: int = 64) -> list[tuple[float, Any]]:
+        latest = self.telemetry.sampler.latest()
+        if latest is None or latest.wall <= t:
+            return []  # the common case between samples: nothing copied, nothing computed
         snaps = self.telemetry.sampler.samples()[-(limit + 1) :]
         newer = sum(1 for s in snaps if s.wall > t)
         return [p for p in self._pairs(min(newer, limit)) if p[0] > t]
