@@ -153,7 +153,7 @@ async def run_trials(service: Service, feed: Feed, out: Results, trials: int, se
         staged = service.stage({KNOB: HURT}, actor="bench")
         tx = service.apply(staged.tx.id, actor="bench")
         applied = time.time()
-        if not await _wait(lambda: tx.state is not TxState.APPLIED, 30.0):
+        if not await _wait(lambda tx=tx: tx.state is not TxState.APPLIED, 30.0):
             service.revert(tx.id, actor="bench")
             out.not_tripped += 1
             continue
@@ -164,9 +164,9 @@ async def run_trials(service: Service, feed: Feed, out: Results, trials: int, se
         out.reaction_s.append(evidence["reaction_s"])
         out.detect_s.append(evidence["first_breach_t"] - applied)
         out.baselines.append(evidence["baseline"])
-        done = evidence["revert_done_t"]
-        await _wait(lambda: feed.first_under(done, evidence["limit"]) is not None, 6.0)
-        back = feed.first_under(done, evidence["limit"])
+        done, limit = evidence["revert_done_t"], evidence["limit"]
+        await _wait(lambda done=done, limit=limit: feed.first_under(done, limit) is not None, 6.0)
+        back = feed.first_under(done, limit)
         out.tail_back_s.append(None if back is None else back - done)
         print(
             f"trial {n + 1}/{trials}: baseline {evidence['baseline']:.3f} ms, limit {evidence['limit']:.3f} ms, "
