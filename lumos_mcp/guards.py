@@ -204,12 +204,16 @@ def _identity(item: Any) -> str | None:
 
 
 # --------------------------------------------------------------------------- tightening
+_INHERITED = ("slack", "hold_samples", "hold_s")
+
+
 def merge(policy: Sequence[Guard], change: Sequence[Guard]) -> list[Guard]:
     """The guards a change is watched by: the policy's, with each one a per-change guard of the
     same metric and direction replaces, plus the per-change guards that stand alone.
 
     A per-change guard that replaces a policy guard must be at least as strict: the same kind
-    of limit (absolute or relative), a limit no further out, a slack and a hold no longer.
+    of limit (absolute or relative), a limit no further out, a slack and a hold no longer. What
+    it leaves unset of ``slack``, ``hold_samples`` and ``hold_s`` it takes from the policy's.
 
     Raises:
         GuardLoosensError: a per-change guard would loosen a policy guard.
@@ -219,6 +223,8 @@ def merge(policy: Sequence[Guard], change: Sequence[Guard]) -> list[Guard]:
         for theirs in policy:
             if theirs.metric != mine.metric or theirs.upper != mine.upper:
                 continue
+            inherited = {k: getattr(theirs, k) for k in _INHERITED if k not in mine.model_fields_set}
+            mine = mine.model_copy(update=inherited)
             looser = _looser(theirs, mine)
             if looser is not None:
                 raise GuardLoosensError(

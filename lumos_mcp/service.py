@@ -475,6 +475,7 @@ class Service:
             return None
 
     def _revert_for_guard(self, txid: str, breach: Breach) -> Transaction | None:
+        detected = self.clock()
         done = self.txns.revert_armed("guard", only={txid})
         with self._guard_lock:
             self._watches.pop(txid, None)
@@ -485,8 +486,10 @@ class Service:
         finished = self.clock()
         evidence = {
             **breach.as_data(),
+            "detected_t": round(detected, 3),
             "revert_done_t": round(finished, 3),
             "reaction_s": round(max(0.0, finished - breach.first_breach_t), 3),
+            "revert_s": round(max(0.0, finished - detected), 3),
         }
         self.guard_reverts[txid] = {**evidence, "knobs": restored_data(results)}
         while len(self.guard_reverts) > _MAX_GUARD_REVERTS:

@@ -133,7 +133,7 @@ def test_a_per_change_guard_that_loosens_the_policys_is_refused(mine: dict[str, 
 
 def test_a_tighter_per_change_guard_replaces_the_policys_and_others_add_to_it() -> None:
     theirs = Guard(metric=METRIC, ratio=1.25, slack=1.0, hold_samples=3)
-    tighter = Guard(metric=METRIC, ratio=1.1, hold_samples=2)
+    tighter = Guard(metric=METRIC, ratio=1.1, slack=0.0, hold_samples=2, hold_s=0.0)
     other = Guard(metric="psi.cpu.some.avg10_pct", value=20)
     floor = Guard(metric=METRIC, op=">=", value=0.0)  # the other direction stands beside it
     assert merge([theirs], [tighter, other, floor]) == [tighter, other, floor]
@@ -224,3 +224,9 @@ def test_a_policy_with_guards_loads_and_shows_them_in_its_summary(tmp_path: Path
     assert summary["probation_s"] == 5
     assert [r["metric"] for r in summary["rules"]] == ["psi.cpu.some.avg10_pct", "app.p99_ms.last"]
     assert summary["rules"][1]["hold_samples"] == 2
+
+
+def test_a_per_change_guard_takes_the_hold_and_slack_it_leaves_unset_from_the_policys() -> None:
+    theirs = Guard(metric=METRIC, ratio=1.25, slack=1.0, hold_samples=2, hold_s=1.0)
+    (mine,) = merge([theirs], [Guard.model_validate({"metric": METRIC, "ratio": 1.1})])
+    assert (mine.ratio, mine.slack, mine.hold_samples, mine.hold_s) == (1.1, 1.0, 2, 1.0)

@@ -159,7 +159,7 @@ def test_a_per_change_guard_may_tighten_but_never_loosen_the_policys(
         ],
     )
     tx = service.apply(staged.tx.id)
-    source.add(4.5)  # above 1.1 x 4 = 4.4, one sample is the hold
+    source.add(5.0)  # above 1.1 x 4 + 0.5 (the policy's slack, left unset) = 4.9; one sample is the hold
     assert [t.id for t in service.check_guards()] == [tx.id]
 
 
@@ -231,3 +231,52 @@ def test_a_commit_on_probation_is_recorded_only_after_it_and_a_breach_meanwhile_
     with pytest.raises(TransactionStateError) as e:
         service.revert(hurt.id)
     assert e.value.fields["reverted_by"] == "guard"
+
+
+@pytest.mark.anyio
+async def test_through_mcp_a_guarded_change_that_hurts_is_reverted_and_every_view_says_so(
+    setup: Callable[..., tuple[Service, FakeSource, Clock]], fake: FakeKernel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import anyio
+    import orjson
+    from mcp import Client
+
+    from lumos_mcp.api import tool_error
+    from lumos_mcp.cli import main
+    from lumos_mcp.server import build_server
+
+    service, source, _ = setup()
+    async with Client(build_server(service)) as client:
+        guards = await client.read_resource("lumos://policy/guards")
+        rules = orjson.loads(guards.contents[0].text)["rules"]  # type: ignore[union-attr]
+        assert [r["metric"] for r in rules] == ["app.p99_ms.last"]
+        loose = await client.call_tool(
+            "stage_sched_params",
+            {"changes": {"vm.swappiness": 10}, "guards": [{"metric": "app.p99_ms.last", "ratio": 3}]},
+        )
+        error = tool_error(loose)
+        assert error is not None and error.code == "guard_loosens"
+        staged = await client.call_tool(
+            "stage_sched_params",
+            {"changes": {"vm.swappiness": 10}, "guards": [{"metric": "app.p99_ms.last", "ratio": 1.1}]},
+        )
+        assert staged.structured_content is not None
+        txid = staged.structured_content["txid"]
+        assert staged.structured_content["guards"] == ["app.p99_ms.last <= 1.1 x baseline + 0.5 (trips after 2 samples)"]
+        await client.call_tool("apply", {"txid": txid})
+        for _ in range(3):
+            source.add(9.0)
+        with anyio.fail_after(10):
+            while _swappiness(fake) != "60":
+                await anyio.sleep(0.05)
+        answer = tool_error(await client.call_tool("commit", {"txid": txid}))
+        assert answer is not None and answer.code == "invalid_state"
+        assert answer.fields["reverted_by"] == "guard" and answer.fields["guard"]["baseline"] == 4.0
+        status = (await client.call_tool("get_status", {})).structured_content
+        assert status is not None
+        recent = next(t for t in status["recent"] if t["txid"] == txid)
+        assert recent["reverted_by"] == "guard" and len(recent["guard"]["samples"]) == 2
+    capsys.readouterr()
+    assert main(["status", "--state-dir", str(service.state_dir), "--json"]) == 0
+    shown = orjson.loads(capsys.readouterr().out)["guard_reverts"]
+    assert [(g["tx"], g["values"]) for g in shown] == [(txid, [9.0, 9.0])]
