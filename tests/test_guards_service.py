@@ -262,7 +262,9 @@ async def test_through_mcp_a_guarded_change_that_hurts_is_reverted_and_every_vie
         )
         assert staged.structured_content is not None
         txid = staged.structured_content["txid"]
-        assert staged.structured_content["guards"] == ["app.p99_ms.last <= 1.1 x baseline + 0.5 (trips after 2 samples)"]
+        assert staged.structured_content["guards"] == [
+            "app.p99_ms.last <= 1.1 x baseline + 0.5 (trips after 2 samples)"
+        ]
         await client.call_tool("apply", {"txid": txid})
         for _ in range(3):
             source.add(9.0)
@@ -280,3 +282,40 @@ async def test_through_mcp_a_guarded_change_that_hurts_is_reverted_and_every_vie
     assert main(["status", "--state-dir", str(service.state_dir), "--json"]) == 0
     shown = orjson.loads(capsys.readouterr().out)["guard_reverts"]
     assert [(g["tx"], g["values"]) for g in shown] == [(txid, [9.0, 9.0])]
+
+
+@pytest.mark.anyio
+async def test_the_expert_agent_guards_each_change_on_its_objective_and_reports_a_guard_revert(
+    make_service: Callable[..., Service], fake: FakeKernel
+) -> None:
+    from mcp import Client
+
+    from lumos_mcp.agents.expert import ExpertAgent, approval_callback
+    from lumos_mcp.server import build_server
+
+    clock = Clock()
+    service = make_service(policy=str(Path(__file__).parent / "data" / "policy-test.toml"), clock=clock)
+    source = FakeSource(clock)
+    service.metrics = source
+    for _ in range(3):
+        source.add(None, psi=1.0)
+
+    class Hurting(ExpertAgent):
+        """Measures scripted windows; while the change is applied, CPU pressure jumps."""
+
+        windows = [[4.8, 4.9, 5.0], [4.0, 4.1, 4.2]]
+
+        async def measure(self, label: str) -> tuple[list[float], dict[str, Any] | None]:
+            if label == "after":
+                for _ in range(3):
+                    source.add(None, psi=40.0)  # above 1.5 x 1 + 5 for the agent's 3-sample hold
+                service.check_guards()
+            return self.windows.pop(0), {"psi": {"cpu": {"some": {"avg10_pct": 1.0}}}}
+
+    async with Client(build_server(service), elicitation_callback=approval_callback("sandbox")) as client:
+        [log] = await Hurting(client, 0.1, lambda _: None, use_ranker=False).run(1)
+    stage = next(r for r in iter_records(service.audit.path) if r.get("event") == "stage")
+    assert stage["guards"] == ["psi.cpu.some.avg10_pct <= 1.5 x baseline + 5 (trips after 3 samples)"]
+    assert log.outcome == "reverted by a guard" and "40.0" in log.why
+    assert service.txns.get(log.txid or "").outcome == "guard"
+    assert _swappiness(fake) == "60"
