@@ -50,6 +50,7 @@ import numpy as np
 from lumos_mcp.arena import procs
 from lumos_mcp.arena.probe import run_client
 from lumos_mcp.arena.workloads import BatchWorkload, ProbeWorkload
+from lumos_mcp.guards import Guard, GuardWatch, Sample, lookup
 from lumos_mcp.kernelfs.cgroups import CgroupManager
 from lumos_mcp.kernelfs.root import KernelRoot
 from lumos_mcp.service import Service, ServiceConfig
@@ -62,6 +63,9 @@ CALM = 128
 HURT = 262144  # the hard max: the hog's two threads then take the probe's CPU whenever they want it
 PROBE_SHARES = 10240  # the probe's group outweighs the other engineers' tasks on this shared host
 METRIC = "probe_p99_ms"
+GUARD_PATH = f"app.{METRIC}.last"
+REPLAY_HOLDS = (1, 2, 3, 4)
+REPLAY_RATIOS = (2.0, 3.0, 4.0)
 
 
 def policy_text(ratio: float, slack_ms: float, hold: int) -> str:
@@ -111,6 +115,10 @@ class Results:
     guard_calls: int = 0
     armed_s: float = 0.0
     baselines: list[float] = field(default_factory=list)
+    revert_s: list[float] = field(default_factory=list)
+    """From the guard's check seeing the breach to the revert verified (the rest is the hold)."""
+    window_samples: list[tuple[float, list[tuple[float, float | None]]]] = field(default_factory=list)
+    """Per no-op window: the baseline and the (time, value) samples the guard saw."""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -164,6 +172,7 @@ async def run_trials(service: Service, feed: Feed, out: Results, trials: int, se
         out.reaction_s.append(evidence["reaction_s"])
         out.detect_s.append(evidence["first_breach_t"] - applied)
         out.baselines.append(evidence["baseline"])
+        out.revert_s.append(evidence["revert_s"])
         done, limit = evidence["revert_done_t"], evidence["limit"]
         await _wait(lambda done=done, limit=limit: feed.first_under(done, limit) is not None, 6.0)
         back = feed.first_under(done, limit)
@@ -180,7 +189,13 @@ async def run_windows(service: Service, out: Results, windows: int, window_s: fl
     for n in range(windows):
         staged = service.stage({KNOB: CALM}, actor="bench")
         tx = service.apply(staged.tx.id, actor="bench")
+        watch = service._watches.get(tx.id)
+        base = watch.baselines.get(GUARD_PATH) if watch is not None else None
+        since = watch.since if watch is not None else time.time()
         await anyio.sleep(window_s)
+        seen = [(t, lookup(sig, GUARD_PATH)) for t, sig in service.metrics.samples_after(since) if t <= time.time()]
+        if base is not None:
+            out.window_samples.append((base, seen))
         out.windows += 1
         if tx.state is TxState.APPLIED:
             service.commit(tx.id, actor="bench")
@@ -317,6 +332,8 @@ def report(args: argparse.Namespace, out: Results, elapsed_s: float) -> None:
         "window_s": args.window_s,
         "false_trips": len(out.false_trips),
         "false_trip_rate": rate,
+        "revert_p50_s": pct(out.revert_s, 50),
+        "revert_p99_s": pct(out.revert_s, 99),
         "guard_cpu_pct_of_core": cost_pct,
         "guard_calls": out.guard_calls,
         "armed_s": out.armed_s,
@@ -327,8 +344,32 @@ def report(args: argparse.Namespace, out: Results, elapsed_s: float) -> None:
     print("| figure | value |\n|---|---|")
     for key, value in figures.items():
         print(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
+    replay = replay_false_trips(out, args.slack_ms)
+    if replay:
+        print("\n### False trips of other rules over the same no-op windows (replayed through GuardWatch)\n")
+        print("| ratio | " + " | ".join(f"hold {h}" for h in REPLAY_HOLDS) + " |")
+        print("|---|" + "---|" * len(REPLAY_HOLDS))
+        for ratio in REPLAY_RATIOS:
+            cells = [f"{replay[f'{ratio:g}/{h}']:.1%}" for h in REPLAY_HOLDS]
+            print(f"| {ratio:g} x baseline + {args.slack_ms:g} ms | " + " | ".join(cells) + " |")
     if args.json is not None:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        args.json.write_text(json.dumps({**figures, "replayed_false_trip_rate": replay}, indent=2) + "\n")
+
+
+def replay_false_trips(out: Results, slack_ms: float) -> dict[str, float]:
+    """The false-trip rate each (ratio, hold) rule would have had over the recorded no-op windows."""
+    if not out.window_samples:
+        return {}
+    rates = {}
+    for ratio in REPLAY_RATIOS:
+        for hold in REPLAY_HOLDS:
+            guard = Guard(metric=GUARD_PATH, ratio=ratio, slack=slack_ms, hold_samples=hold)
+            trips = 0
+            for base, seen in out.window_samples:
+                watch = GuardWatch([guard], {GUARD_PATH: base}, since=-1.0)
+                trips += any(watch.observe(Sample(t, {GUARD_PATH: v})) is not None for t, v in seen)
+            rates[f"{ratio:g}/{hold}"] = trips / len(out.window_samples)
+    return rates
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -303,7 +303,7 @@ async def test_the_expert_agent_guards_each_change_on_its_objective_and_reports_
     class Hurting(ExpertAgent):
         """Measures scripted windows; while the change is applied, CPU pressure jumps."""
 
-        windows = [[4.8, 4.9, 5.0], [4.0, 4.1, 4.2]]
+        windows: ClassVar[list[list[float]]] = [[4.8, 4.9, 5.0], [4.0, 4.1, 4.2]]
 
         async def measure(self, label: str) -> tuple[list[float], dict[str, Any] | None]:
             if label == "after":
