@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -207,6 +208,10 @@ async def run_windows(service: Service, out: Results, windows: int, window_s: fl
             print(f"window {n + 1}/{windows}: {len(out.false_trips)} false trips", file=sys.stderr, flush=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_guards")
     sub = parser.add_subparsers(dest="cmd")
@@ -231,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Results()
     started = time.time()
+    signal.signal(signal.SIGTERM, _interrupt)  # a TERM (or a background job's ignored INT) still cleans up
     anyio.run(_bench, args, out)
     report(args, out, time.time() - started)
     return 0
