@@ -230,3 +230,20 @@ def test_a_per_change_guard_takes_the_hold_and_slack_it_leaves_unset_from_the_po
     theirs = Guard(metric=METRIC, ratio=1.25, slack=1.0, hold_samples=2, hold_s=1.0)
     (mine,) = merge([theirs], [Guard.model_validate({"metric": METRIC, "ratio": 1.1})])
     assert (mine.ratio, mine.slack, mine.hold_samples, mine.hold_s) == (1.1, 1.0, 2, 1.0)
+
+
+def test_the_readmes_guard_examples_load_and_validate(tmp_path: Path) -> None:
+    import json
+
+    from lumos_mcp.api import GuardInput
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## Guards", 1)[1].split("\n## ", 1)[0]
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    file = tmp_path / "readme.toml"
+    file.write_text('name = "readme"\n[knobs."vm.swappiness"]\nmin = 0\nmax = 100\n' + toml)
+    policy = load_policy(file)
+    assert [g.metric for g in policy.guards.rules] == ["app.p99_ms.last", "memory.available_mib"]
+    assert policy.guards.for_change(["cgroup.batch.cpu_weight"]) == [policy.guards.rules[0]]
+    assert [GuardInput.model_validate(g).ratio for g in example["guards"]] == [1.1]
