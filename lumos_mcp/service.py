@@ -511,7 +511,7 @@ class Service:
             if self._probation.pop(txid, None) is None:
                 continue
             try:
-                done.append(self._commit_now(txid, "probation"))
+                done.append(self._commit_now(txid, "probation", count=False))
             except LumosError as e:  # stays armed: its deadline reverts it (never kept unverified)
                 self.audit.append("commit_failed", tx=txid, actor="probation", error=_jsonable(e.to_dict()))
         return done
@@ -916,14 +916,16 @@ class Service:
                 if probation > 0 and txid in self._watches:
                     tx = self.txns.rearm(txid, probation + PROBATION_MARGIN_S)
                     self._probation[txid] = self.clock() + probation
+                    self._histories.record_commit(txid, self.clock())  # its commits_per_hour slot, taken now
                     self.audit.append("commit_requested", tx=txid, actor=actor, probation_s=probation)
                     return tx
             return self._commit_now(txid, actor)
 
-    def _commit_now(self, txid: str, actor: str) -> Transaction:
+    def _commit_now(self, txid: str, actor: str, count: bool = True) -> Transaction:
         with self._lock:
             tx = self.txns.commit(txid)
-            self._histories.record_commit(txid, self.clock())
+            if count:
+                self._histories.record_commit(txid, self.clock())
             self.audit.append(
                 "commit", tx=txid, actor=actor, values={c.knob: c.after for c in tx.changes}, mode=self.mode
             )
