@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-s", type=float, default=7.0)
     parser.add_argument("--ratio", type=float, default=3.0)
     parser.add_argument("--slack-ms", type=float, default=1.0)
-    parser.add_argument("--hold", type=int, default=2)
+    parser.add_argument("--hold", type=int, default=3, help="hold_samples (3: under 1%% false trips here; see README)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--quick", action="store_true", help="3 trials, 5 windows of 4 s")
     args = parser.parse_args(argv)
