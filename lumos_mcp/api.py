@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
@@ -88,6 +88,34 @@ class DiffEntry(BaseModel):
     unit: str | None = None
 
 
+class GuardInput(BaseModel):
+    """A guard on one change: the server reverts it at once when ``metric`` breaks the rule for
+    ``hold_samples`` samples in a row. It may only tighten the policy's guards (see lumos://policy/guards);
+    on a metric the policy guards, what it leaves unset (slack, hold) is the policy's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(
+        max_length=300,
+        description="Dotted numeric path of the full telemetry signature, e.g. 'app.p99_ms.last' (an app metric "
+        "you report), 'psi.cpu.some.avg10_pct', 'cgroups.web.throttled_pct', 'memory.available_mib'.",
+    )
+    op: Literal["<=", "<", ">=", ">"] = Field("<=", description="The metric must stay op the limit.")
+    value: float | None = Field(None, description="Absolute limit in the metric's unit (or give ratio).")
+    ratio: float | None = Field(
+        None, gt=0, description="Relative limit: ratio x the metric's median just before apply (or give value)."
+    )
+    slack: float | None = Field(
+        None, ge=0, description="Added to a relative limit (room when the baseline is near 0); default 0."
+    )
+    hold_samples: int | None = Field(
+        None, ge=1, le=3600, description="Breaching samples in a row (1 Hz) that revert; default 3."
+    )
+    hold_s: float | None = Field(
+        None, ge=0, description="And at least this many seconds from first to last of them; default 0."
+    )
+
+
 class StageResult(BaseModel):
     txid: str
     digest: str = Field(description="sha256 of the exact change; approvals bind to it.")
@@ -97,6 +125,11 @@ class StageResult(BaseModel):
     approval_required: bool
     approval_reasons: list[str]
     confirm_within_s: float = Field(description="After apply, commit within this many seconds or it reverts.")
+    guards: list[str] = Field(
+        default_factory=list,
+        description="The guards that will watch it once applied (the policy's, tightened by yours): a breach "
+        "reverts it at once.",
+    )
     next: str = Field(description="What to call next.")
 
 
@@ -128,6 +161,12 @@ class TxSummary(BaseModel):
     digest: str
     deadline_in_s: float | None
     outcome: str
+    reverted_by: str | None = Field(None, description="guard, deadline, requested, server_exit... (when reverted)")
+    guard: dict[str, Any] | None = Field(
+        None, description="When a guard reverted it: the guard, baseline, limit, breaching samples, reaction_s."
+    )
+    guards: list[str] = Field(default_factory=list, description="Guards watching it while armed.")
+    probation_ends_in_s: float | None = Field(None, description="Commit requested: recorded after this probation.")
 
 
 class StatusResult(BaseModel):

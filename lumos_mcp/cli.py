@@ -368,6 +368,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     audit = state / "audit.jsonl"  # absent until a server first starts on this state dir
     records = tail(audit, 5) if audit.exists() else []
     out["last_events"] = [f"{r.get('event')} {r.get('tx', '')}".strip() for r in records]
+    out["guard_reverts"] = guard_reverts(tail(audit, 500) if audit.exists() else [])
     if args.json:
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -383,7 +384,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     c.print(f"  pending approvals: {len(out['pending_approvals'])}")
     for line in out["last_events"]:
         c.print(f"  audit: {line}")
+    for g in out["guard_reverts"]:
+        c.print(
+            f"  [red]guard revert[/] {g['tx']}: {g['guard']} (baseline {g['baseline']}, limit {g['limit']}, "
+            f"breaching {g['values']}) reverted {g['reaction_s']} s after the first breach"
+        )
     return 0
+
+
+def guard_reverts(records: list[dict[str, Any]], last: int = 5) -> list[dict[str, Any]]:
+    """The last guard reverts the audit records show, newest last: which guard, baseline, limit,
+    the breaching values and the time from the first breach to the revert done."""
+    out = []
+    for r in records:
+        evidence = r.get("guard")
+        if r.get("event") != "auto_revert" or r.get("reason") != "guard" or not isinstance(evidence, dict):
+            continue
+        rule = evidence.get("guard")
+        out.append(
+            {
+                "tx": r.get("tx"),
+                "guard": rule.get("text") if isinstance(rule, dict) else None,
+                "baseline": evidence.get("baseline"),
+                "limit": evidence.get("limit"),
+                "values": [s.get("value") for s in evidence.get("samples", []) if isinstance(s, dict)],
+                "reaction_s": evidence.get("reaction_s"),
+            }
+        )
+    return out[-last:]
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:

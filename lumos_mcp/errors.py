@@ -117,6 +117,32 @@ class PolicyDeniedError(PolicyError):
     template = "denied by policy: {detail}"
 
 
+class GuardError(PolicyError):
+    code = "guard_error"
+
+
+class GuardLoosensError(GuardError):
+    """A per-change guard would loosen the policy's guard on the same metric: refused at stage."""
+
+    code = "guard_loosens"
+    template = "a guard on {metric!r} would loosen the policy's ({policy_guard}): {detail}"
+
+
+class GuardMetricMissingError(GuardError):
+    """A guard's metric has no value in the signature now (no app metric reported, PSI absent,
+    telemetry not sampling): refused at stage rather than watched as a silent pass."""
+
+    code = "guard_metric_missing"
+    template = "guard metric {metric!r} has no value here: {detail}"
+
+
+class InvalidGuardError(GuardError):
+    """A guard given at stage time that is not a guard (bad path, both or neither limit...)."""
+
+    code = "invalid_guard"
+    template = "guard {index}: {detail}"
+
+
 # --------------------------------------------------------------------------- transactions
 class TransactionError(LumosError):
     code = "transaction_error"
@@ -308,17 +334,21 @@ class ScrapeRefusedError(ScrapeError):
 
 __all__ = [
     "ApplyFailedError",
-    "ArenaError",
     "ApprovalError",
     "ApprovalInvalidError",
     "ApprovalRequiredError",
     "ApprovalStoreError",
+    "ArenaError",
     "AuditError",
     "CatalogLoadError",
     "CgroupError",
     "ConflictError",
     "ExternalChangeError",
+    "GuardError",
+    "GuardLoosensError",
+    "GuardMetricMissingError",
     "InvalidArgumentsError",
+    "InvalidGuardError",
     "InvalidMetricError",
     "InvalidParameterError",
     "InvalidTelemetryRequestError",
@@ -342,10 +372,10 @@ __all__ = [
     "StagedExpiredError",
     "StateDirUnsafeError",
     "StateLockedError",
-    "ToolMissingError",
     "TelemetryError",
     "TelemetryNotReadyError",
     "TelemetryParseError",
+    "ToolMissingError",
     "TransactionError",
     "TransactionStateError",
     "UnknownKnobError",

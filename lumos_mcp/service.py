@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import pydantic
 
 from lumos_mcp.approvals import Approval, ApprovalStore
 from lumos_mcp.audit import AuditLog
@@ -27,6 +28,9 @@ from lumos_mcp.errors import (
     ApprovalInvalidError,
     ApprovalRequiredError,
     AuditError,
+    GuardError,
+    GuardMetricMissingError,
+    InvalidGuardError,
     JournalError,
     KnobError,
     LumosError,
@@ -36,7 +40,20 @@ from lumos_mcp.errors import (
     StateDirUnsafeError,
     StateLockedError,
     TransactionStateError,
+    UnknownTransactionError,
     WatchdogError,
+)
+from lumos_mcp.guards import (
+    Breach,
+    Guard,
+    GuardWatch,
+    MetricSource,
+    Sample,
+    TelemetrySource,
+    baseline,
+    check_path,
+    lookup,
+    merge,
 )
 from lumos_mcp.history import HOUR_S, Histories, audit_records_since, rebuild
 from lumos_mcp.kernelfs.backend import Backend, KnobStatus
@@ -69,6 +86,10 @@ MODES: tuple[Mode, ...] = ("observe", "sandbox", "live")
 MAX_STAGED = 256
 """Staged (not yet applied) changes a server keeps; the oldest beyond this expire."""
 _MAX_EXPIRED = 1024  # expired txids remembered, to answer staged_expired rather than "unknown"
+_MAX_GUARD_REVERTS = 1024  # guard reverts' evidence remembered for the agent's next call on that txid
+PROBATION_MARGIN_S = 5.0
+"""A change on probation is armed this much past its probation's end: the server commits it at
+the end, and only a server that is gone by then leaves it to the deadline (which reverts)."""
 WATCHDOG_LOCK_WAIT_S = 5.0
 """How long a starting server waits while a dead server's watchdog holds the state directory."""
 
@@ -111,6 +132,8 @@ class StagedChange:
     actor: str
     touched_at: float = 0.0
     """When it was staged or last had an approval requested: it expires an approval lifetime later."""
+    guards: tuple[Guard, ...] = ()
+    """The guards that watch it once applied: the policy's for its knobs, tightened per change."""
 
 
 class Service:
@@ -123,6 +146,7 @@ class Service:
         clock: Callable[[], float] = time.time,
         catalog: Catalog | None = None,
         probe: Callable[[str], None] | None = None,
+        metrics: MetricSource | None = None,
     ) -> None:
         self.config = config
         self.mode: Mode = config.mode
@@ -144,6 +168,15 @@ class Service:
             self.backend, self.state_dir / f"journal-{self.mode}.jsonl", clock=clock, probe=probe
         )
         self.telemetry = self._telemetry()
+        self.metrics: MetricSource = metrics or TelemetrySource(self.telemetry)
+        """Where guards read their samples (the sampler; tests give a fake)."""
+        self._watches: dict[str, GuardWatch] = {}
+        """txid -> the guards watching it while it is armed (or on probation)."""
+        self._probation: dict[str, float] = {}
+        """txid -> when its probation ends and its requested commit is recorded."""
+        self.guard_reverts: dict[str, dict[str, Any]] = {}
+        """txid -> the evidence of the guard that reverted it (for the agent's next call on it)."""
+        self._guard_lock = threading.Lock()
         self._staged: dict[str, StagedChange] = {}
         self._expired: dict[str, bool] = {}  # txid -> dropped for age (True) or for room (False)
         self._histories = Histories()
@@ -295,6 +328,8 @@ class Service:
         """
         async with anyio.create_task_group() as tg:
             self.task_group = tg
+            if isinstance(self.metrics, TelemetrySource):
+                tg.start_soon(self._guard_forever)
             try:
                 await self._expire_forever(poll_s)
             finally:
@@ -313,7 +348,25 @@ class Service:
                 self.deadline_loop_error = f"{type(e).__name__}: {e}"
                 log.exception("deadline loop: %s (the loop goes on)", e)
 
+    async def _guard_forever(self) -> None:
+        """Check the guards as soon as each new sample is in (the deadline loop checks them too,
+        every poll: this only makes the reaction a sample's, not a poll's)."""
+        sampler = self.telemetry.sampler
+        last = -1.0
+        while True:
+            snap = await sampler.wait_for_sample(after_t=last)
+            last = snap.t
+            if not self._watches:
+                continue
+            try:
+                await anyio.to_thread.run_sync(self.check_guards)
+            except Exception as e:  # the guard loop's top level: it must outlive any one failure
+                self.deadline_loop_error = f"{type(e).__name__}: {e}"
+                log.exception("guard loop: %s (the loop goes on)", e)
+
     def _tick(self) -> None:
+        self.check_guards()
+        self.finish_probations()
         self.expire_due()
         self._sync_watchdog()
 
@@ -341,12 +394,139 @@ class Service:
         self._retry_records()
         return reverted
 
-    def _audit_revert(self, tx: Transaction, results: Sequence[Restored], reason: str) -> None:
-        fields = {"tx": tx.id, "reason": reason, "knobs": restored_data(results), "speculative": tx.speculative}
+    def _audit_revert(
+        self, tx: Transaction, results: Sequence[Restored], reason: str, extra: Mapping[str, Any] | None = None
+    ) -> None:
+        fields = {
+            "tx": tx.id,
+            "reason": reason,
+            "knobs": restored_data(results),
+            "speculative": tx.speculative,
+            **(extra or {}),
+        }
         if tx.notes:
             fields["notes"] = list(tx.notes)
         with self._record_lock:
             self._unaudited.append(("auto_revert", fields))
+
+    # ------------------------------------------------------------------ guards
+    def _guards_for(self, knobs: Sequence[str], requested: Sequence[Guard | Mapping[str, Any]]) -> tuple[Guard, ...]:
+        """The guards that will watch a change of ``knobs``: the policy's, tightened by ``requested``.
+
+        Raises:
+            InvalidGuardError: a requested guard is malformed or names no signature path.
+            GuardLoosensError: a requested guard would loosen the policy's.
+            GuardMetricMissingError: a guard's metric has no value in the latest sample.
+        """
+        mine = [parse_guard(i, g) for i, g in enumerate(requested)]
+        guards = merge(self.policy.guards.for_change(knobs), mine)
+        if guards:
+            latest = self.metrics.recent(1)
+            for guard in guards:
+                if latest and lookup(latest[-1][1], guard.metric) is not None:
+                    continue
+                raise _metric_missing(guard.metric, self.metrics.unavailable(), "it has no value in the latest sample")
+        return tuple(guards)
+
+    def _baselines(self, guards: Sequence[Guard]) -> tuple[dict[str, float | None], float]:
+        """Each guarded metric's median over the last samples before apply, and the newest
+        sample's time (later samples are the change's).
+
+        Raises:
+            GuardMetricMissingError: a relative guard's metric has no value in those samples.
+        """
+        recent = self.metrics.recent(self.policy.guards.baseline_samples)
+        out: dict[str, float | None] = {}
+        for guard in guards:
+            if guard.metric not in out:
+                out[guard.metric] = baseline([lookup(sig, guard.metric) for _, sig in recent])
+            if guard.relative and out[guard.metric] is None:
+                raise _metric_missing(guard.metric, self.metrics.unavailable(), "no sample before apply holds it")
+        return out, (recent[-1][0] if recent else self.clock())
+
+    def check_guards(self) -> list[Transaction]:
+        """Feed every sample taken since the last check to the guards of each armed change, and
+        revert each change whose guard breached for its hold, at once, through the deadline's
+        journaled path (reverse order, verified read-back). Returns the reverted transactions."""
+        breaches: list[tuple[str, Breach]] = []
+        with self._guard_lock:
+            for txid in list(self._watches):
+                if self._state_of(txid) is not TxState.APPLIED:
+                    del self._watches[txid]
+                    self._probation.pop(txid, None)
+            if not self._watches:
+                return []
+            samples = self.metrics.samples_after(min(w.last_t for w in self._watches.values()))
+            for txid, watch in self._watches.items():
+                for t, sig in samples:
+                    if t <= watch.last_t:
+                        continue
+                    breach = watch.observe(Sample(t, {g.metric: lookup(sig, g.metric) for g in watch.guards}))
+                    if breach is not None:
+                        breaches.append((txid, breach))
+                        break
+        reverted = [self._revert_for_guard(txid, breach) for txid, breach in breaches]
+        return [tx for tx in reverted if tx is not None]
+
+    def _state_of(self, txid: str) -> TxState | None:
+        try:
+            return self.txns.get(txid).state
+        except UnknownTransactionError:
+            return None
+
+    def _revert_for_guard(self, txid: str, breach: Breach) -> Transaction | None:
+        detected = self.clock()
+        done = self.txns.revert_armed("guard", only={txid})
+        with self._guard_lock:
+            self._watches.pop(txid, None)
+            self._probation.pop(txid, None)
+        if not done:
+            return None  # committed or reverted meanwhile
+        tx, results = done[0]
+        finished = self.clock()
+        evidence = {
+            **breach.as_data(),
+            "detected_t": round(detected, 3),
+            "revert_done_t": round(finished, 3),
+            "reaction_s": round(max(0.0, finished - breach.first_breach_t), 3),
+            "revert_s": round(max(0.0, finished - detected), 3),
+        }
+        self.guard_reverts[txid] = {**evidence, "knobs": restored_data(results)}
+        while len(self.guard_reverts) > _MAX_GUARD_REVERTS:
+            del self.guard_reverts[next(iter(self.guard_reverts))]
+        log.warning("guard %s breached: %s reverted in %.3f s", breach.guard.text(), txid, evidence["reaction_s"])
+        self._audit_revert(tx, results, "guard", extra={"guard": _jsonable(evidence)})
+        self._retry_records()
+        return tx
+
+    def finish_probations(self) -> list[Transaction]:
+        """Record the requested commits whose probation ended with no guard breached."""
+        now = self.clock()
+        due = [txid for txid, until in list(self._probation.items()) if until <= now]
+        if not due:
+            return []
+        self.check_guards()  # a breach in the last samples wins over the commit
+        done = []
+        for txid in due:
+            if self._probation.pop(txid, None) is None:
+                continue
+            try:
+                done.append(self._commit_now(txid, "probation", count=False))
+            except LumosError as e:  # stays armed: its deadline reverts it (never kept unverified)
+                self.audit.append("commit_failed", tx=txid, actor="probation", error=_jsonable(e.to_dict()))
+        return done
+
+    def _raise_if_guard_reverted(self, txid: str) -> None:
+        evidence = self.guard_reverts.get(txid)
+        if evidence is not None and self._state_of(txid) is TxState.REVERTED:
+            raise TransactionStateError(
+                "a guard reverted it",
+                txid=txid,
+                state="reverted",
+                wanted="applied",
+                reverted_by="guard",
+                guard=evidence,
+            )
 
     def _retry_records(self) -> None:
         """Write the audit and journal records still waiting; report what still fails."""
@@ -420,24 +600,31 @@ class Service:
         confirm_within_s: float | None = None,
         speculative: bool = False,
         actor: str = "agent",
+        guards: Sequence[Guard | Mapping[str, Any]] = (),
     ) -> StagedChange:
-        """Validate a change without writing: types, units, hard ranges, then the policy.
+        """Validate a change without writing: types, units, hard ranges, then the policy, and
+        the guards that will watch it (the policy's for its knobs, tightened by ``guards``).
 
         Returns the staged transaction and the policy's verdict (denied changes are staged
         too, so the caller sees every denial at once, but they can never be applied).
 
         Raises:
             KnobError: an unknown knob, bad parameter, unavailable or locked knob, or bad value.
+            InvalidGuardError, GuardLoosensError, GuardMetricMissingError: a guard is malformed,
+                would loosen the policy's, or watches a metric with no value here.
         """
         try:
             tx = self.txns.stage(changes, speculative=speculative)
-        except KnobError as e:
+            watching = self._guards_for(tx.knobs(), guards)
+        except (KnobError, GuardError) as e:
             self.audit.append("stage_rejected", actor=actor, changes=_jsonable(changes), error=_jsonable(e.to_dict()))
             raise
         verdict = self._evaluate(tx, confirm_within_s, speculative)
         confirm = verdict.confirm_within_s
         now = self.clock()
-        staged = StagedChange(tx=tx, verdict=verdict, confirm_within_s=confirm, actor=actor, touched_at=now)
+        staged = StagedChange(
+            tx=tx, verdict=verdict, confirm_within_s=confirm, actor=actor, touched_at=now, guards=watching
+        )
         with self._lock:
             self._staged[tx.id] = staged
             self._trim_staged(now)
@@ -448,6 +635,7 @@ class Service:
             digest=tx.digest,
             speculative=speculative,
             changes=[{"knob": c.knob, "before": c.before, "after": c.after} for c in tx.changes],
+            **({"guards": [g.text() for g in watching]} if watching else {}),
         )
         self.audit.append(
             "verdict",
@@ -607,6 +795,7 @@ class Service:
             approval = None
             if verdict.approval_required:
                 approval = self._consume_approval(staged, approval_id)
+            baselines, since = self._baselines(staged.guards) if staged.guards else ({}, 0.0)
             self._watch_before_arming(txid)
             try:
                 # Last write wins over a speculative move only: it never overrides another's
@@ -620,6 +809,9 @@ class Service:
                 except (AuditError, StateDirUnsafeError) as audit_error:
                     log.warning("apply_failed of %s not audited: %s", txid, audit_error)
                 raise
+            if staged.guards:
+                with self._guard_lock:
+                    self._watches[txid] = GuardWatch(staged.guards, baselines, since)
             for holder, knobs in tx.took_over.items():
                 self.audit.append(
                     "superseded", tx=holder, by=txid, actor=actor, knobs=sorted(knobs), restores_on_revert="original"
@@ -640,6 +832,7 @@ class Service:
                 values={c.knob: c.after for c in tx.changes},
                 mode=self.mode,
                 files={c.knob: list(c.files) for c in tx.changes},
+                **({"guards": [g.text() for g in staged.guards], "baselines": baselines} if staged.guards else {}),
             )
             return tx
 
@@ -681,6 +874,7 @@ class Service:
             JournalError: the new deadline could not be journaled.
         """
         self._refuse_in_observe("rearm")
+        self._raise_if_guard_reverted(txid)
         tx = self.txns.get(txid)
         if not tx.speculative:
             raise TransactionStateError(
@@ -696,21 +890,42 @@ class Service:
     def commit(self, txid: str, actor: str = "agent") -> Transaction:
         """Keep an applied change (disarms its deadline), within the policy's commits_per_hour.
 
+        When the policy sets a guard probation and guards watch the change, the commit is
+        recorded only once the probation passed with no breach: until then the change stays
+        armed (state ``applied``, deadline just past the probation's end) and a breach reverts it.
+
         Raises:
             PolicyDeniedError: one more commit would break commits_per_hour (the change stays
                 armed: commit later or let its deadline revert it).
-            TransactionStateError, ExternalChangeError, JournalError.
+            TransactionStateError: not applied; a guard revert carries ``reverted_by`` and ``guard``.
+            ExternalChangeError, JournalError.
         """
         self._refuse_in_observe("commit")
+        self._raise_if_guard_reverted(txid)
         with self._lock:
-            if self.txns.get(txid).state is TxState.APPLIED:
+            tx = self.txns.get(txid)
+            if tx.state is TxState.APPLIED and txid in self._probation:
+                return tx  # asked before: it is on probation
+            if tx.state is TxState.APPLIED:
                 verdict = evaluate_commit(self.policy, history=self._histories.agent, now=self.clock())
                 if not verdict.allowed:
                     error = _denied(verdict, txid)
                     self.audit.append("commit_refused", tx=txid, actor=actor, denials=error.fields["denials"])
                     raise error
+                probation = self.policy.guards.probation_s
+                if probation > 0 and txid in self._watches:
+                    tx = self.txns.rearm(txid, probation + PROBATION_MARGIN_S)
+                    self._probation[txid] = self.clock() + probation
+                    self._histories.record_commit(txid, self.clock())  # its commits_per_hour slot, taken now
+                    self.audit.append("commit_requested", tx=txid, actor=actor, probation_s=probation)
+                    return tx
+            return self._commit_now(txid, actor)
+
+    def _commit_now(self, txid: str, actor: str, count: bool = True) -> Transaction:
+        with self._lock:
             tx = self.txns.commit(txid)
-            self._histories.record_commit(txid, self.clock())
+            if count:
+                self._histories.record_commit(txid, self.clock())
             self.audit.append(
                 "commit", tx=txid, actor=actor, values={c.knob: c.after for c in tx.changes}, mode=self.mode
             )
@@ -723,6 +938,7 @@ class Service:
             TransactionStateError, ExternalChangeError (unless force).
         """
         self._refuse_in_observe("revert")
+        self._raise_if_guard_reverted(txid)
         tx, results = self.txns.revert(txid, reason="requested", force=force)
         self.audit.append("revert", tx=txid, actor=actor, force=force, knobs=restored_data(results))
         return tx, results
@@ -768,6 +984,10 @@ class Service:
             "digest": tx.digest,
             "deadline_in_s": round(tx.deadline - now, 3) if tx.deadline and tx.state is TxState.APPLIED else None,
             "outcome": tx.outcome,
+            "reverted_by": tx.outcome if tx.state is TxState.REVERTED else None,
+            "guard": self.guard_reverts.get(tx.id),
+            "guards": [g.text() for g in watch.guards] if (watch := self._watches.get(tx.id)) else [],
+            "probation_ends_in_s": round(self._probation[tx.id] - now, 3) if tx.id in self._probation else None,
         }
 
     def describe(self, staged: StagedChange) -> str:
@@ -855,3 +1075,38 @@ def _jsonable(value: Any) -> Any:
     # orjson (the audit log) stops at 64 bits, and a rejected 1 MiB value must not fill the log:
     # the refusal is still recorded, bounded, saying what was cut
     return bounded(value)
+
+
+def parse_guard(index: int, given: Guard | Mapping[str, Any]) -> Guard:
+    """A per-change guard, checked.
+
+    Raises:
+        InvalidGuardError: not a guard, a policy-only field, or a metric that is not a numeric
+            path of the full signature.
+    """
+    if isinstance(given, Guard):
+        guard = given
+    else:
+        try:
+            guard = Guard.model_validate(given)
+        except pydantic.ValidationError as e:
+            first = e.errors()[0]
+            field = "/".join(str(p) for p in first["loc"])
+            raise InvalidGuardError(first["msg"], index=index, field=field) from e
+    if guard.knobs:
+        raise InvalidGuardError(
+            "'knobs' is for policy guards: a per-change guard watches its change", index=index, field="knobs"
+        )
+    reason = check_path(guard.metric)
+    if reason is not None:
+        raise InvalidGuardError(reason, index=index, field="metric")
+    return guard
+
+
+def _metric_missing(metric: str, unavailable: Mapping[str, str], detail: str) -> GuardMetricMissingError:
+    parts = metric.split(".")
+    heads = {".".join(parts[:n]) for n in range(1, len(parts) + 1)} | {"telemetry", "perf"}
+    reasons = {k: v for k, v in unavailable.items() if k in heads or k.startswith(parts[0] + ".")}
+    if parts[0] == "app":
+        detail += "; report it first (report_app_metric) or scrape it"
+    return GuardMetricMissingError(detail, metric=metric, unavailable=dict(list(reasons.items())[:10]))

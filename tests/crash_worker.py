@@ -32,7 +32,7 @@ CHANGE: dict[str, object] = {
     "kernel.sched_rr_timeslice_ms": 25,
 }
 FAILING_FILE = "proc/sys/kernel/sched_rr_timeslice_ms"  # the "fail" scenario makes it reject 25
-SCENARIOS = ("apply", "commit", "revert", "fail", "expire", "compact")
+SCENARIOS = ("apply", "commit", "revert", "fail", "expire", "compact", "guard")
 OTHER = {"vm.dirty_ratio": 30}  # "compact": committed while CHANGE is open; its commit compacts the journal
 
 
@@ -85,6 +85,8 @@ def main(directory: Path, scenario: str, kill_at: int) -> None:
         elif scenario == "expire":
             clock.now += 31
             manager.expire_due()
+        elif scenario == "guard":  # the service's guard revert: the deadline's path, now, for one txid
+            manager.revert_armed("guard", only={tx.id})
     manager.close()
     print(json.dumps(seen))
 

@@ -1,5 +1,5 @@
 """Invariant 4, with real processes: kill -9 at every probe point of apply, commit, revert,
-rollback, auto-revert and recovery itself; the next start restores every knob of an
+rollback, auto-revert, guard revert and recovery itself; the next start restores every knob of an
 uncommitted transaction to its exact original text, and committed changes stay."""
 
 from __future__ import annotations

@@ -142,6 +142,35 @@ def objective(signature: dict[str, Any]) -> float | None:
     return None
 
 
+GUARD_RATIO = 1.5
+GUARD_HOLD_SAMPLES = 3
+PSI_GUARD_SLACK = 5.0
+"""Percentage points of CPU pressure a guard on PSI allows above 1.5x its baseline (which may be 0)."""
+
+
+def objective_guard(signature: dict[str, Any]) -> dict[str, Any] | None:
+    """A guard on the objective `objective` reads, per sample: worse than 1.5x its pre-apply median
+    (plus a little) for 3 samples in a row, and the server reverts the change at once, without
+    waiting for this agent's windows. None when the signature has no objective."""
+    for summary in signature.get("app") or []:
+        name = str(summary.get("name", ""))
+        if ("latency" in name or "p99" in name) and metric(summary, "last") is not None:
+            return {
+                "metric": f"app.{name}.last",
+                "ratio": GUARD_RATIO,
+                "slack": NOISE_MIN_ABS,
+                "hold_samples": GUARD_HOLD_SAMPLES,
+            }
+    if metric(signature, "psi.cpu.some.avg10_pct") is not None:
+        return {
+            "metric": "psi.cpu.some.avg10_pct",
+            "ratio": GUARD_RATIO,
+            "slack": PSI_GUARD_SLACK,
+            "hold_samples": GUARD_HOLD_SAMPLES,
+        }
+    return None
+
+
 def _step(current: int, target: int, max_ratio: float | None) -> int:
     """Move from current toward target by at most the policy's step ratio."""
     if max_ratio is None:
@@ -330,8 +359,37 @@ class ExpertAgent:
         log.notes.append(f"ranker ({ranked['archetype']}): margin {margin:+.2f}, delta {ranked['delta']}")
         return bool(ranked["keep_incumbent"])  # the margin rule: keep the old setting unless margin >= delta
 
+    async def _stage(self, proposal: Proposal, log: RoundLog, before_sig: dict[str, Any] | None) -> dict[str, Any]:
+        """Stage with a guard on the objective; without it (the policy's guards still watch) when the
+        metric is missing here or the policy already guards it more strictly."""
+        guard = objective_guard(before_sig or {})
+        if guard is not None:
+            try:
+                return await self.call("stage_sched_params", {"changes": proposal.changes, "guards": [guard]})
+            except AgentToolError as e:
+                if e.code not in ("guard_metric_missing", "guard_loosens"):
+                    raise
+                log.notes.append(f"staged without its own guard: {e.code}")
+        return await self.call("stage_sched_params", {"changes": proposal.changes})
+
+    async def _close(self, tool: str, log: RoundLog) -> bool:
+        """Commit or revert; False when a guard already reverted the change (its evidence is noted)."""
+        try:
+            await self.call(tool, {"txid": log.txid})
+        except AgentToolError as e:
+            if e.fields.get("reverted_by") != "guard":
+                raise
+            evidence = e.fields.get("guard") or {}
+            rule = (evidence.get("guard") or {}).get("text", "a guard")
+            values = [human(s.get("value")) for s in evidence.get("samples", [])]
+            log.outcome = "reverted by a guard"
+            baseline = human(evidence.get("baseline"))
+            log.why = f"the server reverted it: {rule} breached ({', '.join(values)}; baseline {baseline})"
+            return False
+        return True
+
     async def _try(self, proposal: Proposal, log: RoundLog, before_sig: dict[str, Any] | None = None) -> None:
-        staged = await self.call("stage_sched_params", {"changes": proposal.changes})
+        staged = await self._stage(proposal, log, before_sig)
         log.txid = staged["txid"]
         if not staged["allowed"]:
             log.verdict = "denied"
@@ -361,12 +419,8 @@ class ExpertAgent:
         log.after_windows, sig = await self.measure("after")
         log.after = statistics.median(log.after_windows) if log.after_windows else None
         keep, log.why = await self._decide(log, before_sig, sig)
-        if keep:
-            await self.call("commit", {"txid": log.txid})
-            log.outcome = "committed"
-        else:
-            await self.call("revert", {"txid": log.txid})
-            log.outcome = "reverted"
+        if await self._close("commit" if keep else "revert", log):
+            log.outcome = "committed" if keep else "reverted"
         self.on_event(f"{log.outcome}: {log.why}")
 
     async def _decide(

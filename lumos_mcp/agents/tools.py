@@ -13,10 +13,11 @@ from lumos_mcp.api import tool_error
 class ToolCallError(Exception):
     """A tool answered with ``is_error``: ``code`` is the server's error code (act on it)."""
 
-    def __init__(self, tool: str, code: str, message: str) -> None:
+    def __init__(self, tool: str, code: str, message: str, fields: dict[str, Any] | None = None) -> None:
         super().__init__(f"{tool}: {code}: {message}")
         self.tool = tool
         self.code = code
+        self.fields: dict[str, Any] = fields or {}
 
 
 class ToolClient:
@@ -37,5 +38,7 @@ class ToolClient:
         if result.is_error:
             error = tool_error(result)
             text = "".join(c.text for c in result.content if c.type == "text")
-            raise ToolCallError(tool, error.code if error else "error", error.message if error else text)
+            raise ToolCallError(
+                tool, error.code if error else "error", error.message if error else text, error.fields if error else {}
+            )
         return result.structured_content or {}

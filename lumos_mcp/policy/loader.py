@@ -10,7 +10,8 @@ over a parametrised knob's parameter), ``required_for_kind`` (int knobs need ``m
 ``hard_range`` (a bound outside the catalog's hard range), ``min_le_max``, ``choices`` (an
 allowed value the knob cannot take), ``cross_knob`` (a cross rule names something other than
 a concrete int knob of the catalog), ``envelope`` (a speculation entry no knob rule covers, or
-wider than it) and ``max_confirm_within_s`` (a deadline above the policy's longest).
+wider than it), ``max_confirm_within_s`` (a deadline above the policy's longest) and
+``signature_path`` (a guard's metric is not a numeric path of the full telemetry signature).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import jsonschema
 import pydantic
 
 from lumos_mcp.errors import InvalidParameterError, PolicyFileMissingError, PolicyLoadError, UnknownKnobError
+from lumos_mcp.guards import check_path
 from lumos_mcp.knobs import Catalog, Kind, KnobSpec, default_catalog
 from lumos_mcp.policy.model import Bounds, KnobRule, Policy, is_glob, specificity
 from lumos_mcp.resources import policy_path, schema_path
@@ -155,6 +157,10 @@ class _Checker:
                     "max_confirm_within_s",
                 )
             self.check_envelope(key, env, spec, field)
+        for i, guard in enumerate(self.policy.guards.rules):
+            reason = check_path(guard.metric)
+            if reason is not None:
+                raise self.fail(reason, f"guards/rules/{i}/metric", "signature_path")
         self.policy._kinds = dict(self.kinds)
 
     # ------------------------------------------------------------------ knob keys

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from lumos_mcp.guards import GuardSettings
 from lumos_mcp.knobs import Kind
 
 Approval = Literal["always", "never", "above_step"]
@@ -121,6 +122,8 @@ class Policy(_Frozen):
     knobs: dict[str, KnobRule] = Field(default_factory=dict)
     cross: tuple[CrossRule, ...] = ()
     speculation: Speculation = Field(default_factory=Speculation)
+    guards: GuardSettings = Field(default_factory=GuardSettings)
+    """Metric rules the server checks on every sample while a change is armed (``lumos_mcp.guards``)."""
 
     # The catalog kind of every knob key and envelope key, filled in by the loader. It is
     # derived from the catalog, so it stays out of the dump and the digest.
@@ -161,6 +164,17 @@ class Policy(_Frozen):
                 "confirm_within_s": self.speculation.confirm_within_s,
                 "knobs": envelope,
             },
+            "guards": self.guards_summary(),
+        }
+
+    def guards_summary(self) -> dict[str, Any]:
+        """The policy's guards as data: each rule and its text, the probation and the baseline."""
+        return {
+            "note": "every change (speculative moves too) is watched by the rules whose 'knobs' match it; "
+            "a breach held for its hold reverts it at once; per-change guards may only tighten these",
+            "probation_s": self.guards.probation_s,
+            "baseline_samples": self.guards.baseline_samples,
+            "rules": [{**g.as_data(), "knobs": list(g.knobs)} for g in self.guards.rules],
         }
 
 

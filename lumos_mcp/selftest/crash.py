@@ -4,7 +4,7 @@ and compare every knob with what the journal proves.
 A *zygote* subprocess imports lumos-mcp once and forks one child per run, so a kill costs
 milliseconds, not an interpreter start. A child builds a ``Service`` over the shared fake
 kernel tree (live mode on a fake ``host_root``), recovers, and runs a seeded random sequence
-of stage / apply / commit / revert / auto-revert. Its ``probe`` (called by the transaction
+of stage / apply / commit / revert / auto-revert / guard revert. Its ``probe`` (called by the transaction
 manager at every crash point, and by the child between operations) SIGKILLs the child at a
 targeted point; in *timer* runs the zygote SIGKILLs it after a random delay instead, and a
 shared page says which point it had passed. *Recovery* trials kill one child with a
@@ -49,6 +49,29 @@ _CHILD_LIMIT_S = 60.0
 
 
 # --------------------------------------------------------------------------- the child
+_GUARD = {"metric": "psi.cpu.some.avg10_pct", "value": 50.0, "hold_samples": 1}
+
+
+class _Breaching:
+    """A metric source whose next sample breaches `_GUARD` (the crash test's guard reverts)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+
+    @staticmethod
+    def _sig(value: float) -> dict[str, Any]:
+        return {"psi": {"cpu": {"some": {"avg10_pct": value}}}}
+
+    def samples_after(self, t: float, limit: int = 64) -> list[tuple[float, Any]]:
+        return [(max(t, self.clock()) + 1.0, self._sig(99.0))]
+
+    def recent(self, n: int) -> list[tuple[float, Any]]:
+        return [(self.clock() - 1.0, self._sig(1.0))]
+
+    def unavailable(self) -> dict[str, str]:
+        return {}
+
+
 def _change(rng: random.Random) -> dict[str, int]:
     knobs = rng.sample(sorted(set(BOUNDS) - APPROVAL_ALWAYS), rng.randint(1, 3))
     out = {k: rng.randint(*BOUNDS[k]) for k in knobs}
@@ -85,11 +108,14 @@ def _child(spec: dict[str, Any], page: mmap.mmap) -> NoReturn:
     try:
         service = bed.service(clock=lambda: time.time() + offset[0], probe=probe)
         for _ in range(spec["ops"]):
-            op = rng.choice(("commit", "commit", "revert", "auto_revert", "stage", "leave_armed"))
+            op = rng.choice(("commit", "commit", "revert", "auto_revert", "guard_revert", "stage", "leave_armed"))
             context[0] = "stage"
             probe("stage:begin")
             try:
-                staged = service.stage(_change(rng))
+                guards = [_GUARD] if op == "guard_revert" else []
+                if guards:
+                    service.metrics = _Breaching(service.clock)
+                staged = service.stage(_change(rng), guards=guards)
                 probe("stage:end")
                 if op == "stage" or not staged.verdict.allowed:
                     continue
@@ -104,6 +130,11 @@ def _child(spec: dict[str, Any], page: mmap.mmap) -> NoReturn:
                     context[0] = "revert"
                     service.revert(staged.tx.id)
                     probe("revert:returned")
+                elif op == "guard_revert":
+                    context[0] = "guard_revert"
+                    probe("guard_revert:begin")
+                    service.check_guards()
+                    probe("guard_revert:returned")
                 elif op == "auto_revert":
                     context[0] = "auto_revert"
                     offset[0] += 100_000.0

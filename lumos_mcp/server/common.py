@@ -28,7 +28,9 @@ lumos-mcp tunes this Linux host's kernel safely. The loop:
 3. request_approval(txid) if the stage result says approval_required.
 4. apply(txid): writes through a journal and arms an auto-revert deadline.
 5. Measure (read_telemetry), then commit(txid) to keep or revert(txid) to undo. Without a commit before the
-   deadline the server reverts by itself. Errors carry a code and fields: act on them."""
+   deadline the server reverts by itself. Errors carry a code and fields: act on them.
+Guards: stage with guards=[{metric, ratio or value, hold_samples}] on your objective (and the policy's own,
+lumos://policy/guards): the server reverts a change the moment a watched metric says it hurts."""
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 STAGING = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)

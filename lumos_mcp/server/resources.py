@@ -33,6 +33,15 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
     def policy() -> str:
         return orjson.dumps(service.policy.summary()).decode()
 
+    @mcp.resource(
+        "lumos://policy/guards",
+        mime_type="application/json",
+        description="The policy's guards: the metric rules that revert a change at once when they breach, "
+        "its probation after commit, and how baselines are taken. Per-change guards may only tighten these.",
+    )
+    def policy_guards() -> str:
+        return orjson.dumps(service.policy.guards_summary()).decode()
+
     @mcp.resource("lumos://audit/tail", mime_type="application/json", description="The last 50 audit records.")
     def audit_tail() -> str:
         return orjson.dumps(tail(service.audit.path, 50)).decode()
@@ -50,7 +59,12 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
             "knobs at a time and measure a full window before deciding; weights (cgroup cpu_weight/cpu_shares, "
             "cpu_idle for batch groups) help latency without throttling; CPU quotas (cpu_max) cut throughput and "
             "often hurt neighbours' latency; on EEVDF kernels (6.6+) the CFS granularity knobs are gone. "
-            "Commit only what measurably helped; revert anything else. Never try to bypass a denial."
+            "Commit only what measurably helped; revert anything else. Never try to bypass a denial. "
+            "Guard every change on your objective: report it (report_app_metric, e.g. p99_ms) and stage with "
+            'guards=[{"metric": "app.p99_ms.last", "ratio": 1.25, "hold_samples": 2}] so the server '
+            "reverts a change that hurts within seconds, even while you think; the policy's own guards are at "
+            "lumos://policy/guards. A txid answered with reverted_by='guard' was reverted for you: read its "
+            "evidence and try something else."
         )
 
-    _ = (catalog, policy, audit_tail, tune_latency)
+    _ = (catalog, policy, policy_guards, audit_tail, tune_latency)

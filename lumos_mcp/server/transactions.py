@@ -8,7 +8,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult
 from pydantic import Field
 
-from lumos_mcp.api import Denial, DiffEntry, StageResult, StatusResult, TxResult, TxSummary
+from lumos_mcp.api import Denial, DiffEntry, GuardInput, StageResult, StatusResult, TxResult, TxSummary
 from lumos_mcp.bounded import bounded
 from lumos_mcp.server.common import READ_ONLY, STAGING, WRITING, domain_errors, ok
 from lumos_mcp.service import Service, StagedChange, restored_data
@@ -24,6 +24,10 @@ def _summary(info: dict[str, Any]) -> TxSummary:
         digest=info["digest"],
         deadline_in_s=info["deadline_in_s"],
         outcome=info["outcome"],
+        reverted_by=info["reverted_by"],
+        guard=info["guard"],
+        guards=info["guards"],
+        probation_ends_in_s=info["probation_ends_in_s"],
     )
 
 
@@ -61,6 +65,7 @@ def _stage_result(staged: StagedChange) -> StageResult:
         approval_required=v.approval_required,
         approval_reasons=list(v.approval_reasons),
         confirm_within_s=staged.confirm_within_s,
+        guards=[g.text() for g in staged.guards],
         next=nxt,
     )
 
@@ -82,12 +87,26 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
                 gt=0, le=86400, description="Auto-revert deadline after apply, in seconds (policy default if omitted)."
             ),
         ] = None,
+        guards: Annotated[
+            list[GuardInput] | None,
+            Field(
+                max_length=16,
+                description="Revert this change at once if a metric you care about gets worse, e.g. "
+                '[{"metric": "app.p99_ms.last", "ratio": 1.25, "hold_samples": 2}] (p99 must stay within 1.25x '
+                "its pre-apply median). Report the app metric first (report_app_metric). These add to the "
+                "policy's guards (lumos://policy/guards) and may only tighten them.",
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, StageResult]:
         """Validate a proposed change WITHOUT writing anything: types, units, hard ranges, the policy's bounds,
-        step limits, cooldowns and cross-field rules. Returns the exact diff, the verdict (every denial names
-        its rule, knob, value and limit), whether approval is needed, and a txid. Next: request_approval(txid)
-        if approval_required, else apply(txid)."""
-        return ok(_stage_result(service.stage(changes, confirm_within_s=confirm_within_s)))
+        step limits, cooldowns, cross-field rules and the guards that will watch it (a guard on a metric with no
+        value here is refused: guard_metric_missing; one looser than the policy's: guard_loosens). Returns the
+        exact diff, the verdict (every denial names its rule, knob, value and limit), whether approval is
+        needed, the guards, and a txid. Next: request_approval(txid) if approval_required, else apply(txid).
+        Stage with a guard on your objective: the server then reverts a change that hurts it within seconds,
+        without waiting for you."""
+        wanted = [g.model_dump(exclude_none=True) for g in guards or ()]
+        return ok(_stage_result(service.stage(changes, confirm_within_s=confirm_within_s, guards=wanted)))
 
     @mcp.tool(title="Apply a staged change (armed, auto-reverting)", annotations=WRITING)
     @domain_errors
@@ -110,8 +129,14 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
         txid: Annotated[str, Field(description="An applied txid.", max_length=64)],
     ) -> Annotated[CallToolResult, TxResult]:
         """Keep an applied change: disarms its auto-revert deadline. Refuses (external_change) if a knob no
-        longer holds what was written. Next: keep watching read_telemetry."""
-        return ok(_tx_result(service, service.commit(txid), "Committed. Keep watching read_telemetry."))
+        longer holds what was written; a change a guard already reverted answers invalid_state with
+        reverted_by='guard' and the evidence. When the policy sets a guard probation, the change stays applied
+        and watched for probation_s and is committed after it unless a guard breaches. Next: keep watching
+        read_telemetry."""
+        tx = service.commit(txid)
+        if tx.state is TxState.APPLIED:
+            return ok(_tx_result(service, tx, "On probation: committed when it ends unless a guard breaches."))
+        return ok(_tx_result(service, tx, "Committed. Keep watching read_telemetry."))
 
     @mcp.tool(title="Revert an applied change", annotations=WRITING)
     @domain_errors
@@ -120,7 +145,8 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
         force: Annotated[bool, Field(description="Also overwrite knobs someone else changed since apply.")] = False,
     ) -> Annotated[CallToolResult, TxResult]:
         """Restore the original values of an applied change, in reverse order, and verify them. Refuses
-        (external_change) if someone else changed a knob since apply, unless force."""
+        (external_change) if someone else changed a knob since apply, unless force; invalid_state with
+        reverted_by='guard' and the evidence when a guard already reverted it."""
         tx, results = service.revert(txid, force=force)
         return ok(_tx_result(service, tx, "Reverted.", restored=restored_data(results)))
 
@@ -128,8 +154,9 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
     @domain_errors
     def get_status() -> Annotated[CallToolResult, StatusResult]:
         """The mode (observe, sandbox, live), the policy, armed transactions with seconds left before
-        auto-revert, staged and recent transactions, pending approvals, and any journal, audit or
-        auto-revert problem the server is living with."""
+        auto-revert and the guards watching them, staged and recent transactions (reverted_by and, for a
+        guard revert, its evidence), pending approvals, and any journal, audit or auto-revert problem the
+        server is living with."""
         st = service.status()
         return ok(
             StatusResult(

@@ -13,7 +13,7 @@ import hashlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -571,21 +571,28 @@ class TransactionManager:
         """
         return self.revert_armed("deadline", due_by=self.clock())
 
-    def revert_armed(self, reason: str, due_by: float | None = None) -> list[tuple[Transaction, list[Restored]]]:
+    def revert_armed(
+        self, reason: str, due_by: float | None = None, only: Collection[str] | None = None
+    ) -> list[tuple[Transaction, list[Restored]]]:
         """Revert every applied transaction (whose deadline is at or before ``due_by``, if
-        given) through the journaled rollback, as the deadline does: ``reason`` is journaled
-        (``deadline``, ``server_exit``). Committed transactions are never touched."""
+        given; among ``only``, if given) through the journaled rollback, as the deadline does:
+        ``reason`` is journaled (``deadline``, ``server_exit``, ``guard``). Committed
+        transactions are never touched."""
         done = []
         with self._lock:
             now = self.clock()
             due = [
                 t
                 for t in self._txs.values()
-                if t.state is TxState.APPLIED and (due_by is None or (t.deadline is not None and t.deadline <= due_by))
+                if t.state is TxState.APPLIED
+                and (due_by is None or (t.deadline is not None and t.deadline <= due_by))
+                and (only is None or t.id in only)
             ]
             for tx in due:
+                self.probe(f"{reason}:before-revert")
                 resolved = [self._recorded(c) for c in tx.changes]
                 results = self._rollback(tx, resolved, reason=reason, unrecorded=self.unrecorded)
+                self.probe(f"{reason}:after-revert")
                 tx.state = TxState.REVERTED
                 tx.closed_at = now
                 tx.outcome = reason
