@@ -22,7 +22,10 @@ ALLOWED = {
     "knobs": set(),
     "kernelfs": {"knobs"},
     "txn": {"kernelfs", "knobs"},
-    "policy": {"knobs"},
+    # guards.py is the pure guard rule engine; it knows the telemetry signature's schema to check
+    # a guard's metric path when a policy loads, so policy -> guards -> telemetry (never the service)
+    "policy": {"knobs", "guards"},
+    "guards": {"telemetry"},
     "audit": set(),
     "telemetry": {"kernelfs"},
     "ranker": {"telemetry"},
