@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from lumos_mcp.server.common import READ_ONLY, REPORTING, domain_errors, ok
 from lumos_mcp.service import Service
+from lumos_mcp.telemetry.brief import SignatureBrief, TrendsBrief, brief_signature, brief_trends
 from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.telemetry.signature import Signature, Trends
 
@@ -18,11 +21,27 @@ SECTIONS = "cpu, sched, psi, memory, perf, io, network, cgroups, app"
 
 
 class TelemetryResult(BaseModel):
-    signature: Signature
-    trends: Trends | None = Field(
-        None,
-        description="The window against the baseline before it; null while the buffer does not yet hold a baseline.",
+    detail: Literal["summary", "full"] = Field(description="summary: SignatureBrief/TrendsBrief; full: every field")
+    signature: SignatureBrief | Signature
+    trends: TrendsBrief | Trends | None = Field(
+        description="The window against the baseline before it; null while the buffer does not yet hold a baseline."
     )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """Each level's exact shape: `detail` says which model `signature` and `trends` hold (if/then/else)."""
+        schema = handler(core)
+        props = handler.resolve_ref_schema(schema)["properties"]
+        brief_sig, full_sig = props["signature"]["anyOf"]  # in the order the annotation declares them
+        brief_trends, full_trends, null = props["trends"]["anyOf"]
+        handler.resolve_ref_schema(schema).update(
+            {
+                "if": {"properties": {"detail": {"const": "summary"}}},
+                "then": {"properties": {"signature": brief_sig, "trends": {"anyOf": [brief_trends, null]}}},
+                "else": {"properties": {"signature": full_sig, "trends": {"anyOf": [full_trends, null]}}},
+            }
+        )
+        return schema
 
 
 class MetricAck(BaseModel):
@@ -45,6 +64,10 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
         ctx: Context,
         window_s: Annotated[float, Field(gt=0, le=3600, description="Window to summarise, seconds.")] = 10.0,
         sections: Annotated[list[str] | None, Field(description=f"Subset of: {SECTIONS}. All if omitted.")] = None,
+        detail: Annotated[
+            Literal["summary", "full"],
+            Field(description="summary: the brief; full: per CPU, device, interface, every trend statistic."),
+        ] = "summary",
         fresh: Annotated[
             bool,
             Field(
@@ -53,12 +76,12 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
             ),
         ] = False,
     ) -> Annotated[CallToolResult, TelemetryResult]:
-        """The host's performance signature over the last window_s seconds: CPU per core, scheduler (context
-        switches, migrations, run-queue delay), pressure stall (PSI), memory and VM, perf counters where the
-        machine has them (IPC, LLC), disk, network, per-cgroup CPU and throttling, and application metrics
-        reported with report_app_metric. Units are in every field name. Trends compare the window with the
-        one before it (delta, slope, EWMA, shift_detected). If the buffer does not cover the window yet (or
-        fresh=true) it waits, reporting progress. `unavailable` says what this machine cannot measure."""
+        """The host over the last window_s seconds, in brief: CPU use, run queue, pressure stall (PSI), memory,
+        I/O and network totals, the busiest cgroups' CPU and throttling, app metrics (report_app_metric), a
+        one-line note per section, each metric's baseline and change %, and change points (shifts). Units are
+        in the names; paths match the full signature (guards use them). detail="full" adds per-CPU, per-device
+        and every trend statistic; sections narrows either. Waits (with progress) until the window is covered,
+        or for a new window when fresh=true (after apply)."""
         telemetry = service.telemetry
         chosen = set(sections) if sections else None
 
@@ -75,7 +98,11 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
             if _covered(telemetry) >= 2 * window_s
             else None
         )
-        return ok(TelemetryResult(signature=signature, trends=trends))
+        if detail == "full":
+            return ok(TelemetryResult(detail="full", signature=signature, trends=trends))
+        brief = brief_signature(signature)
+        summary = None if trends is None else brief_trends(trends, brief)
+        return ok(TelemetryResult(detail="summary", signature=brief, trends=summary))
 
     @mcp.tool(title="Report an application metric", annotations=REPORTING)
     @domain_errors
