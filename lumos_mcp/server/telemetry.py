@@ -76,12 +76,11 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
             ),
         ] = False,
     ) -> Annotated[CallToolResult, TelemetryResult]:
-        """The host over the last window_s seconds, in brief: CPU use, run queue, pressure stall (PSI), memory,
-        I/O and network totals, the busiest cgroups' CPU and throttling, app metrics (report_app_metric), a
-        one-line note per section, each metric's baseline and change %, and change points (shifts). Units are
-        in the names; paths match the full signature (guards use them). detail="full" adds per-CPU, per-device
-        and every trend statistic; sections narrows either. Waits (with progress) until the window is covered,
-        or for a new window when fresh=true (after apply)."""
+        """The host over the last window_s seconds, in brief: CPU, run queue, pressure stall (PSI), memory,
+        I/O, network, busiest cgroups, app metrics (report_app_metric), a note per section, baseline means and
+        change points (shifts). Units are in the names; paths match the full signature (and guards).
+        detail="full": per CPU/device/interface and every trend statistic; sections narrows either. Waits,
+        with progress, until the window is covered, or for a new one if fresh=true (after apply)."""
         telemetry = service.telemetry
         chosen = set(sections) if sections else None
 
@@ -100,7 +99,7 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
         )
         if detail == "full":
             return ok(TelemetryResult(detail="full", signature=signature, trends=trends))
-        brief = brief_signature(signature)
+        brief = brief_signature(signature, trends)
         summary = None if trends is None else brief_trends(trends, brief)
         return ok(TelemetryResult(detail="summary", signature=brief, trends=summary))
 

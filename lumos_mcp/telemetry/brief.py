@@ -259,8 +259,33 @@ def _busy_groups(groups: list[CgroupCpuStats]) -> list[CgroupCpuStats]:
     return sorted(groups, key=weight, reverse=True)
 
 
-def brief_signature(sig: Signature) -> SignatureBrief:
-    """The compact view of ``sig`` (sections it does not hold stay null)."""
+HEADLINES = {
+    "cpu": ("cpu.total.util_pct", "CPU use"),
+    "sched": ("sched.procs_running", "runnable tasks"),
+    "psi": ("psi.cpu.some.window_pct", "CPU stall"),
+    "memory": ("memory.major_faults_per_s", "major faults"),
+    "io": ("psi.io.some.window_pct", "I/O stall"),
+    "network": ("network.total_excluding_lo.rx_packets_per_s", "packets in"),
+}
+"""Each section's note ends with the trend of one metric against the baseline window."""
+STEADY_PCT = 10.0
+"""A headline metric within this % of its baseline reads as steady in the notes."""
+
+
+def _trend_words(trends: Trends, path: str, label: str) -> str:
+    t = trends.metrics.get(path)
+    if t is None or t.baseline_mean is None:
+        return ""
+    if t.delta_pct is None:
+        return "" if not t.current_mean else f"; {label} up from 0"
+    if abs(t.delta_pct) < STEADY_PCT:
+        return f"; {label} steady"
+    return f"; {label} {'up' if t.delta_pct > 0 else 'down'} {abs(t.delta_pct):.0f}%"
+
+
+def brief_signature(sig: Signature, trends: Trends | None = None) -> SignatureBrief:
+    """The compact view of ``sig`` (sections it does not hold stay null); with ``trends``, each note
+    ends with its section's headline metric against the baseline window."""
     notes: dict[str, str] = {}
     data: dict[str, Any] = {}
     if sig.cpu is not None:
@@ -411,6 +436,10 @@ def brief_signature(sig: Signature) -> SignatureBrief:
             if recent
             else "no app metric reported (report_app_metric)"
         )
+    if trends is not None:
+        for section, (path, label) in HEADLINES.items():
+            if section in notes:
+                notes[section] += _trend_words(trends, path, label)
     return SignatureBrief(
         window_s=sig.window_s,
         covered_s=round(sig.covered_s, 2),

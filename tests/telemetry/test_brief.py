@@ -11,8 +11,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lumos_mcp.agents.expert import CPU_PRESSURE_PCT, MEMORY_PRESSURE_PCT, metric, objective, propose
-from lumos_mcp.telemetry.brief import EXACT_PATHS, MAX_APP, brief_paths, brief_signature, rounded
-from lumos_mcp.telemetry.signature import Signature
+from lumos_mcp.telemetry.brief import EXACT_PATHS, MAX_APP, brief_paths, brief_signature, brief_trends, rounded
+from lumos_mcp.telemetry.signature import MetricTrend, Signature, Trends
 
 RECORDED = Path(__file__).resolve().parents[1] / "data" / "ranker" / "signature.json"
 """A signature recorded on this project's reference machine (2 vCPU, kernel 6.18, a batch antagonist)."""
@@ -115,3 +115,41 @@ def test_a_section_left_out_of_the_signature_is_null_in_the_brief_and_has_no_not
     brief = brief_signature(Signature.model_validate(data))
     assert brief.io is None and brief.network is None
     assert "io" not in brief.notes and "network" not in brief.notes and "psi" in brief.notes
+
+
+def _trend(current: float, baseline: float) -> MetricTrend:
+    delta = current - baseline
+    return MetricTrend(
+        current_mean=current,
+        baseline_mean=baseline,
+        delta=delta,
+        delta_pct=100 * delta / abs(baseline) if baseline else None,
+        slope_per_s=0.0,
+        ewma=current,
+        pooled_sd=0.1,
+        current_samples=5,
+        baseline_samples=5,
+        shift=False,
+    )
+
+
+def test_notes_say_how_each_sections_headline_moved_and_trends_keep_baselines_of_moving_metrics() -> None:
+    sig = Signature.model_validate(recorded())
+    trends = Trends(
+        window_s=10,
+        baseline_s=10,
+        rule="test",
+        metrics={
+            "cpu.total.util_pct": _trend(90.0, 50.0),
+            "psi.cpu.some.window_pct": _trend(40.0, 41.0),
+            "memory.major_faults_per_s": _trend(0.0, 0.0),
+        },
+        shift_detected=False,
+        shifts=[],
+    )
+    brief = brief_signature(sig, trends)
+    assert brief.notes["cpu"].endswith("; CPU use up 80%")
+    assert brief.notes["psi"].endswith("; CPU stall steady")
+    assert "major faults steady" not in brief.notes["memory"]  # 0 before and after: no trend to tell
+    summary = brief_trends(trends, brief)
+    assert summary.baseline == {"cpu.total.util_pct": 50.0, "psi.cpu.some.window_pct": 41.0}
