@@ -51,8 +51,7 @@ SECTION = "MCP tool-call latency"
 VALUES = ({"vm.swappiness": 50, "vm.dirty_background_ratio": 8}, {"vm.swappiness": 40, "vm.dirty_background_ratio": 6})
 CYCLE_ROWS = ("stage_sched_params", "apply", "commit", "stage+apply+commit")
 UNVALIDATED = "read_telemetry, client output check off"
-FULL = 'read_telemetry detail="full"'
-ROWS = ("noop", "get_status", "read_telemetry", UNVALIDATED, FULL, *CYCLE_ROWS)
+ROWS = ("noop", "get_status", "read_telemetry", UNVALIDATED, *CYCLE_ROWS)
 TRANSPORTS = ("memory", "stdio")
 
 
@@ -103,9 +102,6 @@ def make_ops(window_s: float) -> list[Op]:
         finally:
             del session.validate_tool_result
 
-    async def read_telemetry_full(client: Client, i: int) -> dict[str, int]:
-        return {FULL: (await timed_call(client, "read_telemetry", {"window_s": window_s, "detail": "full"}))[0]}
-
     async def cycle(client: Client, i: int) -> dict[str, int]:
         t_stage, staged = await timed_call(client, "stage_sched_params", {"changes": VALUES[i % 2]})
         if not staged["allowed"] or staged["approval_required"]:
@@ -124,7 +120,6 @@ def make_ops(window_s: float) -> list[Op]:
         Op("get_status", "lumos", get_status),
         Op("read_telemetry", "lumos", read_telemetry),
         Op(UNVALIDATED, "lumos", read_telemetry_unvalidated),
-        Op(FULL, "lumos", read_telemetry_full),
         Op("cycle", "lumos", cycle),
     ]
 
@@ -258,8 +253,7 @@ def render(results: dict[str, dict[str, list[int]]], argv: Sequence[str], args: 
             "measured in the same run. Each of the three stage/apply/commit rows is one tool call; "
             "`stage+apply+commit` is their sum per cycle. The row `read_telemetry, client output check off` "
             "is the same call with the SDK client's jsonschema check of structuredContent against the "
-            "tool's outputSchema (ClientSession.validate_tool_result) shadowed for that call. `read_telemetry` "
-            'is the default answer (the brief); `read_telemetry detail="full"` every field and trend statistic.',
+            "tool's outputSchema (ClientSession.validate_tool_result) shadowed for that call.",
             table(HEADER, rows),
         ]
     )

@@ -31,10 +31,14 @@ class TelemetryResult(BaseModel):
     def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         """Each level's exact shape: `detail` says which model `signature` and `trends` hold (if/then/else)."""
         schema = handler(core)
-        props = handler.resolve_ref_schema(schema)["properties"]
+        target = handler.resolve_ref_schema(schema)
+        props = target["properties"]
         brief_sig, full_sig = props["signature"]["anyOf"]  # in the order the annotation declares them
         brief_trends, full_trends, null = props["trends"]["anyOf"]
-        handler.resolve_ref_schema(schema).update(
+        # the properties name no model, so a client validates each value once, against its level's model
+        props["signature"] = {"type": "object", "description": "SignatureBrief (summary) or Signature (full)"}
+        props["trends"] = {"type": ["object", "null"], "description": props["trends"].get("description", "")}
+        target.update(
             {
                 "if": {"properties": {"detail": {"const": "summary"}}},
                 "then": {"properties": {"signature": brief_sig, "trends": {"anyOf": [brief_trends, null]}}},
