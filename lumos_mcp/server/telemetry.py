@@ -91,21 +91,20 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
         async def progress(done: float, total: float, message: str) -> None:
             await ctx.report_progress(done, total, message)
 
+        def answer(fresh_signature: Signature | None) -> CallToolResult:
+            signature = fresh_signature or telemetry.signature(window_s, chosen)
+            trends = telemetry.trends(window_s, window_s, chosen) if _covered(telemetry) >= 2 * window_s else None
+            if detail == "full":
+                return ok(TelemetryResult(detail="full", signature=signature, trends=trends))
+            brief = brief_signature(signature, trends)
+            summary = None if trends is None else brief_trends(trends, brief)
+            return ok(TelemetryResult(detail="summary", signature=brief, trends=summary))
+
+        waited = None
         if fresh or _covered(telemetry) < window_s * 0.9:
-            signature = await telemetry.fresh_signature(window_s, progress, chosen)
-        else:
-            signature = await anyio.to_thread.run_sync(telemetry.signature, window_s, chosen)
-        # trends fit a line per metric over hundreds of samples: keep that off the event loop
-        trends = (
-            await anyio.to_thread.run_sync(telemetry.trends, window_s, window_s, chosen)
-            if _covered(telemetry) >= 2 * window_s
-            else None
-        )
-        if detail == "full":
-            return ok(TelemetryResult(detail="full", signature=signature, trends=trends))
-        brief = brief_signature(signature, trends)
-        summary = None if trends is None else brief_trends(trends, brief)
-        return ok(TelemetryResult(detail="summary", signature=brief, trends=summary))
+            waited = await telemetry.fresh_signature(window_s, progress, chosen)
+        # trends fit a line per metric over hundreds of samples: all the work off the event loop, in one hop
+        return await anyio.to_thread.run_sync(answer, waited)
 
     @mcp.tool(title="Report an application metric", annotations=REPORTING)
     @domain_errors
