@@ -13,7 +13,14 @@ from pydantic_core import CoreSchema
 
 from lumos_mcp.server.common import READ_ONLY, REPORTING, domain_errors, ok
 from lumos_mcp.service import Service
-from lumos_mcp.telemetry.brief import SignatureBrief, TrendsBrief, brief_signature, brief_trends
+from lumos_mcp.telemetry.brief import (
+    HEADLINE_PATHS,
+    SignatureBrief,
+    TrendsBrief,
+    brief_paths,
+    brief_signature,
+    brief_trends,
+)
 from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.telemetry.signature import Signature, Trends
 
@@ -93,12 +100,17 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
 
         def answer(fresh_signature: Signature | None) -> CallToolResult:
             signature = fresh_signature or telemetry.signature(window_s, chosen)
-            trends = telemetry.trends(window_s, window_s, chosen) if _covered(telemetry) >= 2 * window_s else None
+            with_trends = _covered(telemetry) >= 2 * window_s
             if detail == "full":
+                trends = telemetry.trends(window_s, window_s, chosen) if with_trends else None
                 return ok(TelemetryResult(detail="full", signature=signature, trends=trends))
+            brief = brief_signature(signature)
+            if not with_trends:
+                return ok(TelemetryResult(detail="summary", signature=brief, trends=None))
+            # the brief's metrics only: a third of the series, and the change points among them
+            trends = telemetry.trends(window_s, window_s, chosen, set(brief_paths(brief)) | HEADLINE_PATHS)
             brief = brief_signature(signature, trends)
-            summary = None if trends is None else brief_trends(trends, brief)
-            return ok(TelemetryResult(detail="summary", signature=brief, trends=summary))
+            return ok(TelemetryResult(detail="summary", signature=brief, trends=brief_trends(trends, brief)))
 
         waited = None
         if fresh or _covered(telemetry) < window_s * 0.9:

@@ -63,6 +63,7 @@ CUT = {
     "trends per metric (window mean, delta, ewma, slope, sd, counts)": "kept: the baseline mean of each brief "
     "metric (its value now is in the signature) and the change points",
     "unavailable reasons": "the names of what is missing are kept",
+    "change points of metrics outside the brief (per CPU, device, interface)": "the brief's own metrics' are kept",
 }
 """What the brief leaves out of the full answer, and what stands for it (``detail="full"`` has it all)."""
 
@@ -268,6 +269,7 @@ HEADLINES = {
     "network": ("network.total_excluding_lo.rx_packets_per_s", "packets in"),
 }
 """Each section's note ends with the trend of one metric against the baseline window."""
+HEADLINE_PATHS = frozenset(path for path, _ in HEADLINES.values())
 STEADY_PCT = 10.0
 """A headline metric within this % of its baseline reads as steady in the notes."""
 
