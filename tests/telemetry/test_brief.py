@@ -11,8 +11,17 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lumos_mcp.agents.expert import CPU_PRESSURE_PCT, MEMORY_PRESSURE_PCT, metric, objective, propose
-from lumos_mcp.telemetry.brief import EXACT_PATHS, MAX_APP, brief_paths, brief_signature, brief_trends, rounded
+from lumos_mcp.telemetry.brief import (
+    EXACT_PATHS,
+    HEADLINE_PATHS,
+    MAX_APP,
+    brief_paths,
+    brief_signature,
+    brief_trends,
+    rounded,
+)
 from lumos_mcp.telemetry.signature import MetricTrend, Signature, Trends
+from tests.telemetry.test_signature import replay_step
 
 RECORDED = Path(__file__).resolve().parents[1] / "data" / "ranker" / "signature.json"
 """A signature recorded on this project's reference machine (2 vCPU, kernel 6.18, a batch antagonist)."""
@@ -153,3 +162,19 @@ def test_notes_say_how_each_sections_headline_moved_and_trends_keep_baselines_of
     assert "major faults steady" not in brief.notes["memory"]  # 0 before and after: no trend to tell
     summary = brief_trends(trends, brief)
     assert summary.baseline == {"cpu.total.util_pct": 50.0, "psi.cpu.some.window_pct": 41.0}
+
+
+def test_on_the_recorded_step_to_busy_cpus_the_brief_reports_the_shift_and_only_its_own_metrics(
+    tmp_path: Path,
+) -> None:
+    t, _ = replay_step(tmp_path)
+    sig = t.signature(5.0, {"cpu", "sched", "psi"})
+    paths = set(brief_paths(brief_signature(sig))) | HEADLINE_PATHS
+    trends = t.trends(5.0, 5.0, {"cpu", "sched", "psi"}, paths)
+    assert set(trends.metrics) <= paths and "cpu.total.util_pct" in trends.metrics
+    assert not any(m.startswith("cpu.per_core") for m in trends.metrics)
+    brief = brief_signature(sig, trends)
+    summary = brief_trends(trends, brief)
+    assert summary.shift_detected and summary.shifts[0].direction == "up"
+    assert "cpu.total.util_pct" in {s.metric for s in summary.shifts}
+    assert "; CPU use up" in brief.notes["cpu"]
