@@ -113,7 +113,8 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
             return ok(TelemetryResult(detail="summary", signature=brief, trends=brief_trends(trends, brief)))
 
         waited = None
-        if fresh or _covered(telemetry) < window_s * 0.9:
+        # a late sampler (a loaded machine) can leave one sample in the window: wait for a fresh one then
+        if fresh or _covered(telemetry) < window_s * 0.9 or len(telemetry.sampler.window(window_s)) < 2:
             waited = await telemetry.fresh_signature(window_s, progress, chosen)
         # trends fit a line per metric over hundreds of samples: all the work off the event loop, in one hop
         return await anyio.to_thread.run_sync(answer, waited)
