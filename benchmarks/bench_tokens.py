@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,13 +54,17 @@ class Counter:
 def tokenizer() -> Counter:
     """o200k_base from bpe-openai (offline), else the bytes-per-token estimate."""
     try:
-        import bpe_openai
+        with warnings.catch_warnings():
+            # bpe-openai 0.1.4 reads its vocabulary with importlib.resources.open_binary (deprecated)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import bpe_openai
+
+            encoding = bpe_openai.get_encoding("o200k_base")
     except ImportError:
         return Counter(
             f"estimate: {BYTES_PER_TOKEN_ESTIMATE:g} bytes per token (bpe-openai not installed)",
             lambda text: round(len(text.encode()) / BYTES_PER_TOKEN_ESTIMATE),
         )
-    encoding = bpe_openai.get_encoding("o200k_base")
     return Counter("o200k_base (bpe-openai, vocabulary in the wheel)", lambda text: len(encoding.encode(text)))
 
 
