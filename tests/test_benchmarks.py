@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import bench_sampler, bench_tools
+from benchmarks import bench_sampler, bench_tokens, bench_tools
 
 pytestmark = pytest.mark.slow
 
@@ -49,3 +49,22 @@ def test_the_benchmarks_write_no_file_unless_given_an_out_path() -> None:
     assert bench_tools.parser().parse_args([]).out is None
     assert bench_sampler.parser().parse_args([]).out is None
     assert str(bench_tools.parser().parse_args(["--out", "docs/benchmarks.md"]).out) == "docs/benchmarks.md"
+
+
+def test_bench_tokens_counts_each_answer_and_both_agents_sessions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_tokens.main(["--cycles", "2", "--window-cycles", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "## Tokens an LLM pays" in out
+    rows = {r[0]: r[1:] for r in table_rows(out)}
+    assert int(rows["`read_telemetry`"][0].replace(",", "")) < int(
+        rows['`read_telemetry detail="full"`'][0].replace(",", "")
+    )
+    no_window = next(v for k, v in rows.items() if "no window" in k)
+    windowed = next(v for k, v in rows.items() if "last 1 cycles kept" in k)
+    assert int(windowed[0].split()[0].replace(",", "")) < int(no_window[0].split()[0].replace(",", ""))
+
+
+def test_the_token_counter_works_offline_or_says_it_estimates() -> None:
+    counter = bench_tokens.tokenizer()
+    assert counter.count('{"cpu": {"util_pct": 12.5}}') > 0
+    assert counter.name.startswith(("o200k_base", "estimate"))

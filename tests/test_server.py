@@ -91,13 +91,28 @@ async def test_every_tool_declares_schemas_and_all_four_annotations(service: Ser
 @pytest.mark.parametrize("mode", MODES)
 async def test_list_tunables_reports_values_states_and_policy_bounds(service: Service, mode: str) -> None:
     async with Client(build_server(service), mode=mode) as client:
-        data = await call(client, "list_tunables")
+        data = await call(client, "list_tunables", {"detail": True})
+    assert data["others"] is None
     knobs = {t["id"]: t for t in data["tunables"]}
     assert knobs["vm.swappiness"]["value"] == 60 and knobs["vm.swappiness"]["policy"]["allowed"]
     assert knobs["sched.base_slice_ns"]["state"] == "locked"
     assert knobs["sched.latency_ns"]["state"] == "not_on_this_kernel"
     assert knobs["cgroup.batch.cpu_weight"]["value"] == 100
     assert knobs["net.core.somaxconn"]["policy"]["allowed"] is False
+
+
+async def test_list_tunables_lists_only_what_can_change_and_counts_the_rest(service: Service) -> None:
+    async with Client(build_server(service)) as client:
+        compact = await call(client, "list_tunables")
+        everything = await call(client, "list_tunables", {"detail": True})
+    listed = {t["id"] for t in compact["tunables"]}
+    assert "vm.swappiness" in listed and "net.core.somaxconn" not in listed
+    assert all(t["state"] == "available" and t["policy"]["allowed"] for t in compact["tunables"])
+    others = compact["others"]
+    assert "net.core.somaxconn" in others["outside_policy"]
+    assert others["unavailable"]["locked"] >= 1 and others["unavailable"]["not_on_this_kernel"] >= 1
+    counted = len(listed) + len(others["outside_policy"]) + sum(others["unavailable"].values())
+    assert counted == len(everything["tunables"])
 
 
 @pytest.mark.parametrize("mode", MODES)

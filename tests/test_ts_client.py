@@ -88,8 +88,10 @@ def _check(report: dict[str, Any]) -> None:
     assert all(t["hasOutputSchema"] for t in tools.values())
     calls = report["calls"]
     # success: the TS client validated structuredContent against each output schema
-    for name in ("list_tunables", "stage", "apply", "revert"):
+    for name in ("list_tunables", "stage", "apply", "revert", "read_telemetry", "read_telemetry_full"):
         assert calls[name]["thrown"] is None and calls[name]["isError"] is False, calls[name]
+    assert calls["read_telemetry"]["structured"]["detail"] == "summary"
+    assert calls["read_telemetry_full"]["structured"]["signature"]["cpu"]["per_core"]
     assert calls["stage"]["structured"]["allowed"] is True
     assert calls["apply"]["structured"]["state"] == "applied"
     assert calls["revert"]["structured"]["state"] == "reverted"

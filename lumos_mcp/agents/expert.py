@@ -304,7 +304,8 @@ class ExpertAgent:
             self.on_event(f"measuring {label}: window {i}/{self.repeats} ({self.window_s:g} s)")
             if i > 1:
                 await anyio.sleep(self.window_s)
-            args = {"window_s": self.window_s, "fresh": i == 1}
+            # full, not the brief: the last window goes to rank_configs, whose features read every section
+            args = {"window_s": self.window_s, "fresh": i == 1, "detail": "full"}
             signature = (await self.call("read_telemetry", args))["signature"]
             value = objective(signature)
             if value is not None:

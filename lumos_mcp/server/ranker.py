@@ -40,7 +40,7 @@ class Candidate(BaseModel):
     label: str = Field(description="Your name for this configuration, e.g. 'shares=256' or a txid.", max_length=200)
     config: dict[str, Any] | None = Field(None, description="The knob values it stands for (echoed back, not used).")
     signature: dict[str, Any] | None = Field(
-        None, description="Its window's signature (read_telemetry's `signature`, or flat dotted metrics)."
+        None, description="Its window's signature: read_telemetry(detail='full')'s `signature`, or flat dotted metrics."
     )
     txid: str | None = Field(None, description="Or: the transaction that applied it; the server cuts the window.")
 
@@ -200,12 +200,10 @@ def register(mcp: MCPServer[Service], service: Service, model_path: Path | None 
             ),
         ] = None,
     ) -> Annotated[CallToolResult, RankResult]:
-        """Predict which configuration is best WITHOUT an application metric, from each one's performance
-        signature (counters: CPU, scheduler, PSI, memory, I/O, cgroup CPU). Use it when no latency or
-        throughput is reported (report_app_metric). Give 2-32 candidates, each with a `signature` from
-        read_telemetry or the `txid` that applied it. Returns the order with margins over the incumbent in
-        -1..1, the archetype whose ranker answered ('novel: global fallback' when the workload is unlike the
-        training data), and a recommendation that keeps the incumbent unless a challenger's margin >= delta."""
+        """Rank configurations by their performance signatures when no app metric (latency, throughput) is
+        reported. Give 2-32 candidates, each with the `txid` that applied it (simplest) or a full signature.
+        Returns the order, margins over the incumbent in -1..1, the archetype used ('novel: global fallback'
+        when unlike the training data), and a recommendation: keep the incumbent unless margin >= delta."""
 
         def run() -> RankResult:
             return rank_candidates(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -316,9 +316,16 @@ class Telemetry:
             cached = self._pair_cache[key] = interval_metrics(a, b)
         return cached
 
-    def trends(self, window_s: float, baseline_s: float, sections: set[str] | None = None) -> Trends:
+    def trends(
+        self,
+        window_s: float,
+        baseline_s: float,
+        sections: set[str] | None = None,
+        metrics: Collection[str] | None = None,
+    ) -> Trends:
         """Each metric's last ``window_s`` against the ``baseline_s`` before it: means, delta %,
-        slope per second, EWMA, and shifts by the rule in ``trends.py``.
+        slope per second, EWMA, and shifts by the rule in ``trends.py``. ``metrics``: only these
+        dotted names (the brief's), which costs a fraction of all of them.
 
         Raises:
             InvalidTelemetryRequestError: a non-positive window or an unknown section.
@@ -349,7 +356,9 @@ class Telemetry:
         for name, points in self.app.series(since=snaps[0].t).items():
             if points:
                 series[f"app.{name}"] = points
-        chosen_series = {k: v for k, v in series.items() if _in_sections(k, chosen)}
+        chosen_series = {
+            k: v for k, v in series.items() if _in_sections(k, chosen) and (metrics is None or k in metrics)
+        }
         metrics, shifts = compute_trends(chosen_series, end_t - window, self.rule)
         return Trends.model_validate(
             {

@@ -80,6 +80,10 @@ try {
   c.apply = await call(client, "apply", { txid });
   c.revert = await call(client, "revert", { txid });
 
+  // read_telemetry's two levels: the schema names each level's model in if/then/else
+  c.read_telemetry = await call(client, "read_telemetry", { window_s: 1, fresh: true });
+  c.read_telemetry_full = await call(client, "read_telemetry", { window_s: 1, fresh: true, detail: "full" });
+
   // typed errors
   const denied = await call(client, "stage_sched_params", { changes: { "vm.swappiness": 90 } });
   c.policy_denied = await call(client, "apply", { txid: denied.structured?.txid ?? "missing" });
