@@ -22,7 +22,7 @@ import anyio
 
 from lumos_mcp.approvals import Approval, ApprovalStore
 from lumos_mcp.audit import AuditLog
-from lumos_mcp.bounded import bounded
+from lumos_mcp.bounded import bounded, clip
 from lumos_mcp.errors import (
     ApprovalInvalidError,
     ApprovalRequiredError,
@@ -35,9 +35,11 @@ from lumos_mcp.errors import (
     StagedExpiredError,
     StateDirUnsafeError,
     StateLockedError,
+    TelemetryError,
     TransactionStateError,
     WatchdogError,
 )
+from lumos_mcp.evidence import SUMMARY_SECTIONS, telemetry_summary
 from lumos_mcp.history import HOUR_S, Histories, audit_records_since, rebuild
 from lumos_mcp.kernelfs.backend import Backend, KnobStatus
 from lumos_mcp.kernelfs.root import KernelRoot
@@ -69,6 +71,10 @@ MODES: tuple[Mode, ...] = ("observe", "sandbox", "live")
 MAX_STAGED = 256
 """Staged (not yet applied) changes a server keeps; the oldest beyond this expire."""
 _MAX_EXPIRED = 1024  # expired txids remembered, to answer staged_expired rather than "unknown"
+MAX_RATIONALE = 1000
+"""Characters of an agent's rationale kept in the audit record."""
+EVIDENCE_WINDOW_S = 10.0
+"""The telemetry window an apply, commit or revert record summarises (its last seconds)."""
 WATCHDOG_LOCK_WAIT_S = 5.0
 """How long a starting server waits while a dead server's watchdog holds the state directory."""
 
@@ -111,6 +117,8 @@ class StagedChange:
     actor: str
     touched_at: float = 0.0
     """When it was staged or last had an approval requested: it expires an approval lifetime later."""
+    rationale: str | None = None
+    """The agent's own words on why (clipped to ``MAX_RATIONALE``)."""
 
 
 class Service:
@@ -342,7 +350,14 @@ class Service:
         return reverted
 
     def _audit_revert(self, tx: Transaction, results: Sequence[Restored], reason: str) -> None:
-        fields = {"tx": tx.id, "reason": reason, "knobs": restored_data(results), "speculative": tx.speculative}
+        fields = {
+            "tx": tx.id,
+            "reason": reason,
+            "knobs": restored_data(results),
+            "values": restored_values(tx, results),
+            "speculative": tx.speculative,
+            "telemetry": self.evidence(),
+        }
         if tx.notes:
             fields["notes"] = list(tx.notes)
         with self._record_lock:
@@ -420,8 +435,10 @@ class Service:
         confirm_within_s: float | None = None,
         speculative: bool = False,
         actor: str = "agent",
+        rationale: str | None = None,
     ) -> StagedChange:
         """Validate a change without writing: types, units, hard ranges, then the policy.
+        ``rationale`` (the agent's reason) is kept, clipped, in the ``stage`` audit record.
 
         Returns the staged transaction and the policy's verdict (denied changes are staged
         too, so the caller sees every denial at once, but they can never be applied).
@@ -437,7 +454,10 @@ class Service:
         verdict = self._evaluate(tx, confirm_within_s, speculative)
         confirm = verdict.confirm_within_s
         now = self.clock()
-        staged = StagedChange(tx=tx, verdict=verdict, confirm_within_s=confirm, actor=actor, touched_at=now)
+        why = clip(rationale, MAX_RATIONALE) if rationale else None
+        staged = StagedChange(
+            tx=tx, verdict=verdict, confirm_within_s=confirm, actor=actor, touched_at=now, rationale=why
+        )
         with self._lock:
             self._staged[tx.id] = staged
             self._trim_staged(now)
@@ -448,6 +468,7 @@ class Service:
             digest=tx.digest,
             speculative=speculative,
             changes=[{"knob": c.knob, "before": c.before, "after": c.after} for c in tx.changes],
+            rationale=why,
         )
         self.audit.append(
             "verdict",
@@ -638,8 +659,10 @@ class Service:
                 deadline=tx.deadline,
                 speculative=tx.speculative,
                 values={c.knob: c.after for c in tx.changes},
+                originals={c.knob: c.before for c in tx.changes},
                 mode=self.mode,
                 files={c.knob: list(c.files) for c in tx.changes},
+                telemetry=self.evidence(),
             )
             return tx
 
@@ -712,7 +735,12 @@ class Service:
             tx = self.txns.commit(txid)
             self._histories.record_commit(txid, self.clock())
             self.audit.append(
-                "commit", tx=txid, actor=actor, values={c.knob: c.after for c in tx.changes}, mode=self.mode
+                "commit",
+                tx=txid,
+                actor=actor,
+                values={c.knob: c.after for c in tx.changes},
+                mode=self.mode,
+                telemetry=self.evidence(),
             )
             return tx
 
@@ -724,8 +752,27 @@ class Service:
         """
         self._refuse_in_observe("revert")
         tx, results = self.txns.revert(txid, reason="requested", force=force)
-        self.audit.append("revert", tx=txid, actor=actor, force=force, knobs=restored_data(results))
+        self.audit.append(
+            "revert",
+            tx=txid,
+            actor=actor,
+            force=force,
+            knobs=restored_data(results),
+            values=restored_values(tx, results),
+            telemetry=self.evidence(),
+        )
         return tx, results
+
+    def evidence(self) -> dict[str, Any]:
+        """The compact telemetry summary an apply, commit or revert record carries (see
+        ``lumos_mcp.evidence``): the last ``EVIDENCE_WINDOW_S`` seconds of the sampler, or
+        ``{"unavailable": code}`` when it holds too little. Never raises: a revert is recorded
+        with or without its evidence."""
+        try:
+            signature = self.telemetry.signature(EVIDENCE_WINDOW_S, set(SUMMARY_SECTIONS))
+        except TelemetryError as e:
+            return {"unavailable": e.code}
+        return telemetry_summary(signature)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -818,6 +865,12 @@ def journals_to_recover(state_dir: Path) -> list[Mode]:
 def restored_data(results: Sequence[Restored]) -> list[dict[str, str]]:
     """What a revert or recovery did to each knob, as data (audit records, tool results)."""
     return [{"knob": r.knob, "action": r.action, "detail": r.detail} for r in results]
+
+
+def restored_values(tx: Transaction, results: Sequence[Restored]) -> dict[str, Value]:
+    """The value each knob a revert restored (or found already restored) now holds: its original."""
+    kept = {r.knob for r in results if r.action in ("restored", "unchanged")}
+    return {c.knob: c.before for c in tx.changes if c.knob in kept}
 
 
 def decide_approval(

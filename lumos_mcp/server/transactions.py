@@ -11,7 +11,7 @@ from pydantic import Field
 from lumos_mcp.api import Denial, DiffEntry, StageResult, StatusResult, TxResult, TxSummary
 from lumos_mcp.bounded import bounded
 from lumos_mcp.server.common import READ_ONLY, STAGING, WRITING, domain_errors, ok
-from lumos_mcp.service import Service, StagedChange, restored_data
+from lumos_mcp.service import MAX_RATIONALE, Service, StagedChange, restored_data
 from lumos_mcp.txn import Transaction, TxState
 
 
@@ -82,12 +82,19 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
                 gt=0, le=86400, description="Auto-revert deadline after apply, in seconds (policy default if omitted)."
             ),
         ] = None,
+        rationale: Annotated[
+            str | None,
+            Field(
+                max_length=MAX_RATIONALE,
+                description="Why you propose this change, in your own words (kept in the audit log for the operator).",
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, StageResult]:
         """Validate a proposed change WITHOUT writing anything: types, units, hard ranges, the policy's bounds,
         step limits, cooldowns and cross-field rules. Returns the exact diff, the verdict (every denial names
         its rule, knob, value and limit), whether approval is needed, and a txid. Next: request_approval(txid)
         if approval_required, else apply(txid)."""
-        return ok(_stage_result(service.stage(changes, confirm_within_s=confirm_within_s)))
+        return ok(_stage_result(service.stage(changes, confirm_within_s=confirm_within_s, rationale=rationale)))
 
     @mcp.tool(title="Apply a staged change (armed, auto-reverting)", annotations=WRITING)
     @domain_errors
