@@ -194,6 +194,7 @@ def parser() -> argparse.ArgumentParser:
     tl = ausub.add_parser("tail", help="the last records")
     _common(tl, nested=True)
     tl.add_argument("-n", type=AT_LEAST_ONE, default=20, help="how many records (default 20)")
+    _replay_parser(ausub)
 
     r = sub.add_parser("recover", help="restore every knob of unfinished transactions now (as at start)")
     _common(r)
@@ -243,6 +244,31 @@ def parser() -> argparse.ArgumentParser:
         x.add_argument("--resweep", action="store_true", help="sweep again even if a landscape is saved")
         _verbose(x)
     return top
+
+
+def _time(text: str) -> float:
+    from lumos_mcp.replay import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither Unix seconds nor an ISO 8601 time") from None
+
+
+def _replay_parser(ausub: Any) -> None:
+    rp = ausub.add_parser(
+        "replay", help="every knob's timeline from the audit log; --at a moment; --policy to judge it all again"
+    )
+    _common(rp, nested=True)
+    rp.add_argument("--json", action="store_true", help="the timeline (and --at, --policy results) as JSON")
+    rp.add_argument("--png", type=Path, default=None, metavar="FILE", help="plot knob values over time to FILE")
+    rp.add_argument("--at", type=_time, default=None, metavar="TIME", help="each knob's state at TIME (ISO or Unix s)")
+    rp.add_argument("--policy", type=_policy, default=None, help="judge every staged change again under this policy")
+    rp.add_argument("--knob", action="append", default=[], help="only this knob (repeatable)")
+    rp.add_argument("--mode", choices=MODES, default=None, help="records of this mode (default: the log's last)")
+    rp.add_argument(
+        "--partial", action="store_true", help="a log whose chain breaks: replay the records before the break"
+    )
 
 
 def _mode(args: argparse.Namespace) -> Mode:
@@ -423,12 +449,85 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for rec in tail(path, args.n):
             print(format_record(rec))
         return 0
+    if args.action == "replay":
+        return _audit_replay(args, path)
     report = verify(path)
     if report.ok:
         print(f"audit log OK: {report.records} records in {report.files} file(s), hash chain intact ({path})")
         return 0
     print(f"audit log BROKEN: {report}", file=sys.stderr)
     return 1
+
+
+def _audit_replay(args: argparse.Namespace, path: Path) -> int:
+    from lumos_mcp.errors import AuditChainBrokenError
+    from lumos_mcp.policy import load_policy
+    from lumos_mcp.replay import iso, load, plot
+
+    policy = load_policy(args.policy) if args.policy is not None else None
+    try:
+        result = load(path, partial=args.partial, mode=args.mode, policy=policy)
+    except AuditChainBrokenError as e:
+        print(f"lumos-mcp: {e} [{e.code}]: {e.fields.get('problem')} at seq {e.fields.get('seq')}", file=sys.stderr)
+        return 1
+    if args.knob:
+        result.timelines = {k: v for k, v in result.timelines.items() if k in args.knob}
+        result.marks = {k: v for k, v in result.marks.items() if k in args.knob}
+    if args.png is not None:
+        if missing_modules(("matplotlib",)):
+            print("lumos-mcp audit replay --png needs matplotlib: pip install 'lumos-mcp[arena]'", file=sys.stderr)
+            return 2
+        plot(result, args.png)
+    data = result.to_data()
+    if args.at is not None:
+        data["at"] = {"ts": args.at, "knobs": {k: vars(s) for k, s in result.at(args.at).items()}}
+    if args.json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    from rich.table import Table
+
+    from lumos_mcp.console import console
+
+    c = console()
+    if not result.verified:
+        c.print(f"[red]chain broken ({result.problem}): showing the {result.records} records before the break[/]")
+    if args.at is not None:
+        table = Table("knob", "value", "state", "since", "tx", "actor", "rationale", title=f"at {iso(args.at)}")
+        for knob, seg in sorted(result.at(args.at).items()):
+            table.add_row(
+                knob, repr(seg.value), seg.state, iso(seg.since), seg.tx or "", seg.actor or "", seg.rationale or ""
+            )
+        c.print(table)
+    else:
+        table = Table("knob", "value", "from", "until", "state", "tx", "actor", "rationale", title=str(path))
+        for knob, segs in sorted(result.timelines.items()):
+            for seg in segs:
+                state = seg.state + (f" ({seg.reason})" if seg.reason else "")
+                table.add_row(
+                    knob,
+                    repr(seg.value),
+                    iso(seg.since),
+                    iso(seg.until),
+                    state,
+                    seg.tx or "",
+                    seg.actor or "",
+                    seg.rationale or "",
+                )
+        c.print(table)
+    if result.rejudged is not None:
+        c.print(
+            f"judged again under {args.policy}: {result.rejudged_count} staged change(s), "
+            f"{len(result.rejudged)} decided differently"
+        )
+        for r in result.rejudged:
+            why = "; ".join(d["message"] for d in r.now["denials"]) or "; ".join(r.now["approval_reasons"])
+            verdict = (
+                "denied" if not r.now["allowed"] else "approval needed" if r.now["approval_required"] else "allowed"
+            )
+            c.print(f"  {iso(r.ts)} {r.tx} {r.changes}: was {r.was}, now {verdict}: {why}")
+    if args.png is not None:
+        c.print(f"plot written to {args.png}")
+    return 0
 
 
 def cmd_recover(args: argparse.Namespace) -> int:

@@ -256,6 +256,13 @@ class AuditError(LumosError):
     template = "audit log {path}: {detail}"
 
 
+class AuditChainBrokenError(AuditError):
+    """The audit log's hash chain does not verify (or does not match its anchor): what it says
+    cannot be trusted, so replay refuses it unless told to show what it can."""
+
+    code = "audit_chain_broken"
+
+
 class ApprovalStoreError(ApprovalError):
     """The approval store cannot be read or written, or holds something unreadable."""
 
@@ -313,6 +320,7 @@ __all__ = [
     "ApprovalInvalidError",
     "ApprovalRequiredError",
     "ApprovalStoreError",
+    "AuditChainBrokenError",
     "AuditError",
     "CatalogLoadError",
     "CgroupError",

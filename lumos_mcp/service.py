@@ -451,7 +451,8 @@ class Service:
         except KnobError as e:
             self.audit.append("stage_rejected", actor=actor, changes=_jsonable(changes), error=_jsonable(e.to_dict()))
             raise
-        verdict = self._evaluate(tx, confirm_within_s, speculative)
+        context: dict[str, Value] = {}
+        verdict = self._evaluate(tx, confirm_within_s, speculative, context)
         confirm = verdict.confirm_within_s
         now = self.clock()
         why = clip(rationale, MAX_RATIONALE) if rationale else None
@@ -469,6 +470,8 @@ class Service:
             speculative=speculative,
             changes=[{"knob": c.knob, "before": c.before, "after": c.after} for c in tx.changes],
             rationale=why,
+            confirm_within_s=confirm_within_s,
+            mode=self.mode,
         )
         self.audit.append(
             "verdict",
@@ -477,10 +480,19 @@ class Service:
             approval_required=verdict.approval_required,
             denials=_denials(verdict),
             policy=self.policy.name,
+            context=context,
         )
         return staged
 
-    def _evaluate(self, tx: Transaction, confirm_within_s: float | None, speculative: bool) -> Verdict:
+    def _evaluate(
+        self,
+        tx: Transaction,
+        confirm_within_s: float | None,
+        speculative: bool,
+        context: dict[str, Value] | None = None,
+    ) -> Verdict:
+        """The policy's verdict now; ``context`` receives the values of the other knobs its
+        cross-field rules read (the verdict record keeps them, so replay can judge again)."""
         changes = [
             Change(
                 knob=c.knob, kind=self.catalog.lookup(c.knob).spec.kind, before=c.before, after=c.after, files=c.files
@@ -493,6 +505,8 @@ class Service:
                 # an unreadable knob stays unknown: cross-field rules fail closed on it
                 with contextlib.suppress(KnobError):
                     current[knob] = self.backend.read(knob).value
+                    if context is not None:
+                        context[knob] = current[knob]
         return evaluate(
             self.policy,
             changes,
