@@ -196,6 +196,8 @@ def parser() -> argparse.ArgumentParser:
     tl.add_argument("-n", type=AT_LEAST_ONE, default=20, help="how many records (default 20)")
     _replay_parser(ausub)
 
+    _metrics_parser(sub)
+
     r = sub.add_parser("recover", help="restore every knob of unfinished transactions now (as at start)")
     _common(r)
     _modes(r)
@@ -271,6 +273,18 @@ def _replay_parser(ausub: Any) -> None:
     )
 
 
+def _metrics_parser(sub: Any) -> None:
+    me = sub.add_parser("metrics", help="Prometheus metrics of the state dir (for node_exporter's textfile collector)")
+    _common(me)
+    me.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write FILE atomically (e.g. /var/lib/node_exporter/textfile/lumos.prom) instead of stdout",
+    )
+
+
 def _mode(args: argparse.Namespace) -> Mode:
     if getattr(args, "live", False):
         if args.mode not in (None, "live"):
@@ -336,7 +350,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         verifier, auth = auth_settings(token, args.host, args.port)
         server = build_server(service, token_verifier=verifier, auth=auth)
-        kwargs: dict[str, Any] = {"host": args.host, "port": args.port}
+        from lumos_mcp.web import operator_routes
+
+        kwargs: dict[str, Any] = {"host": args.host, "port": args.port, "extra_routes": operator_routes(service, token)}
         if not loopback:
             from mcp.server.transport_security import TransportSecuritySettings
 
@@ -530,6 +546,33 @@ def _audit_replay(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """The metrics once, for node_exporter's textfile collector (run it from a timer)."""
+    import tempfile
+
+    from lumos_mcp.metrics import render, state_dir_facts
+
+    state = args.state_dir or default_state_dir()
+    check_state_dir(state)
+    text = render(lambda: state_dir_facts(state))
+    if args.output is None:
+        sys.stdout.write(text.decode())
+        return 0
+    out: Path = args.output
+    # the collector reads *.prom files: write a hidden temporary beside it, then rename over
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        print(f"lumos-mcp metrics: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
     """Recover the named mode's journal, or, without ``--mode``, every mode's journal in the
     state directory that shows an open transaction (a live crash is recovered by a plain
@@ -631,6 +674,7 @@ COMMANDS = {
     "approvals": cmd_approvals,
     "audit": cmd_audit,
     "recover": cmd_recover,
+    "metrics": cmd_metrics,
     "top": cmd_top,
     "desktop-config": cmd_desktop_config,
     "arena": cmd_arena,

@@ -1,0 +1,112 @@
+"""Prometheus metrics, parsed with the client library's own parser: from a state directory
+(``lumos-mcp metrics``) and from a running server (``/metrics`` behind the token)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+
+from lumos_mcp.cli import main
+from lumos_mcp.errors import PolicyDeniedError
+from lumos_mcp.kernelfs.fake import FakeKernel
+from lumos_mcp.metrics import render, state_dir_facts
+from lumos_mcp.service import Service
+from lumos_mcp.web import operator_routes
+from tests.test_replay import POLICY, Clock, scripted_session
+
+TOKEN = "metrics-test-token-0123456789"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def busy_service(make_service: Callable[..., Service]) -> tuple[Service, Clock]:
+    """The replay test's session, then a denied change, a pending approval and an armed change."""
+    clock = Clock()
+    service = make_service(policy=POLICY, clock=clock)
+    scripted_session(service, clock)
+    service.stage({"vm.dirty_ratio": 60})  # above the policy's max: denied
+    asks = service.stage({"cgroup.batch.cpu_weight": 150})
+    service.request_approval(asks.tx.id)
+    armed = service.stage({"vm.swappiness": 40}, confirm_within_s=90)
+    service.apply(armed.tx.id)
+    clock.now += 30
+    return service, clock
+
+
+def check(found: dict[Any, float]) -> None:
+    assert found[("lumos_transactions_total", (("outcome", "committed"),))] == 2
+    assert found[("lumos_transactions_total", (("outcome", "reverted"),))] == 1
+    assert found[("lumos_transactions_total", (("outcome", "auto_reverted"),))] == 1
+    assert found[("lumos_auto_reverts_total", (("cause", "deadline"),))] == 1
+    assert found[("lumos_policy_denials_total", (("rule", "above_max"),))] == 1
+    assert found[("lumos_pending_approvals", ())] == 1
+    assert found[("lumos_armed_transactions", ())] == 1
+    (left,) = [v for (name, _), v in found.items() if name == "lumos_seconds_to_deadline"]
+    assert left == pytest.approx(60, abs=0.01)
+    assert found[("lumos_journal_problems", ())] == 0
+    mode = (("knob", "vm.swappiness"), ("mode", "live"))
+    assert found[("lumos_knob_value", mode)] == 40
+    assert found[("lumos_knob_original_value", mode)] == 60
+    ratio = (("knob", "vm.dirty_ratio"), ("mode", "live"))
+    assert found[("lumos_knob_value", ratio)] == 12
+    assert found[("lumos_knob_original_value", ratio)] == 20
+
+
+def test_metrics_of_a_state_dir_parse_and_count_what_the_session_did(
+    make_service: Callable[..., Service], fake: FakeKernel
+) -> None:
+    service, clock = busy_service(make_service)
+    text = render(lambda: state_dir_facts(service.state_dir, host_root=fake.base, clock=clock)).decode()
+    check(samples(text))
+
+
+def test_a_denial_is_counted_by_its_rule_once_per_verdict(make_service: Callable[..., Service]) -> None:
+    service = make_service(policy=POLICY)
+    staged = service.stage({"vm.dirty_ratio": 60})
+    with pytest.raises(PolicyDeniedError):
+        service.apply(staged.tx.id)
+    found = samples(render(lambda: state_dir_facts(service.state_dir)).decode())
+    # applying a change its verdict denied is refused without a second verdict
+    assert found[("lumos_policy_denials_total", (("rule", "above_max"),))] == 1
+    assert ("lumos_policy_denials_total", (("rule", "step_too_large"),)) not in found
+
+
+@pytest.mark.anyio
+async def test_the_http_endpoint_needs_the_token_and_serves_the_live_service(
+    make_service: Callable[..., Service],
+) -> None:
+    service, _ = busy_service(make_service)
+    app = Starlette(routes=operator_routes(service, TOKEN))
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
+        assert (await http.get("/metrics")).status_code == 401
+        assert (
+            await http.get("/metrics", headers={"Authorization": "Bearer wrong-token-0123456789"})
+        ).status_code == 401
+        answer = await http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    check(samples(answer.text))
+
+
+def test_the_metrics_command_writes_a_textfile_for_node_exporter(
+    make_service: Callable[..., Service], tmp_path: Path
+) -> None:
+    service, _ = busy_service(make_service)
+    out = tmp_path / "lumos.prom"
+    assert main(["metrics", "--state-dir", str(service.state_dir), "--output", str(out)]) == 0
+    found = samples(out.read_text())
+    assert found[("lumos_transactions_total", (("outcome", "committed"),))] == 2
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
