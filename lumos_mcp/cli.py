@@ -152,6 +152,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--token-file", type=_existing_file, default=None, help=f"file holding the bearer token (else ${TOKEN_ENV})"
     )
+    s.add_argument(
+        "--anchor-file",
+        type=Path,
+        default=None,
+        help="append the audit head here every 5 min while it changes (default: audit-anchors.jsonl in the state "
+        "dir); it also goes to syslog. Copy it off the host",
+    )
 
     t = sub.add_parser("tune", help="the built-in expert agent drives the full loop over MCP")
     _common(t)
@@ -191,6 +198,17 @@ def parser() -> argparse.ArgumentParser:
     ausub = au.add_subparsers(dest="action", required=True, metavar="ACTION")
     av = ausub.add_parser("verify", help="check the hash chain; exit 1 on any edited, deleted or reordered record")
     _common(av, nested=True)
+    av.add_argument(
+        "--anchor",
+        type=_existing_file,
+        default=None,
+        metavar="FILE",
+        help="also check each anchored head in FILE (an anchor file, or journalctl -t lumos-mcp -o cat output)",
+    )
+    an = ausub.add_parser("anchor", help="publish the chain's head now: syslog and an anchor file to copy off")
+    _common(an, nested=True)
+    an.add_argument("--to", type=Path, default=None, metavar="FILE", help="anchor file (default: the state dir's)")
+    an.add_argument("--no-syslog", action="store_true", help="only the file")
     tl = ausub.add_parser("tail", help="the last records")
     _common(tl, nested=True)
     tl.add_argument("-n", type=AT_LEAST_ONE, default=20, help="how many records (default 20)")
@@ -340,7 +358,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise SystemExit(f"lumos-mcp: refusing to bind {args.host}: pass --allow-remote to listen beyond loopback")
     from lumos_mcp.serving import describe, run_until_stopped
 
-    service = Service(replace(_config(args), watchdog=True))
+    service = Service(
+        replace(_config(args), watchdog=True, anchor_interval_s=ANCHOR_INTERVAL_S, anchor_file=args.anchor_file)
+    )
     service.start()
     try:
         if token is None:
@@ -467,11 +487,55 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0
     if args.action == "replay":
         return _audit_replay(args, path)
+    if args.action == "anchor":
+        return _audit_anchor(args, state, path)
+    if getattr(args, "anchor", None) is not None:
+        return _audit_verify_anchor(path, args.anchor)
     report = verify(path)
     if report.ok:
         print(f"audit log OK: {report.records} records in {report.files} file(s), hash chain intact ({path})")
         return 0
     print(f"audit log BROKEN: {report}", file=sys.stderr)
+    return 1
+
+
+ANCHOR_INTERVAL_S = 300.0
+"""How often ``serve`` publishes the audit head (while it changes)."""
+
+
+def _audit_anchor(args: argparse.Namespace, state: Path, path: Path) -> int:
+    from lumos_mcp.anchor import head, publish
+
+    found = head(path)
+    if found is None:
+        print(f"lumos-mcp: the audit log {path} holds no record yet", file=sys.stderr)
+        return 1
+    to = args.to or state / "audit-anchors.jsonl"
+    publish(found, to_file=to, to_syslog=not args.no_syslog)
+    print(f"anchored seq {found.seq} hash {found.hash} in {to}" + ("" if args.no_syslog else " and syslog"))
+    return 0
+
+
+def _audit_verify_anchor(path: Path, anchor_file: Path) -> int:
+    from lumos_mcp.anchor import check, parse
+
+    anchors = parse(anchor_file.read_text(errors="replace").splitlines())
+    if not anchors:
+        print(f"lumos-mcp: {anchor_file} holds no anchor", file=sys.stderr)
+        return 2
+    report = check(path, anchors)
+    if report.ok:
+        print(
+            f"audit log OK: {report.records} records, hash chain intact and holding all {report.anchors} anchor(s)"
+            + (f" ({report.pruned} older than the records kept)" if report.pruned else "")
+        )
+        return 0
+    print(f"audit log BROKEN ({report.problem}): {report.detail}", file=sys.stderr)
+    for m in report.mismatches[:10]:
+        print(
+            f"  seq {m['seq']}: anchored {m['anchored'][:16]}, log has {(m['found'] or 'nothing')[:16]}",
+            file=sys.stderr,
+        )
     return 1
 
 

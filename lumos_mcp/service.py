@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import anyio
 
+from lumos_mcp.anchor import Anchor, head, publish
 from lumos_mcp.approvals import Approval, ApprovalStore
 from lumos_mcp.audit import AuditLog
 from lumos_mcp.bounded import bounded, clip
@@ -107,6 +108,11 @@ class ServiceConfig:
     watchdog: bool = False
     """Start a watchdog process while changes are armed, so their revert survives a SIGKILL of
     this process (`lumos_mcp.watchdog`). ``serve`` turns it on; in-process users need not."""
+    anchor_interval_s: float | None = None
+    """Publish the audit chain's head (syslog and ``anchor_file``) this often while it changes
+    (`lumos_mcp.anchor`); None: never. ``serve`` sets it."""
+    anchor_file: Path | None = None
+    """Where anchors are appended (default: ``audit-anchors.jsonl`` in the state dir): copy it off the host."""
 
 
 @dataclass
@@ -171,6 +177,8 @@ class Service:
         """The last journal or audit write that failed while reverting (None once all are written)."""
         self.deadline_loop_error: str | None = None
         """The last unexpected error the deadline loop survived (it logs it and goes on)."""
+        self._anchored_at = float("-inf")
+        self._anchored: Anchor | None = None
         self._closed = False
         self._close_lock = threading.Lock()
         self._record_lock = threading.Lock()
@@ -324,6 +332,26 @@ class Service:
     def _tick(self) -> None:
         self.expire_due()
         self._sync_watchdog()
+        self.anchor_if_due()
+
+    def anchor_if_due(self) -> Anchor | None:
+        """Publish the audit head when ``anchor_interval_s`` has passed since the last one and
+        the head moved; returns the anchor published, or None.
+
+        Raises:
+            AuditError: the log cannot be read or the anchor file cannot be written.
+        """
+        interval = self.config.anchor_interval_s
+        now = self.clock()
+        if interval is None or now - self._anchored_at < interval:
+            return None
+        self._anchored_at = now
+        found = head(self.audit.path)
+        if found is None or found == self._anchored:
+            return None
+        publish(found, to_file=self.config.anchor_file or self.state_dir / "audit-anchors.jsonl")
+        self._anchored = found
+        return found
 
     def _sync_watchdog(self) -> None:
         """A watchdog runs exactly while something is armed (a dead one is replaced)."""
