@@ -1,7 +1,7 @@
 // lumos-mcp operator console. Served by lumos-mcp itself; no external asset, no inline script.
 "use strict";
 
-const state = { data: null, csrf: null, pendingKey: "", armedKey: "", timelineKey: "", fetchedAt: 0 };
+const state = { data: null, csrf: null, pendingKey: null, armedKey: null, timelineKey: null, fetchedAt: 0 };
 const COLOURS = { apply: "#107c10", commit: "#1f5fbf", revert: "#c05a00", auto_revert: "#a4262c" };
 
 function el(tag, attrs, ...children) {
@@ -139,7 +139,7 @@ async function decide(p, decision, note, buttons) {
   } catch (e) {
     message(`${decision} failed: ${e}`, "bad");
   }
-  state.pendingKey = "";
+  state.pendingKey = null; // render the list again, even when it is now empty
   await refresh();
 }
 
