@@ -22,7 +22,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
 from typing import Any
@@ -284,7 +284,5 @@ def operator_routes(service: Any, token: str) -> list[BaseRoute]:
     """``/metrics`` and ``/console`` over ``service``, behind ``token``."""
     return OperatorApp(service, token).routes()
 
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 __all__ = ["COOKIE", "OperatorApp", "Sessions", "operator_routes"]
