@@ -118,7 +118,7 @@ class AuditCounter:
 
     def facts(self) -> AuditFacts:
         """Raises: AuditError: a file cannot be read."""
-        key = tuple(_stamp(p) for p in log_files(self.path))
+        key = log_stamps(self.path)
         with self._lock:
             if key != self._key:
                 self._facts = audit_facts(self.path)
@@ -126,12 +126,21 @@ class AuditCounter:
             return self._facts
 
 
-def _stamp(path: Path) -> tuple[str, int, int]:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return (str(path), -1, -1)
-    return (str(path), st.st_size, st.st_mtime_ns)
+def log_stamps(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Each file of the audit log at ``path`` with its size and mtime: changes when the log does.
+
+    Raises:
+        AuditError: the directory cannot be listed.
+    """
+    out = []
+    for file in log_files(Path(path)):
+        try:
+            st = os.stat(file)
+        except FileNotFoundError:
+            out.append((str(file), -1, -1))
+            continue
+        out.append((str(file), st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def _number(value: Any) -> float | None:
@@ -291,6 +300,7 @@ __all__ = [
     "Facts",
     "LumosCollector",
     "audit_facts",
+    "log_stamps",
     "render",
     "service_facts",
     "state_dir_facts",

@@ -34,7 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 
 from lumos_mcp.errors import LumosError
-from lumos_mcp.metrics import AuditCounter, render, service_facts
+from lumos_mcp.metrics import AuditCounter, log_stamps, render, service_facts
 from lumos_mcp.replay import load
 
 COOKIE = "lumos_console"
@@ -108,6 +108,9 @@ class OperatorApp:
         self._token = token.encode()
         self.sessions = Sessions()
         self.counter = AuditCounter(service.audit.path)
+        self._timeline_lock = threading.Lock()
+        self._timeline_key: Any = None
+        self._timeline: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ auth
     def _bearer_ok(self, request: Request) -> bool:
@@ -212,6 +215,43 @@ class OperatorApp:
         return _secure(JSONResponse({"id": decided.id, "status": decided.status, "txid": decided.txid}))
 
     # ------------------------------------------------------------------ the page's data
+    def timeline(self) -> dict[str, Any]:
+        """The knob timeline from replay, replayed again only when the audit log changed (the
+        page asks every 2 s; a long log takes a while to verify)."""
+        service = self.service
+        with self._timeline_lock:
+            try:
+                key = log_stamps(service.audit.path)
+                if key != self._timeline_key:
+                    self._timeline = self._replayed()
+                    self._timeline_key = key
+            except LumosError as e:
+                return {"verified": False, "error": e.code, "knobs": {}, "marks": {}}
+            return self._timeline
+
+    def _replayed(self) -> dict[str, Any]:
+        service = self.service
+        try:
+            history = load(service.audit.path, mode=service.mode)
+        except LumosError as e:
+            return {"verified": False, "error": e.code, "knobs": {}, "marks": {}}
+        return {
+            "verified": history.verified,
+            "first_ts": history.first_ts,
+            "last_ts": history.last_ts,
+            "knobs": {
+                k: [
+                    {"value": s.value, "since": s.since, "until": s.until, "state": s.state, "tx": s.tx}
+                    for s in segs[-TIMELINE_SEGMENTS:]
+                ]
+                for k, segs in sorted(history.timelines.items())
+            },
+            "marks": {
+                k: [{"ts": m.ts, "event": m.event, "value": m.value} for m in marks[-TIMELINE_SEGMENTS * 2 :]]
+                for k, marks in sorted(history.marks.items())
+            },
+        }
+
     def snapshot(self) -> dict[str, Any]:
         service = self.service
         now = service.clock()
@@ -248,26 +288,7 @@ class OperatorApp:
                 item["stale"] = staged.tx.digest != a.digest
             pending.append(item)
         status = service.status()
-        try:
-            history = load(service.audit.path, mode=service.mode)
-            timeline: dict[str, Any] = {
-                "verified": history.verified,
-                "first_ts": history.first_ts,
-                "last_ts": history.last_ts,
-                "knobs": {
-                    k: [
-                        {"value": s.value, "since": s.since, "until": s.until, "state": s.state, "tx": s.tx}
-                        for s in segs[-TIMELINE_SEGMENTS:]
-                    ]
-                    for k, segs in sorted(history.timelines.items())
-                },
-                "marks": {
-                    k: [{"ts": m.ts, "event": m.event, "value": m.value} for m in marks[-TIMELINE_SEGMENTS * 2 :]]
-                    for k, marks in sorted(history.marks.items())
-                },
-            }
-        except LumosError as e:
-            timeline = {"verified": False, "error": e.code, "knobs": {}, "marks": {}}
+        timeline = self.timeline()
         return {
             "now": now,
             "mode": service.mode,
