@@ -372,7 +372,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = build_server(service, token_verifier=verifier, auth=auth)
         from lumos_mcp.web import operator_routes
 
-        kwargs: dict[str, Any] = {"host": args.host, "port": args.port, "extra_routes": operator_routes(service, token)}
+        kwargs: dict[str, Any] = {
+            "host": args.host,
+            "port": args.port,
+            "extra_routes": operator_routes(service, token, args.host, args.port),
+        }
         if not loopback:
             from mcp.server.transport_security import TransportSecuritySettings
 

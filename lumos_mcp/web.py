@@ -22,7 +22,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
 from typing import Any
@@ -103,9 +103,11 @@ def _error(status: int, code: str, message: str, **fields: Any) -> Response:
 class OperatorApp:
     """The routes over a running ``Service`` (typed ``Any``: the service imports nothing from here)."""
 
-    def __init__(self, service: Any, token: str) -> None:
+    def __init__(self, service: Any, token: str, hosts: Iterable[str] | None = None) -> None:
         self.service = service
         self._token = token.encode()
+        self.hosts = frozenset(hosts) if hosts is not None else None
+        """``Host`` headers answered (None: any): a DNS-rebinding page gets 421, not the console."""
         self.sessions = Sessions()
         self.counter = AuditCounter(service.audit.path)
         self._timeline_lock = threading.Lock()
@@ -130,14 +132,22 @@ class OperatorApp:
     # ------------------------------------------------------------------ routes
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/metrics", self.metrics, methods=["GET"]),
-            Route("/console", self.page, methods=["GET"]),
-            Route("/console/login", self.login, methods=["POST"]),
-            Route("/console/console.js", self.script, methods=["GET"]),
-            Route("/console/console.css", self.style, methods=["GET"]),
-            Route("/console/api/state", self.state, methods=["GET"]),
-            Route("/console/api/approvals/{approval_id}/{decision}", self.decide, methods=["POST"]),
+            Route("/metrics", self._checked(self.metrics), methods=["GET"]),
+            Route("/console", self._checked(self.page), methods=["GET"]),
+            Route("/console/login", self._checked(self.login), methods=["POST"]),
+            Route("/console/console.js", self._checked(self.script), methods=["GET"]),
+            Route("/console/console.css", self._checked(self.style), methods=["GET"]),
+            Route("/console/api/state", self._checked(self.state), methods=["GET"]),
+            Route("/console/api/approvals/{approval_id}/{decision}", self._checked(self.decide), methods=["POST"]),
         ]
+
+    def _checked(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            if self.hosts is not None and request.headers.get("host", "") not in self.hosts:
+                return _error(421, "misdirected", "this server does not answer for that host name")
+            return await handler(request)
+
+        return endpoint
 
     async def metrics(self, request: Request) -> Response:
         if not self._bearer_ok(request):
@@ -301,9 +311,14 @@ class OperatorApp:
         }
 
 
-def operator_routes(service: Any, token: str) -> list[BaseRoute]:
-    """``/metrics`` and ``/console`` over ``service``, behind ``token``."""
-    return OperatorApp(service, token).routes()
+def operator_routes(service: Any, token: str, host: str | None = None, port: int | None = None) -> list[BaseRoute]:
+    """``/metrics`` and ``/console`` over ``service``, behind ``token``; with ``host`` and ``port``,
+    only for requests naming that address (and ``localhost`` when it is a loopback one)."""
+    hosts = None
+    if host is not None and port is not None:
+        names = {host, "localhost", "127.0.0.1", "[::1]"} if host in ("127.0.0.1", "localhost", "::1") else {host}
+        hosts = {f"[{n}]:{port}" if ":" in n and not n.startswith("[") else f"{n}:{port}" for n in names}
+    return OperatorApp(service, token, hosts).routes()
 
 
 __all__ = ["COOKIE", "OperatorApp", "Sessions", "operator_routes"]

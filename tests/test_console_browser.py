@@ -74,7 +74,7 @@ def served(make_service: Callable[..., Service]) -> Iterator[tuple[Service, str]
         build_server(service, token_verifier=verifier, auth=auth),
         "127.0.0.1",
         HttpLimits(),
-        extra_routes=operator_routes(service, TOKEN),
+        extra_routes=operator_routes(service, TOKEN, "127.0.0.1", port),
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -110,3 +110,19 @@ def test_the_metrics_command_writes_a_textfile_for_node_exporter(
     assert found[("lumos_transactions_total", (("outcome", "committed"),))] == 2
     assert oct(out.stat().st_mode & 0o777) == "0o644"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.anyio
+async def test_the_operator_routes_answer_only_for_their_own_host_name(make_service: Callable[..., Service]) -> None:
+    service = make_service(policy=POLICY)
+    app = Starlette(routes=operator_routes(service, TOKEN, "127.0.0.1", 8765))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as http:
+        assert (await http.get("/metrics", headers=auth)).status_code == 200
+    async with httpx2.AsyncClient(transport=transport, base_url="http://localhost:8765") as http:
+        assert (await http.get("/metrics", headers=auth)).status_code == 200
+    async with httpx2.AsyncClient(transport=transport, base_url="http://rebound.example:8765") as http:
+        refused = await http.get("/console", headers=auth)
+    assert refused.status_code == 421
+    assert refused.json()["error"]["code"] == "misdirected"
