@@ -3,21 +3,26 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
+from lumos_mcp import anchor
 from lumos_mcp.cli import main
 from lumos_mcp.errors import PolicyDeniedError
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.metrics import render, state_dir_facts
 from lumos_mcp.service import Service
 from lumos_mcp.web import operator_routes
+from tests.http_helpers import free_port, serving_http
 from tests.test_replay import POLICY, Clock, scripted_session
 
 TOKEN = "metrics-test-token-0123456789"
@@ -126,3 +131,28 @@ async def test_the_operator_routes_answer_only_for_their_own_host_name(make_serv
         refused = await http.get("/console", headers=auth)
     assert refused.status_code == 421
     assert refused.json()["error"]["code"] == "misdirected"
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_serve_http_serves_metrics_and_the_console_and_anchors_the_audit_head(tmp_path: Path) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "lumos_mcp", "serve", "--http", "--port", str(port), "--mode", "sandbox"]
+    env = {**os.environ, "LUMOS_STATE_DIR": str(tmp_path / "state"), "LUMOS_MCP_TOKEN": TOKEN}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    with serving_http(cmd, env, port, tmp_path / "server.log") as url:
+        base = url.removesuffix("/mcp")
+        async with httpx2.AsyncClient(base_url=base) as http:
+            assert (await http.get("/metrics")).status_code == 401
+            answer = await http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert answer.status_code == 200
+            found = samples(answer.text)
+            assert found[("lumos_armed_transactions", ())] == 0
+            page = await http.get("/console")
+            assert page.status_code == 200 and 'name="token"' in page.text
+            anchors = tmp_path / "state" / "audit-anchors.jsonl"
+            with anyio.fail_after(30):  # the first deadline-loop tick publishes the head
+                while not anchors.exists() or not anchors.read_text():
+                    await anyio.sleep(0.1)
+    published = anchor.parse(anchors.read_text().splitlines())
+    assert published and anchor.check(tmp_path / "state" / "audit.jsonl", published).ok
