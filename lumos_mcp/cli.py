@@ -152,6 +152,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--token-file", type=_existing_file, default=None, help=f"file holding the bearer token (else ${TOKEN_ENV})"
     )
+    s.add_argument(
+        "--anchor-file",
+        type=Path,
+        default=None,
+        help="append the audit head here every 5 min while it changes (default: audit-anchors.jsonl in the state "
+        "dir); it also goes to syslog. Copy it off the host",
+    )
 
     t = sub.add_parser("tune", help="the built-in expert agent drives the full loop over MCP")
     _common(t)
@@ -191,9 +198,23 @@ def parser() -> argparse.ArgumentParser:
     ausub = au.add_subparsers(dest="action", required=True, metavar="ACTION")
     av = ausub.add_parser("verify", help="check the hash chain; exit 1 on any edited, deleted or reordered record")
     _common(av, nested=True)
+    av.add_argument(
+        "--anchor",
+        type=_existing_file,
+        default=None,
+        metavar="FILE",
+        help="also check each anchored head in FILE (an anchor file, or journalctl -t lumos-mcp -o cat output)",
+    )
+    an = ausub.add_parser("anchor", help="publish the chain's head now: syslog and an anchor file to copy off")
+    _common(an, nested=True)
+    an.add_argument("--to", type=Path, default=None, metavar="FILE", help="anchor file (default: the state dir's)")
+    an.add_argument("--no-syslog", action="store_true", help="only the file")
     tl = ausub.add_parser("tail", help="the last records")
     _common(tl, nested=True)
     tl.add_argument("-n", type=AT_LEAST_ONE, default=20, help="how many records (default 20)")
+    _replay_parser(ausub)
+
+    _metrics_parser(sub)
 
     r = sub.add_parser("recover", help="restore every knob of unfinished transactions now (as at start)")
     _common(r)
@@ -243,6 +264,43 @@ def parser() -> argparse.ArgumentParser:
         x.add_argument("--resweep", action="store_true", help="sweep again even if a landscape is saved")
         _verbose(x)
     return top
+
+
+def _time(text: str) -> float:
+    from lumos_mcp.replay import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither Unix seconds nor an ISO 8601 time") from None
+
+
+def _replay_parser(ausub: Any) -> None:
+    rp = ausub.add_parser(
+        "replay", help="every knob's timeline from the audit log; --at a moment; --policy to judge it all again"
+    )
+    _common(rp, nested=True)
+    rp.add_argument("--json", action="store_true", help="the timeline (and --at, --policy results) as JSON")
+    rp.add_argument("--png", type=Path, default=None, metavar="FILE", help="plot knob values over time to FILE")
+    rp.add_argument("--at", type=_time, default=None, metavar="TIME", help="each knob's state at TIME (ISO or Unix s)")
+    rp.add_argument("--policy", type=_policy, default=None, help="judge every staged change again under this policy")
+    rp.add_argument("--knob", action="append", default=[], help="only this knob (repeatable)")
+    rp.add_argument("--mode", choices=MODES, default=None, help="records of this mode (default: the log's last)")
+    rp.add_argument(
+        "--partial", action="store_true", help="a log whose chain breaks: replay the records before the break"
+    )
+
+
+def _metrics_parser(sub: Any) -> None:
+    me = sub.add_parser("metrics", help="Prometheus metrics of the state dir (for node_exporter's textfile collector)")
+    _common(me)
+    me.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write FILE atomically (e.g. /var/lib/node_exporter/textfile/lumos.prom) instead of stdout",
+    )
 
 
 def _mode(args: argparse.Namespace) -> Mode:
@@ -300,7 +358,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise SystemExit(f"lumos-mcp: refusing to bind {args.host}: pass --allow-remote to listen beyond loopback")
     from lumos_mcp.serving import describe, run_until_stopped
 
-    service = Service(replace(_config(args), watchdog=True))
+    service = Service(
+        replace(_config(args), watchdog=True, anchor_interval_s=ANCHOR_INTERVAL_S, anchor_file=args.anchor_file)
+    )
     service.start()
     try:
         if token is None:
@@ -310,7 +370,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         verifier, auth = auth_settings(token, args.host, args.port)
         server = build_server(service, token_verifier=verifier, auth=auth)
-        kwargs: dict[str, Any] = {"host": args.host, "port": args.port}
+        from lumos_mcp.web import operator_routes
+
+        kwargs: dict[str, Any] = {
+            "host": args.host,
+            "port": args.port,
+            "extra_routes": operator_routes(service, token, args.host, args.port),
+        }
         if not loopback:
             from mcp.server.transport_security import TransportSecuritySettings
 
@@ -451,12 +517,156 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for rec in tail(path, args.n):
             print(format_record(rec))
         return 0
+    if args.action == "replay":
+        return _audit_replay(args, path)
+    if args.action == "anchor":
+        return _audit_anchor(args, state, path)
+    if getattr(args, "anchor", None) is not None:
+        return _audit_verify_anchor(path, args.anchor)
     report = verify(path)
     if report.ok:
         print(f"audit log OK: {report.records} records in {report.files} file(s), hash chain intact ({path})")
         return 0
     print(f"audit log BROKEN: {report}", file=sys.stderr)
     return 1
+
+
+ANCHOR_INTERVAL_S = 300.0
+"""How often ``serve`` publishes the audit head (while it changes)."""
+
+
+def _audit_anchor(args: argparse.Namespace, state: Path, path: Path) -> int:
+    from lumos_mcp.anchor import head, publish
+
+    found = head(path)
+    if found is None:
+        print(f"lumos-mcp: the audit log {path} holds no record yet", file=sys.stderr)
+        return 1
+    to = args.to or state / "audit-anchors.jsonl"
+    publish(found, to_file=to, to_syslog=not args.no_syslog)
+    print(f"anchored seq {found.seq} hash {found.hash} in {to}" + ("" if args.no_syslog else " and syslog"))
+    return 0
+
+
+def _audit_verify_anchor(path: Path, anchor_file: Path) -> int:
+    from lumos_mcp.anchor import check, parse
+
+    anchors = parse(anchor_file.read_text(errors="replace").splitlines())
+    if not anchors:
+        print(f"lumos-mcp: {anchor_file} holds no anchor", file=sys.stderr)
+        return 2
+    report = check(path, anchors)
+    if report.ok:
+        print(
+            f"audit log OK: {report.records} records, hash chain intact and holding all {report.anchors} anchor(s)"
+            + (f" ({report.pruned} older than the records kept)" if report.pruned else "")
+        )
+        return 0
+    print(f"audit log BROKEN ({report.problem}): {report.detail}", file=sys.stderr)
+    for m in report.mismatches[:10]:
+        print(
+            f"  seq {m['seq']}: anchored {m['anchored'][:16]}, log has {(m['found'] or 'nothing')[:16]}",
+            file=sys.stderr,
+        )
+    return 1
+
+
+def _audit_replay(args: argparse.Namespace, path: Path) -> int:
+    from lumos_mcp.errors import AuditChainBrokenError
+    from lumos_mcp.policy import load_policy
+    from lumos_mcp.replay import iso, load, plot
+
+    policy = load_policy(args.policy) if args.policy is not None else None
+    try:
+        result = load(path, partial=args.partial, mode=args.mode, policy=policy)
+    except AuditChainBrokenError as e:
+        print(f"lumos-mcp: {e} [{e.code}]: {e.fields.get('problem')} at seq {e.fields.get('seq')}", file=sys.stderr)
+        return 1
+    if args.knob:
+        result.timelines = {k: v for k, v in result.timelines.items() if k in args.knob}
+        result.marks = {k: v for k, v in result.marks.items() if k in args.knob}
+    if args.png is not None:
+        if missing_modules(("matplotlib",)):
+            print("lumos-mcp audit replay --png needs matplotlib: pip install 'lumos-mcp[arena]'", file=sys.stderr)
+            return 2
+        plot(result, args.png)
+    data = result.to_data()
+    if args.at is not None:
+        data["at"] = {"ts": args.at, "knobs": {k: vars(s) for k, s in result.at(args.at).items()}}
+    if args.json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    from rich.table import Table
+
+    from lumos_mcp.console import console
+
+    c = console()
+    if not result.verified:
+        c.print(f"[red]chain broken ({result.problem}): showing the {result.records} records before the break[/]")
+    if args.at is not None:
+        table = Table("knob", "value", "state", "since", "tx", "actor", "rationale", title=f"at {iso(args.at)}")
+        for knob, seg in sorted(result.at(args.at).items()):
+            table.add_row(
+                knob, repr(seg.value), seg.state, iso(seg.since), seg.tx or "", seg.actor or "", seg.rationale or ""
+            )
+        c.print(table)
+    else:
+        table = Table("knob", "value", "from", "until", "state", "tx", "actor", "rationale", title=str(path))
+        for knob, segs in sorted(result.timelines.items()):
+            for seg in segs:
+                state = seg.state + (f" ({seg.reason})" if seg.reason else "")
+                table.add_row(
+                    knob,
+                    repr(seg.value),
+                    iso(seg.since),
+                    iso(seg.until),
+                    state,
+                    seg.tx or "",
+                    seg.actor or "",
+                    seg.rationale or "",
+                )
+        c.print(table)
+    if result.rejudged is not None:
+        c.print(
+            f"judged again under {args.policy}: {result.rejudged_count} staged change(s), "
+            f"{len(result.rejudged)} decided differently"
+        )
+        for r in result.rejudged:
+            why = "; ".join(d["message"] for d in r.now["denials"]) or "; ".join(r.now["approval_reasons"])
+            verdict = (
+                "denied" if not r.now["allowed"] else "approval needed" if r.now["approval_required"] else "allowed"
+            )
+            c.print(f"  {iso(r.ts)} {r.tx} {r.changes}: was {r.was}, now {verdict}: {why}")
+    if args.png is not None:
+        c.print(f"plot written to {args.png}")
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """The metrics once, for node_exporter's textfile collector (run it from a timer)."""
+    import tempfile
+
+    from lumos_mcp.metrics import render, state_dir_facts
+
+    state = args.state_dir or default_state_dir()
+    check_state_dir(state)
+    text = render(lambda: state_dir_facts(state))
+    if args.output is None:
+        sys.stdout.write(text.decode())
+        return 0
+    out: Path = args.output
+    # the collector reads *.prom files: write a hidden temporary beside it, then rename over
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        print(f"lumos-mcp metrics: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -560,6 +770,7 @@ COMMANDS = {
     "approvals": cmd_approvals,
     "audit": cmd_audit,
     "recover": cmd_recover,
+    "metrics": cmd_metrics,
     "top": cmd_top,
     "desktop-config": cmd_desktop_config,
     "arena": cmd_arena,

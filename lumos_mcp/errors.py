@@ -282,6 +282,13 @@ class AuditError(LumosError):
     template = "audit log {path}: {detail}"
 
 
+class AuditChainBrokenError(AuditError):
+    """The audit log's hash chain does not verify (or does not match its anchor): what it says
+    cannot be trusted, so replay refuses it unless told to show what it can."""
+
+    code = "audit_chain_broken"
+
+
 class ApprovalStoreError(ApprovalError):
     """The approval store cannot be read or written, or holds something unreadable."""
 
@@ -339,6 +346,7 @@ __all__ = [
     "ApprovalRequiredError",
     "ApprovalStoreError",
     "ArenaError",
+    "AuditChainBrokenError",
     "AuditError",
     "CatalogLoadError",
     "CgroupError",

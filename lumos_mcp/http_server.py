@@ -27,6 +27,7 @@ import logging
 import resource
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("lumos_mcp.http")
@@ -264,14 +266,18 @@ def build_app(
     host: str,
     limits: HttpLimits,
     transport_security: TransportSecuritySettings | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The SDK's streamable HTTP app with the session limits of ``limits``."""
-    return server.streamable_http_app(
+    """The SDK's streamable HTTP app with the session limits of ``limits``, and ``extra_routes``
+    (the operator's ``/metrics`` and ``/console``, which check the token themselves) beside ``/mcp``."""
+    app = server.streamable_http_app(
         session_idle_timeout=limits.session_idle_timeout_s,
         max_sessions=limits.max_sessions,
         transport_security=transport_security,
         host=host,
     )
+    app.router.routes[0:0] = list(extra_routes)
+    return app
 
 
 def uvicorn_config(app: Starlette, host: str, port: int, limits: HttpLimits, log_level: str = "info") -> uvicorn.Config:
@@ -297,11 +303,12 @@ async def serve_http(
     *,
     limits: HttpLimits | None = None,
     transport_security: TransportSecuritySettings | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> None:
     """Serve ``server`` over streamable HTTP on ``host:port`` until uvicorn stops (SIGINT or
     SIGTERM: it shuts down gracefully), within ``limits``."""
     limits = limits or HttpLimits()
-    app = build_app(server, host, limits, transport_security)
+    app = build_app(server, host, limits, transport_security, extra_routes)
     config = uvicorn_config(app, host, port, limits, server.settings.log_level.lower())
     quiet_repeats(limits.log_every_s)
     await uvicorn.Server(config).serve()

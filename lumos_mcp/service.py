@@ -21,9 +21,10 @@ from typing import Any, Literal
 import anyio
 import pydantic
 
+from lumos_mcp.anchor import Anchor, head, publish
 from lumos_mcp.approvals import Approval, ApprovalStore
 from lumos_mcp.audit import AuditLog
-from lumos_mcp.bounded import bounded
+from lumos_mcp.bounded import bounded, clip
 from lumos_mcp.errors import (
     ApprovalInvalidError,
     ApprovalRequiredError,
@@ -39,10 +40,12 @@ from lumos_mcp.errors import (
     StagedExpiredError,
     StateDirUnsafeError,
     StateLockedError,
+    TelemetryError,
     TransactionStateError,
     UnknownTransactionError,
     WatchdogError,
 )
+from lumos_mcp.evidence import SUMMARY_SECTIONS, telemetry_summary
 from lumos_mcp.guards import (
     Breach,
     Guard,
@@ -90,6 +93,10 @@ _MAX_GUARD_REVERTS = 1024  # guard reverts' evidence remembered for the agent's 
 PROBATION_MARGIN_S = 5.0
 """A change on probation is armed this much past its probation's end: the server commits it at
 the end, and only a server that is gone by then leaves it to the deadline (which reverts)."""
+MAX_RATIONALE = 1000
+"""Characters of an agent's rationale kept in the audit record."""
+EVIDENCE_WINDOW_S = 10.0
+"""The telemetry window an apply, commit or revert record summarises (its last seconds)."""
 WATCHDOG_LOCK_WAIT_S = 5.0
 """How long a starting server waits while a dead server's watchdog holds the state directory."""
 
@@ -122,6 +129,11 @@ class ServiceConfig:
     watchdog: bool = False
     """Start a watchdog process while changes are armed, so their revert survives a SIGKILL of
     this process (`lumos_mcp.watchdog`). ``serve`` turns it on; in-process users need not."""
+    anchor_interval_s: float | None = None
+    """Publish the audit chain's head (syslog and ``anchor_file``) this often while it changes
+    (`lumos_mcp.anchor`); None: never. ``serve`` sets it."""
+    anchor_file: Path | None = None
+    """Where anchors are appended (default: ``audit-anchors.jsonl`` in the state dir): copy it off the host."""
 
 
 @dataclass
@@ -134,6 +146,8 @@ class StagedChange:
     """When it was staged or last had an approval requested: it expires an approval lifetime later."""
     guards: tuple[Guard, ...] = ()
     """The guards that watch it once applied: the policy's for its knobs, tightened per change."""
+    rationale: str | None = None
+    """The agent's own words on why (clipped to ``MAX_RATIONALE``)."""
 
 
 class Service:
@@ -196,6 +210,8 @@ class Service:
         """The last journal or audit write that failed while reverting (None once all are written)."""
         self.deadline_loop_error: str | None = None
         """The last unexpected error the deadline loop survived (it logs it and goes on)."""
+        self._anchored_at = float("-inf")
+        self._anchored: Anchor | None = None
         self._closed = False
         self._close_lock = threading.Lock()
         self._record_lock = threading.Lock()
@@ -369,6 +385,26 @@ class Service:
         self.finish_probations()
         self.expire_due()
         self._sync_watchdog()
+        self.anchor_if_due()
+
+    def anchor_if_due(self) -> Anchor | None:
+        """Publish the audit head when ``anchor_interval_s`` has passed since the last one and
+        the head moved; returns the anchor published, or None.
+
+        Raises:
+            AuditError: the log cannot be read or the anchor file cannot be written.
+        """
+        interval = self.config.anchor_interval_s
+        now = self.clock()
+        if interval is None or now - self._anchored_at < interval:
+            return None
+        self._anchored_at = now
+        found = head(self.audit.path)
+        if found is None or found == self._anchored:
+            return None
+        publish(found, to_file=self.config.anchor_file or self.state_dir / "audit-anchors.jsonl")
+        self._anchored = found
+        return found
 
     def _sync_watchdog(self) -> None:
         """A watchdog runs exactly while something is armed (a dead one is replaced)."""
@@ -401,7 +437,9 @@ class Service:
             "tx": tx.id,
             "reason": reason,
             "knobs": restored_data(results),
+            "values": restored_values(tx, results),
             "speculative": tx.speculative,
+            "telemetry": self.evidence(),
             **(extra or {}),
         }
         if tx.notes:
@@ -601,9 +639,11 @@ class Service:
         speculative: bool = False,
         actor: str = "agent",
         guards: Sequence[Guard | Mapping[str, Any]] = (),
+        rationale: str | None = None,
     ) -> StagedChange:
         """Validate a change without writing: types, units, hard ranges, then the policy, and
         the guards that will watch it (the policy's for its knobs, tightened by ``guards``).
+        ``rationale`` (the agent's reason) is kept, clipped, in the ``stage`` audit record.
 
         Returns the staged transaction and the policy's verdict (denied changes are staged
         too, so the caller sees every denial at once, but they can never be applied).
@@ -619,11 +659,19 @@ class Service:
         except (KnobError, GuardError) as e:
             self.audit.append("stage_rejected", actor=actor, changes=_jsonable(changes), error=_jsonable(e.to_dict()))
             raise
-        verdict = self._evaluate(tx, confirm_within_s, speculative)
+        context: dict[str, Value] = {}
+        verdict = self._evaluate(tx, confirm_within_s, speculative, context)
         confirm = verdict.confirm_within_s
         now = self.clock()
+        why = clip(rationale, MAX_RATIONALE) if rationale else None
         staged = StagedChange(
-            tx=tx, verdict=verdict, confirm_within_s=confirm, actor=actor, touched_at=now, guards=watching
+            tx=tx,
+            verdict=verdict,
+            confirm_within_s=confirm,
+            actor=actor,
+            touched_at=now,
+            guards=watching,
+            rationale=why,
         )
         with self._lock:
             self._staged[tx.id] = staged
@@ -636,6 +684,9 @@ class Service:
             speculative=speculative,
             changes=[{"knob": c.knob, "before": c.before, "after": c.after} for c in tx.changes],
             **({"guards": [g.text() for g in watching]} if watching else {}),
+            rationale=why,
+            confirm_within_s=confirm_within_s,
+            mode=self.mode,
         )
         self.audit.append(
             "verdict",
@@ -644,10 +695,19 @@ class Service:
             approval_required=verdict.approval_required,
             denials=_denials(verdict),
             policy=self.policy.name,
+            context=context,
         )
         return staged
 
-    def _evaluate(self, tx: Transaction, confirm_within_s: float | None, speculative: bool) -> Verdict:
+    def _evaluate(
+        self,
+        tx: Transaction,
+        confirm_within_s: float | None,
+        speculative: bool,
+        context: dict[str, Value] | None = None,
+    ) -> Verdict:
+        """The policy's verdict now; ``context`` receives the values of the other knobs its
+        cross-field rules read (the verdict record keeps them, so replay can judge again)."""
         changes = [
             Change(
                 knob=c.knob, kind=self.catalog.lookup(c.knob).spec.kind, before=c.before, after=c.after, files=c.files
@@ -660,6 +720,8 @@ class Service:
                 # an unreadable knob stays unknown: cross-field rules fail closed on it
                 with contextlib.suppress(KnobError):
                     current[knob] = self.backend.read(knob).value
+                    if context is not None:
+                        context[knob] = current[knob]
         return evaluate(
             self.policy,
             changes,
@@ -830,9 +892,11 @@ class Service:
                 deadline=tx.deadline,
                 speculative=tx.speculative,
                 values={c.knob: c.after for c in tx.changes},
+                originals={c.knob: c.before for c in tx.changes},
                 mode=self.mode,
                 files={c.knob: list(c.files) for c in tx.changes},
                 **({"guards": [g.text() for g in staged.guards], "baselines": baselines} if staged.guards else {}),
+                telemetry=self.evidence(),
             )
             return tx
 
@@ -927,7 +991,12 @@ class Service:
             if count:
                 self._histories.record_commit(txid, self.clock())
             self.audit.append(
-                "commit", tx=txid, actor=actor, values={c.knob: c.after for c in tx.changes}, mode=self.mode
+                "commit",
+                tx=txid,
+                actor=actor,
+                values={c.knob: c.after for c in tx.changes},
+                mode=self.mode,
+                telemetry=self.evidence(),
             )
             return tx
 
@@ -940,8 +1009,27 @@ class Service:
         self._refuse_in_observe("revert")
         self._raise_if_guard_reverted(txid)
         tx, results = self.txns.revert(txid, reason="requested", force=force)
-        self.audit.append("revert", tx=txid, actor=actor, force=force, knobs=restored_data(results))
+        self.audit.append(
+            "revert",
+            tx=txid,
+            actor=actor,
+            force=force,
+            knobs=restored_data(results),
+            values=restored_values(tx, results),
+            telemetry=self.evidence(),
+        )
         return tx, results
+
+    def evidence(self) -> dict[str, Any]:
+        """The compact telemetry summary an apply, commit or revert record carries (see
+        ``lumos_mcp.evidence``): the last ``EVIDENCE_WINDOW_S`` seconds of the sampler, or
+        ``{"unavailable": code}`` when it holds too little. Never raises: a revert is recorded
+        with or without its evidence."""
+        try:
+            signature = self.telemetry.signature(EVIDENCE_WINDOW_S, set(SUMMARY_SECTIONS))
+        except TelemetryError as e:
+            return {"unavailable": e.code}
+        return telemetry_summary(signature)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -1038,6 +1126,12 @@ def journals_to_recover(state_dir: Path) -> list[Mode]:
 def restored_data(results: Sequence[Restored]) -> list[dict[str, str]]:
     """What a revert or recovery did to each knob, as data (audit records, tool results)."""
     return [{"knob": r.knob, "action": r.action, "detail": r.detail} for r in results]
+
+
+def restored_values(tx: Transaction, results: Sequence[Restored]) -> dict[str, Value]:
+    """The value each knob a revert restored (or found already restored) now holds: its original."""
+    kept = {r.knob for r in results if r.action in ("restored", "unchanged")}
+    return {c.knob: c.before for c in tx.changes if c.knob in kept}
 
 
 def decide_approval(

@@ -11,7 +11,7 @@ from pydantic import Field
 from lumos_mcp.api import Denial, DiffEntry, GuardInput, StageResult, StatusResult, TxResult, TxSummary
 from lumos_mcp.bounded import bounded
 from lumos_mcp.server.common import READ_ONLY, STAGING, WRITING, domain_errors, ok
-from lumos_mcp.service import Service, StagedChange, restored_data
+from lumos_mcp.service import MAX_RATIONALE, Service, StagedChange, restored_data
 from lumos_mcp.txn import Transaction, TxState
 
 
@@ -97,6 +97,13 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
                 "policy's guards (lumos://policy/guards) and may only tighten them.",
             ),
         ] = None,
+        rationale: Annotated[
+            str | None,
+            Field(
+                max_length=MAX_RATIONALE,
+                description="Why you propose this change, in your own words (kept in the audit log for the operator).",
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, StageResult]:
         """Validate a proposed change WITHOUT writing anything: types, units, hard ranges, the policy's bounds,
         step limits, cooldowns, cross-field rules and the guards that will watch it (a guard on a metric with no
@@ -106,7 +113,9 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
         Stage with a guard on your objective: the server then reverts a change that hurts it within seconds,
         without waiting for you."""
         wanted = [g.model_dump(exclude_none=True) for g in guards or ()]
-        return ok(_stage_result(service.stage(changes, confirm_within_s=confirm_within_s, guards=wanted)))
+        return ok(
+            _stage_result(service.stage(changes, confirm_within_s=confirm_within_s, guards=wanted, rationale=rationale))
+        )
 
     @mcp.tool(title="Apply a staged change (armed, auto-reverting)", annotations=WRITING)
     @domain_errors
