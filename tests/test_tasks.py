@@ -343,3 +343,31 @@ def test_live_slice_nice_affinity_and_the_rt_trap_on_a_group_the_test_made(tmp_p
         child.kill()
         child.wait(timeout=10)
         cg.remove(name)
+
+
+# --------------------------------------------------------------------------- the expert
+def test_the_expert_shortens_the_latency_groups_slice_only_after_the_batch_weights() -> None:
+    from lumos_mcp.agents.expert import propose
+    from tests.test_agent import tunable
+
+    sig = {"psi": {"cpu": {"some": {"avg10_pct": 40.0}}}}
+    knobs = [
+        tunable("cgroup.batch.cpu_weight", 100, min=1, max=1000, max_step_ratio=0.9),
+        tunable("cgroup.web.cpu_weight", 100, min=1, max=1000, max_step_ratio=0.9),
+        tunable("task.cgroup:web.slice_us", 1400, min=100, max=20000, max_step_ratio=3.0),
+        tunable("task.cgroup:batch.slice_us", 1400, min=100, max=20000, max_step_ratio=3.0),
+    ]
+    first = propose(sig, knobs, set(), frozenset({"web"}))
+    assert first is not None and first.changes == {"cgroup.batch.cpu_weight": 25}  # never web's weight
+    second = propose(sig, knobs, {"cgroup.batch.cpu_weight"}, frozenset({"web"}))
+    assert second is not None and second.rule == "cpu-contention-slice"
+    assert second.changes == {"task.cgroup:web.slice_us": 300}
+
+
+def test_the_expert_never_touches_a_slice_without_a_named_latency_group() -> None:
+    from lumos_mcp.agents.expert import propose
+    from tests.test_agent import tunable
+
+    sig = {"psi": {"cpu": {"some": {"avg10_pct": 40.0}}}}
+    knobs = [tunable("task.cgroup:batch.slice_us", 1400, min=100, max=20000, max_step_ratio=3.0)]
+    assert propose(sig, knobs, set()) is None

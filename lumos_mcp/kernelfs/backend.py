@@ -253,12 +253,15 @@ class Backend:
     # ------------------------------------------------------------------ instances
     def instances(self, spec_id: str, names: tuple[str, ...] = ()) -> list[KnobRef]:
         """Concrete knobs of a parametrised spec on this host: block devices found under
-        ``sys/block`` (virtual ``loop``/``ram`` devices skipped), or the named cgroups."""
+        ``sys/block`` (virtual ``loop``/``ram`` devices skipped), or the named cgroups (for a
+        task knob: the tasks of each named cgroup, ``cgroup:<name>``)."""
         spec = self.catalog.spec(spec_id)
         if spec.param is None:
             return [KnobRef(spec=spec, id=spec.id)]
         if spec.param.name == "dev":
             params = [d for d in self.root.listdir("sys/block") if not d.startswith(("loop", "ram", "zram"))]
+        elif spec.param.name == "sel":  # task knobs: every task of each named cgroup
+            params = [f"cgroup:{n}" for n in names]
         else:
             params = list(names)
         refs = []

@@ -49,7 +49,7 @@ from lumos_mcp.errors import (
     PermissionDeniedError,
     RtRuntimeTrapError,
 )
-from lumos_mcp.kernelfs.root import KernelRoot, write_private
+from lumos_mcp.kernelfs.root import TMP_PREFIX, KernelRoot, write_private
 from lumos_mcp.knobs.codec import format_cpulist
 
 TASKS_FILE = ".lumos-tasks.json"
@@ -355,7 +355,7 @@ class FakeTasks:
         return data
 
     def save(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_name(TASKS_FILE + f".{os.getpid()}.tmp")
+        tmp = self.path.with_name(f"{TMP_PREFIX}{TASKS_FILE}.{os.getpid()}")
         write_private(tmp, orjson.dumps(data))
         os.replace(tmp, self.path)
 
