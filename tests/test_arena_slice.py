@@ -41,3 +41,22 @@ def test_a_point_summary_keeps_the_range_of_its_repeats() -> None:
     p = PROBLEMS["slice-1d"]
     point = summarise(p, p.defaults(), [_record(0.3, 1000.0), _record(0.1, 1000.0), _record(0.2, 1000.0)], 1000.0)
     assert point["objective"] == 0.2 and point["objective_range"] == [0.1, 0.3] and point["feasible"]
+
+
+def test_a_landscape_whose_paired_intervals_all_contain_zero_reads_as_noise() -> None:
+    from lumos_mcp.arena.landscape import analyse
+
+    p = PROBLEMS["slice-1d"]
+    points = []
+    for value, obj in zip((100, 300, 1400, 5000, 20000), (0.5, 0.2, 0.4, 0.3, 0.6), strict=True):
+        ci = [0.0, 0.0] if value == 1400 else [-0.3, 0.4]
+        points.append(
+            {
+                "config": {p.knobs[0].knob_id: value},
+                "objective": obj,
+                "feasible": True,
+                "vs_default": {"objective_ci95": ci},
+            }
+        )
+    best, verdict = analyse(p, points)
+    assert best is not None and verdict[0].startswith("victim.slice_us: no effect beyond noise")

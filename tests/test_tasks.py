@@ -371,3 +371,16 @@ def test_the_expert_never_touches_a_slice_without_a_named_latency_group() -> Non
     sig = {"psi": {"cpu": {"some": {"avg10_pct": 40.0}}}}
     knobs = [tunable("task.cgroup:batch.slice_us", 1400, min=100, max=20000, max_step_ratio=3.0)]
     assert propose(sig, knobs, set()) is None
+
+
+# --------------------------------------------------------------------------- sandbox
+def test_the_sandbox_copies_the_tasks_of_its_cgroups_and_their_knobs_work_there(
+    tasks: FakeKernel, tmp_path: Path
+) -> None:
+    from lumos_mcp.sandbox import ensure_sandbox
+
+    sandbox = ensure_sandbox(tmp_path / "sandbox", tasks.root, default_catalog(), ("batch",))
+    backend = Backend(sandbox, default_catalog())
+    assert backend.read(SLICE).raw == ("1400 except 101/1101=3000",)
+    backend.write(backend.resolve(SLICE), 500)
+    assert tasks.task_value(100, "slice_ns") == 1_400_000  # the host's task is untouched

@@ -56,6 +56,7 @@ def analyse(problem: Problem, points: list[dict[str, Any]]) -> tuple[dict[str, A
     if not ok:
         return None, ["no grid point keeps the throughput floor: the problem is infeasible as posed"]
     best = min(ok, key=lambda p: p["objective"])
+    defaults = problem.defaults()
     verdict: list[str] = []
     for k in problem.knobs:
         grid = sorted({p["config"][k.knob_id] for p in points})  # the swept values (--quick's grid differs)
@@ -69,6 +70,13 @@ def analyse(problem: Problem, points: list[dict[str, Any]]) -> tuple[dict[str, A
         spread = max(objs) - min(objs) if objs else 0.0
         if spread <= max(0.002, 0.1 * max(objs, default=0.0)):
             verdict.append(f"{k.short}: flat (no effect beyond noise along this knob at the optimum)")
+            continue
+        paired = [p["vs_default"]["objective_ci95"] for p in line if "vs_default" in p and p["config"] != defaults]
+        if paired and all(math.isfinite(lo) and lo <= 0 <= hi for lo, hi in paired):
+            verdict.append(
+                f"{k.short}: no effect beyond noise (every point's paired 95% interval against the default "
+                f"contains 0; the best median, {v}, is noise)"
+            )
             continue
         mono = (
             ""

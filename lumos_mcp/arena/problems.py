@@ -126,7 +126,9 @@ class Problem:
     def cgroups(self) -> tuple[str, ...]:
         """The arena cgroups whose knobs this problem tunes (for ``ServiceConfig.cgroups``)."""
         return tuple(
-            k.knob_id.split(".", 1)[1].rsplit(".", 1)[0] for k in self.knobs if k.knob_id.startswith("cgroup.")
+            k.knob_id.split(".", 1)[1].rsplit(".", 1)[0].removeprefix("cgroup:")
+            for k in self.knobs
+            if k.knob_id.startswith(("cgroup.", "task.cgroup:"))
         )
 
     def defaults(self) -> Config:
@@ -211,6 +213,15 @@ PROBLEMS: dict[str, Problem] = {
                 "The seed's one-knob experiment (the CFS/EEVDF slice) done the way a locked-down 6.12+ kernel "
                 "allows: per task through sched_setattr, base_slice_ns in debugfs being EPERM here.",
             ),
+        ),
+        Problem(
+            "slice-1d-heavy",
+            "1 knob: the victim's EEVDF slice, 200 us of work per request beside a 3-thread batch job",
+            (task_slice("victim", (100, 1400, 20000)),),
+            work_us=200.0,
+            batch_threads=3,
+            sweep_repeats=5,
+            notes=("The issue's first, noisy try: heavier requests against more CPU-bound peers.",),
         ),
         Problem(
             "slice-2d",
