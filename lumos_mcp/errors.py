@@ -94,6 +94,22 @@ class KernelIOError(KnobError):
     template = "I/O error on {path}: errno {errno} {detail}"
 
 
+class NoTasksMatchError(KnobError):
+    """A task knob's selector picks no task (for the slice: no task of a fair policy)."""
+
+    code = "no_tasks_match"
+    template = "knob {knob!r}: selector {selector!r} matches no task {detail}"
+
+
+class RtRuntimeTrapError(KnobError):
+    """EPERM setting SCHED_RR/FIFO because RT group scheduling gives the task's cgroup no RT
+    runtime (a new v1 cgroup has cpu.rt_runtime_us = 0): give the group and its parents a
+    non-zero cpu.rt_runtime_us first, or keep the task in a group that has one."""
+
+    code = "rt_runtime_zero"
+    template = "knob {knob!r}: task {task} may not become real-time in cgroup {cgroup!r} (its RT runtime is 0) {detail}"
+
+
 # --------------------------------------------------------------------------- policy
 class PolicyError(LumosError):
     code = "policy_error"
@@ -368,6 +384,7 @@ __all__ = [
     "KnobUnavailableError",
     "LumosError",
     "ModeError",
+    "NoTasksMatchError",
     "PathEscapeError",
     "PermissionDeniedError",
     "PolicyDeniedError",
@@ -375,6 +392,7 @@ __all__ = [
     "PolicyFileMissingError",
     "PolicyLoadError",
     "ReadbackMismatchError",
+    "RtRuntimeTrapError",
     "ScrapeError",
     "ScrapeRefusedError",
     "StagedExpiredError",

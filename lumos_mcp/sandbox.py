@@ -8,13 +8,15 @@ range, so the sandbox answers as the host would, and the host is never written.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from lumos_mcp.errors import KnobError
-from lumos_mcp.kernelfs.backend import Backend
+from lumos_mcp.kernelfs.backend import Backend, Resolved
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.kernelfs.root import KernelRoot
+from lumos_mcp.kernelfs.tasks import TaskGoneError, split_task_path
 from lumos_mcp.knobs import Catalog
 from lumos_mcp.privfs import atomic_write_private, check_state_dir, ensure_private_dir
 
@@ -48,6 +50,9 @@ def ensure_sandbox(base: Path, host: KernelRoot, catalog: Catalog, cgroups: tupl
                 res = source.resolve(ref)
             except KnobError:
                 continue
+            if source.is_task(res):
+                seeded += _seed_tasks(fake, source, res)
+                continue
             try:
                 reading = source.read(res)
             except KnobError as e:
@@ -70,6 +75,38 @@ def ensure_sandbox(base: Path, host: KernelRoot, catalog: Catalog, cgroups: tupl
     )
     log.info("sandbox seeded at %s: %d knobs, %d locked", base, seeded, locked)
     return fake.root
+
+
+def _seed_tasks(fake: FakeKernel, source: Backend, res: Resolved) -> int:
+    """Copy the tasks a task knob selects on the host into the sandbox's task table (once per
+    task: the four task knobs of a cgroup select the same tasks). Returns 1 if any was copied."""
+    selector, _ = split_task_path(res.files[0])
+    access = source.tasks.access
+    known = fake.tasks.load()["tasks"]
+    try:
+        tasks = source.tasks.select(selector, "policy")
+    except KnobError:
+        return 0
+    for task in tasks:
+        if str(task.tid) in known:
+            continue
+        try:
+            attr = access.getattr(task.tid)
+            fake.task(
+                task.tid,
+                comm=f"task-{task.tid}",
+                cgroup=selector.value if selector.kind == "cgroup" else "",
+                start=task.start,
+                policy=attr.policy,
+                prio=attr.priority,
+                nice=access.get_nice(task.tid),
+                slice_ns=attr.runtime or 1_400_000,
+                cpus=tuple(access.get_affinity(task.tid)),
+            )
+        except (TaskGoneError, OSError):
+            continue
+    fake.task_config(honours_slice=access.honours_slice(), ncpus=os.cpu_count() or 1)
+    return 1 if tasks else 0
 
 
 def _add_cgroups(fake: FakeKernel, backend: Backend, cgroups: tuple[str, ...]) -> None:

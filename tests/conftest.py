@@ -13,6 +13,7 @@ import pytest
 from lumos_mcp.kernelfs import root as root_mod
 from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel, typical_host
+from lumos_mcp.kernelfs.tasks import HostTasks
 from lumos_mcp.knobs import default_catalog
 from lumos_mcp.resources import policy_path
 from lumos_mcp.service import Service, ServiceConfig
@@ -35,6 +36,12 @@ def _guard_host_writes(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
             original(self, rel, value, knob=knob)
 
         monkeypatch.setattr(root_mod.KernelRoot, "write_text", guarded)
+        for method in ("setattr", "set_nice", "set_affinity"):  # task syscalls on real tasks
+
+            def refuse(self: HostTasks, tid: int, *args: Any, _m: str = method) -> None:
+                pytest.fail(f"test called {_m} on real task {tid} without the live marker")
+
+            monkeypatch.setattr(HostTasks, method, refuse)
     yield
 
 

@@ -21,16 +21,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the worktree,
 from lumos_mcp.errors import ApplyFailedError
 from lumos_mcp.kernelfs import KernelRoot
 from lumos_mcp.kernelfs.backend import Backend
+from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.knobs import default_catalog
 from lumos_mcp.txn import TransactionManager
 
-# four knobs: two sysctls, a bracketed choice file, and cpu_max written as two files on cgroup v1
+# five knobs: two sysctls, a bracketed choice file, cpu_max written as two files on cgroup v1, and
+# the slice of every task of cgroup batch (three tasks, one with its own slice: see add_tasks)
 CHANGE: dict[str, object] = {
     "vm.swappiness": 10,
     "cgroup.batch.cpu_max": "50000 200000",
     "thp.enabled": "never",
     "kernel.sched_rr_timeslice_ms": 25,
+    "task.cgroup:batch.slice_us": 300,
 }
+
+
+def add_tasks(fake: FakeKernel) -> None:
+    """The tasks CHANGE's task knob selects (and one it must never touch)."""
+    fake.task(100, comm="cruncher", cgroup="batch")
+    fake.task(101, comm="cruncher", cgroup="batch", tgid=100, slice_ns=3_000_000)
+    fake.task(110, comm="cruncher", cgroup="batch", nice=3)
+    fake.task(200, comm="probe-srv", cgroup="")
+
+
 FAILING_FILE = "proc/sys/kernel/sched_rr_timeslice_ms"  # the "fail" scenario makes it reject 25
 SCENARIOS = ("apply", "commit", "revert", "fail", "expire", "compact", "guard")
 OTHER = {"vm.dirty_ratio": 30}  # "compact": committed while CHANGE is open; its commit compacts the journal
@@ -62,6 +75,7 @@ def main(directory: Path, scenario: str, kill_at: int) -> None:
         probe=probe,
         compact_after_bytes=1 if scenario == "compact" else 1 << 20,
     )
+    backend.tasks.probe = lambda label: manager.probe(label)  # kill points between tasks too
     if scenario == "recover":
         manager.recover()
     elif scenario == "compact":

@@ -44,6 +44,8 @@ def _canonical_values(spec: KnobSpec) -> st.SearchStrategy[object]:
         return st.booleans()
     if spec.kind == "choice":
         return st.sampled_from(spec.choices or ("none", "mq-deadline", "bfq"))
+    if spec.kind == "cpulist":
+        return st.lists(st.integers(0, 63), min_size=1, max_size=8).map(lambda cpus: ",".join(map(str, cpus)))
     if spec.kind == "cpu_max":
         return st.one_of(
             st.builds(lambda p: f"max {p}", st.integers(1000, 1_000_000)),

@@ -1,6 +1,8 @@
 """Invariant 4, with real processes: kill -9 at every probe point of apply, commit, revert,
-rollback, auto-revert, guard revert and recovery itself; the next start restores every knob of an
-uncommitted transaction to its exact original text, and committed changes stay."""
+rollback, auto-revert, guard revert and recovery itself (task knobs: between tasks too); the next
+start restores every knob of an uncommitted transaction to its exact original text (a task knob:
+every task's own attributes, the fake's whole task table byte for byte), and committed changes
+stay."""
 
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ import pytest
 from lumos_mcp.kernelfs import KernelRoot
 from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import typical_host
+from lumos_mcp.kernelfs.tasks import TASKS_FILE
 from lumos_mcp.knobs import default_catalog
 from lumos_mcp.txn import TransactionManager
-from tests.crash_worker import CHANGE, FAILING_FILE, SCENARIOS
+from tests.crash_worker import CHANGE, FAILING_FILE, SCENARIOS, add_tasks
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 DURABLE_COMMIT = "commit:after-record"
@@ -47,10 +50,12 @@ class Outcome:
 
 def prepare(directory: Path, scenario: str) -> list[str]:
     fake = typical_host(directory / "kernel")
+    add_tasks(fake)
     if scenario == "fail":
         fake.rule(FAILING_FILE, reject=["25"])
     backend = Backend(fake.root, default_catalog())
-    return [f for knob in CHANGE for f in backend.resolve(knob).files]
+    # a task knob's "file" is its selector; what it changes is the fake's task table
+    return [f for knob in CHANGE for f in (backend.resolve(knob).files if "task." not in knob else (TASKS_FILE,))]
 
 
 def read_files(directory: Path, files: list[str]) -> list[str]:

@@ -171,6 +171,11 @@ def objective_guard(signature: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _group(knob: str) -> str:
+    """``cgroup.web.cpu_weight`` -> ``web``."""
+    return knob.split(".", 1)[1].rsplit(".", 1)[0] if knob.startswith("cgroup.") else ""
+
+
 def _step(current: int, target: int, max_ratio: float | None) -> int:
     """Move from current toward target by at most the policy's step ratio."""
     if max_ratio is None:
@@ -188,9 +193,22 @@ LATENCY_BASELINE = {"vm.swappiness": 10, "vm.dirty_background_ratio": 3, "vm.dir
 order that keeps dirty_background_ratio below dirty_ratio at every step."""
 
 
-def propose(signature: dict[str, Any], tunables: list[dict[str, Any]], tried: set[str]) -> Proposal | None:
+SHORT_SLICE_US = 300
+"""Where the slice rule moves a latency group's tasks (EEVDF default 1400 us; kernel floor 100)."""
+
+
+def propose(
+    signature: dict[str, Any],
+    tunables: list[dict[str, Any]],
+    tried: set[str],
+    latency_groups: frozenset[str] = frozenset(),
+) -> Proposal | None:
     """Rules of thumb for tail latency, most specific first, each firing only on its evidence.
-    Only knobs the policy allows; every step is capped by the policy's step ratio and bounds."""
+    Only knobs the policy allows; every step is capped by the policy's step ratio and bounds.
+
+    ``latency_groups``: the cgroups whose tasks are the latency-sensitive ones (the operator
+    says so; the agent cannot tell a service from a batch job). Their weights are never lowered,
+    and once no batch weight is left to lower, their tasks' EEVDF slice is shortened."""
     knobs = {t["id"]: t for t in tunables if t["state"] == "available" and t["policy"]["allowed"]}
     cpu_pressure = metric(signature, "psi.cpu.some.avg10_pct") or 0.0
     memory_pressure = metric(signature, "psi.memory.some.avg10_pct") or 0.0
@@ -211,7 +229,11 @@ def propose(signature: dict[str, Any], tunables: list[dict[str, Any]], tried: se
     #    work-conserving; quotas are not, and measured here they hurt latency too).
     if cpu_pressure >= CPU_PRESSURE_PCT:
         for knob in sorted(knobs):
-            if knob.endswith((".cpu_weight", ".cpu_shares")) and knob not in tried:
+            if (
+                knob.endswith((".cpu_weight", ".cpu_shares"))
+                and knob not in tried
+                and _group(knob) not in latency_groups
+            ):
                 new = bounded(knob, max(1, int(knobs[knob]["value"]) // 4))
                 if new is not None:
                     return Proposal(
@@ -219,6 +241,22 @@ def propose(signature: dict[str, Any], tunables: list[dict[str, Any]], tried: se
                         "cpu-contention",
                         f"CPU pressure {cpu_pressure:.1f}% >= {CPU_PRESSURE_PCT}%: lower the batch "
                         "group's weight so latency-sensitive tasks win wake-ups",
+                    )
+        # 1b. Weights are spent: shorten the latency group's own slice. A shorter slice gives its
+        #     tasks an earlier EEVDF deadline when they wake, so they preempt CPU-bound peers
+        #     sooner. A second-line knob: measured here it moved the tail less than weights did
+        #     (README "Task knobs"), so it comes only after them, and never for a batch group
+        #     (a batch job with short slices would win wake-ups against the service).
+        for group in sorted(latency_groups):
+            knob = f"task.cgroup:{group}.slice_us"
+            if knob in knobs and knob not in tried:
+                new = bounded(knob, SHORT_SLICE_US)
+                if new is not None and new < int(knobs[knob]["value"]):
+                    return Proposal(
+                        {knob: new},
+                        "cpu-contention-slice",
+                        f"CPU pressure {cpu_pressure:.1f}% and no batch weight left to lower: shorten "
+                        f"{group}'s EEVDF slice so its tasks preempt CPU-bound peers sooner on wake-up",
                     )
     # 2. Memory pressure: keep application pages resident.
     if (
@@ -269,6 +307,7 @@ class ExpertAgent:
         use_ranker: bool = True,
         repeats: int = 3,
         clock: Callable[[], float] = time.monotonic,
+        latency_groups: frozenset[str] = frozenset(),
     ) -> None:
         if repeats < 1:
             raise ValueError("repeats must be at least 1")
@@ -280,6 +319,8 @@ class ExpertAgent:
         self.use_ranker = use_ranker
         self.repeats = repeats
         self.clock = clock
+        self.latency_groups = latency_groups
+        """Cgroups holding the latency-sensitive tasks (`propose`)."""
         self.rounds: list[RoundLog] = []
         self.changed_at: dict[str, float] = {}
         """When this agent last applied each knob (for the policy's cooldown)."""
@@ -320,7 +361,7 @@ class ExpertAgent:
             log.before_windows, sig = await self.measure(f"round {n}, before")
             log.before = statistics.median(log.before_windows) if log.before_windows else None
             tunables = (await self.call("list_tunables", {"only_allowed": True}))["tunables"]
-            proposal = propose(sig or {}, tunables, tried | self.cooling(tunables))
+            proposal = propose(sig or {}, tunables, tried | self.cooling(tunables), self.latency_groups)
             log.proposal = proposal
             if proposal is None:
                 log.outcome = "nothing to do"

@@ -1,5 +1,7 @@
 """Map a problem's landscape before any strategy runs: a grid sweep with repeats, each point
-written through the MCP tools (stage, apply, measure, revert), and a plot."""
+written through the MCP tools (stage, apply, measure, revert), and a plot. Repeats are
+interleaved (round after round over the whole grid, in a rotating order) and each point is
+compared with the default point of the same rounds (a paired bootstrap interval)."""
 
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ from typing import Any
 import anyio
 
 from lumos_mcp.arena.evaluation import Interval, bootstrap_median
-from lumos_mcp.arena.problems import Problem
+from lumos_mcp.arena.problems import Config, Problem
 from lumos_mcp.arena.runner import (
     Arena,
     TrialContext,
+    TrialRecord,
     arena_service,
     guarded_originals,
     mcp_tools,
@@ -53,6 +56,7 @@ def analyse(problem: Problem, points: list[dict[str, Any]]) -> tuple[dict[str, A
     if not ok:
         return None, ["no grid point keeps the throughput floor: the problem is infeasible as posed"]
     best = min(ok, key=lambda p: p["objective"])
+    defaults = problem.defaults()
     verdict: list[str] = []
     for k in problem.knobs:
         grid = sorted({p["config"][k.knob_id] for p in points})  # the swept values (--quick's grid differs)
@@ -66,6 +70,13 @@ def analyse(problem: Problem, points: list[dict[str, Any]]) -> tuple[dict[str, A
         spread = max(objs) - min(objs) if objs else 0.0
         if spread <= max(0.002, 0.1 * max(objs, default=0.0)):
             verdict.append(f"{k.short}: flat (no effect beyond noise along this knob at the optimum)")
+            continue
+        paired = [p["vs_default"]["objective_ci95"] for p in line if "vs_default" in p and p["config"] != defaults]
+        if paired and all(math.isfinite(lo) and lo <= 0 <= hi for lo, hi in paired):
+            verdict.append(
+                f"{k.short}: no effect beyond noise (every point's paired 95% interval against the default "
+                f"contains 0; the best median, {v}, is noise)"
+            )
             continue
         mono = (
             ""
@@ -84,6 +95,53 @@ def analyse(problem: Problem, points: list[dict[str, Any]]) -> tuple[dict[str, A
     return best, verdict
 
 
+def summarise(problem: Problem, config: Config, reps: list[TrialRecord], baseline_eps: float) -> dict[str, Any]:
+    """One grid point over its repeats: medians, the range of the objective, feasibility."""
+    objs = [r.objective for r in reps]
+    eps = [r.measurement.batch_eps for r in reps]
+    med_eps = statistics.median(eps)
+    return {
+        "config": config,
+        "objective": statistics.median(objs),
+        "objective_range": [min(objs), max(objs)],
+        "p99_us": statistics.median([r.measurement.p99_us for r in reps]),
+        "batch_eps": med_eps,
+        "noise_cpus_max": max(r.measurement.noise_max for r in reps),
+        "repeats": [
+            {"objective": r.objective, "p99_us": r.measurement.p99_us, "batch_eps": r.measurement.batch_eps}
+            for r in reps
+        ],
+        "feasible": math.isfinite(med_eps) and throughput_floor_ok(med_eps, baseline_eps, problem.floor_fraction),
+    }
+
+
+def paired_difference(reps: list[TrialRecord], default: list[TrialRecord], resamples: int = 2000) -> dict[str, Any]:
+    """This point minus the default point, round by round (same round, minutes apart at most):
+    the median difference of the objective and of the batch throughput (relative), each with a
+    95% bootstrap interval over rounds. An interval that contains 0 is no effect beyond noise."""
+    pairs = list(zip(reps, default, strict=False))
+    d_obj = [a.objective - b.objective for a, b in pairs]
+    d_eps = [
+        a.measurement.batch_eps / b.measurement.batch_eps - 1.0
+        for a, b in pairs
+        if b.measurement.batch_eps > 0 and math.isfinite(a.measurement.batch_eps)
+    ]
+
+    def interval(values: list[float]) -> list[float]:
+        if len(values) < 2:
+            return [math.nan, math.nan]
+        found = bootstrap_median(values, resamples=resamples)
+        return [found.low, found.high]
+
+    return {
+        "objective": statistics.median(d_obj) if d_obj else math.nan,
+        "objective_ci95": interval(d_obj),
+        "batch_rel": statistics.median(d_eps) if d_eps else math.nan,
+        "batch_rel_ci95": interval(d_eps),
+        "rounds": len(pairs),
+    }
+
+
 async def _sweep(problem: Problem, state_dir: Path, on_event: Callable[[str], None]) -> Landscape:
     started = time.monotonic()
     cg = CgroupManager(KernelRoot("/"))
@@ -96,37 +154,25 @@ async def _sweep(problem: Problem, state_dir: Path, on_event: Callable[[str], No
                     base = await measure_baseline(ctx, 3)
                     ctx.baseline_eps = [base.batch_eps]
                     on_event(f"{problem.name}: baseline batch {base.batch_eps:.0f} ev/s, frac {base.frac_over_slo:.4f}")
+                    grid = problem.grid()
+                    runs: list[list[TrialRecord]] = [[] for _ in grid]
+                    # interleaved: every round measures every point once, in a rotating order, so
+                    # drift of the host (other load, thermal) spreads over all points alike
+                    for round_no in range(problem.sweep_repeats):
+                        shift = round_no % len(grid)
+                        for index in [*range(shift, len(grid)), *range(shift)]:
+                            runs[index].append(await trial(ctx, grid[index], keep_best=False))
+                        on_event(f"  round {round_no + 1}/{problem.sweep_repeats} done")
+                    default_index = next((i for i, c in enumerate(grid) if c == problem.defaults()), None)
                     points = []
-                    for config in problem.grid():
-                        reps = []
-                        for _ in range(problem.sweep_repeats):
-                            rec = await trial(ctx, config, keep_best=False)
-                            reps.append(rec)
-                        objs = [r.objective for r in reps]
-                        med_eps = statistics.median([r.measurement.batch_eps for r in reps])
-                        eps = [r.measurement.batch_eps for r in reps]
-                        p99 = [r.measurement.p99_us for r in reps]
-                        point: dict[str, Any] = {
-                            "config": config,
-                            "objective": statistics.median(objs),
-                            "p99_us": statistics.median(p99),
-                            "batch_eps": statistics.median(eps),
-                            "noise_cpus_max": max(r.measurement.noise_max for r in reps),
-                            "repeats": [
-                                {
-                                    "objective": r.objective,
-                                    "p99_us": r.measurement.p99_us,
-                                    "batch_eps": r.measurement.batch_eps,
-                                }
-                                for r in reps
-                            ],
-                        }
-                        point["feasible"] = math.isfinite(med_eps) and throughput_floor_ok(
-                            med_eps, base.batch_eps, problem.floor_fraction
-                        )
+                    for config, reps in zip(grid, runs, strict=True):
+                        point = summarise(problem, config, reps, base.batch_eps)
+                        if default_index is not None:
+                            point["vs_default"] = paired_difference(reps, runs[default_index])
                         points.append(point)
                         on_event(
-                            f"  {config}: obj {point['objective']:.4f} p99 {point['p99_us']:.0f} us "
+                            f"  {config}: obj {point['objective']:.4f} [{point['objective_range'][0]:.4f}, "
+                            f"{point['objective_range'][1]:.4f}] p99 {point['p99_us']:.0f} us "
                             f"eps {point['batch_eps']:.0f} {'ok' if point['feasible'] else 'FAIL'}"
                         )
         finally:

@@ -45,6 +45,8 @@ class KnobRange:
         """``batch.cpu_shares`` for ``cgroup.lumos-arena/batch.cpu_shares``; the sysctl name otherwise."""
         if self.knob_id.startswith("cgroup."):
             return self.knob_id.split(".", 1)[1].rsplit("/", 1)[-1]
+        if self.knob_id.startswith("task."):  # task.cgroup:lumos-arenax/victim.slice_us -> victim.slice_us
+            return self.knob_id.rsplit("/", 1)[-1]
         return self.knob_id.removeprefix("kernel.")
 
     def clip(self, value: Value) -> Value:
@@ -57,6 +59,12 @@ def shares(group: str, grid: Sequence[int], default: int = 1024, parent: str = A
     return KnobRange(f"cgroup.{parent}/{group}.cpu_shares", "int_log", 2, 8192, default, tuple(grid))
 
 
+def task_slice(group: str, grid: Sequence[int], parent: str = ARENA_PARENT) -> KnobRange:
+    """The EEVDF slice (us) of every task of an arena group (sched_setattr; default: the 1400 us base slice)."""
+    return KnobRange(f"task.cgroup:{parent}/{group}.slice_us", "int_log", 100, 20000, 1400, tuple(grid))
+
+
+SLICE_GRID = (100, 300, 1400, 5000, 20000)
 SLICE = KnobRange("kernel.sched_cfs_bandwidth_slice_us", "int", 1000, 20000, 5000, (1000, 20000))
 AUTOGROUP = KnobRange("kernel.sched_autogroup_enabled", "bool", 0, 1, True, (False, True))
 
@@ -122,7 +130,9 @@ class Problem:
     def cgroups(self) -> tuple[str, ...]:
         """The arena cgroups whose knobs this problem tunes (for ``ServiceConfig.cgroups``)."""
         return tuple(
-            k.knob_id.split(".", 1)[1].rsplit(".", 1)[0] for k in self.knobs if k.knob_id.startswith("cgroup.")
+            k.knob_id.split(".", 1)[1].rsplit(".", 1)[0].removeprefix("cgroup:")
+            for k in self.knobs
+            if k.knob_id.startswith(("cgroup.", "task.cgroup:"))
         )
 
     def defaults(self) -> Config:
@@ -201,6 +211,31 @@ PROBLEMS: dict[str, Problem] = {
             window_s=4.0,
         ),
         Problem(
+            "slice-1d",
+            "1 knob: the victim's own EEVDF slice (sched_runtime), probe + batch + neighbour, steady 1 kHz",
+            (task_slice("victim", SLICE_GRID),),
+            sweep_repeats=6,
+            notes=(
+                "The seed's one-knob experiment (the CFS/EEVDF slice) done the way a locked-down 6.12+ kernel "
+                "allows: per task through sched_setattr, base_slice_ns in debugfs being EPERM here.",
+            ),
+        ),
+        Problem(
+            "slice-1d-heavy",
+            "1 knob: the victim's EEVDF slice, 200 us of work per request beside a 3-thread batch job",
+            (task_slice("victim", (100, 1400, 20000)),),
+            work_us=200.0,
+            batch_threads=3,
+            sweep_repeats=5,
+            notes=("The issue's first, noisy try: heavier requests against more CPU-bound peers.",),
+        ),
+        Problem(
+            "slice-2d",
+            "2 knobs: the victim's EEVDF slice and the batch job's cpu.shares, steady 1 kHz",
+            (task_slice("victim", (100, 1400, 20000)), shares("batch", (64, 256, 1024))),
+            sweep_repeats=3,
+        ),
+        Problem(
             "shares-arrival",
             "1 knob, the neighbour arrives half-way",
             (shares("batch", BATCH_GRID),),
@@ -236,4 +271,5 @@ __all__ = [
     "Value",
     "log_uniform",
     "shares",
+    "task_slice",
 ]

@@ -183,7 +183,9 @@ class ExpertAgentStrategy:
             "read_telemetry", {"window_s": self.problem.window_s, "sections": ["psi", "memory"]}
         )
         signature = telemetry["signature"]
-        proposal = expert.propose(signature, [t for t in tunables if t["id"] in self.problem.knob_ids], self.tried)
+        mine = [t for t in tunables if t["id"] in self.problem.knob_ids]
+        # the arena knows which group is the latency-sensitive one (the real agent is told)
+        proposal = expert.propose(signature, mine, self.tried, frozenset({f"{self.problem.parent}/victim"}))
         if proposal is None:
             self.last = ()
             self.rules.append("hold")

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 from lumos_mcp.errors import (
     InvalidParameterError,
+    InvalidValueError,
     KnobError,
     KnobUnavailableError,
     ReadbackMismatchError,
 )
 from lumos_mcp.kernelfs.root import KernelRoot
+from lumos_mcp.kernelfs.tasks import TASK_PREFIX, RestoreOutcome, TaskKnobs, parse_state, split_task_path, task_access
 from lumos_mcp.knobs import codec
 from lumos_mcp.knobs.catalog import Catalog
 from lumos_mcp.knobs.spec import CgroupVersion, KnobRef, PathCandidate, Value, format_version
@@ -55,6 +57,8 @@ class Backend:
     def __init__(self, root: KernelRoot, catalog: Catalog) -> None:
         self.root = root
         self.catalog = catalog
+        self.tasks = TaskKnobs(task_access(root))
+        """Task knobs (``codec = "task"``): their "file" is ``task/<selector>/<attr>``, never opened."""
 
     # ------------------------------------------------------------------ resolution
     def cgroup_version(self) -> CgroupVersion | None:
@@ -84,6 +88,8 @@ class Backend:
             why = ref.spec.note or self._why_unfit(ref.spec.paths, cgv)
             raise KnobUnavailableError(why, knob=ref.id, kernel=kernel)
         self._check_param_exists(ref, cgv)
+        if fitting[0].codec == "task":
+            return self._resolve_task(ref, fitting[0])
         for candidate in fitting:
             files = tuple(ref.fill(f) for f in candidate.files)
             if all(self.root.exists(f) for f in files):
@@ -94,6 +100,63 @@ class Backend:
         else:
             why = f"{missing} does not exist (kernel config or driver lacks it)"
         raise KnobUnavailableError(why, knob=ref.id, kernel=kernel)
+
+    def _resolve_task(self, ref: KnobRef, candidate: PathCandidate) -> Resolved:
+        file = ref.fill(candidate.files[0])
+        _, attr = split_task_path(file)
+        if attr == "slice_us" and not self.tasks.access.honours_slice():
+            raise KnobUnavailableError(
+                "this kernel ignores sched_runtime for fair tasks (sched_getattr reports no slice)",
+                knob=ref.id,
+                kernel=self.root.kernel_release,
+            )
+        return Resolved(ref=ref, files=(file,), codec="task")
+
+    @staticmethod
+    def is_task(res: Resolved) -> bool:
+        return res.codec == "task"
+
+    def read_file(self, res: Resolved, file: str) -> str:
+        """One file's text (a task knob's state text) of a resolved knob."""
+        if file.startswith(TASK_PREFIX):
+            selector, attr = split_task_path(file)
+            return self.tasks.read(selector, attr)
+        return self.root.read_text(file, knob=res.ref.id)
+
+    def write_file(self, res: Resolved, file: str, text: str) -> None:
+        """Write one file of a resolved knob (a task knob: every selected task)."""
+        if file.startswith(TASK_PREFIX):
+            selector, attr = split_task_path(file)
+            try:
+                self.tasks.write(selector, attr, text)
+            except ValueError as e:
+                raise InvalidValueError(str(e), knob=res.ref.id, value=text[:200]) from e
+            return
+        self.root.write_text(file, text, knob=res.ref.id)
+
+    def value_now(self, res: Resolved) -> Value | None:
+        """The knob's value, or None for a task knob whose selector picks no task any more
+        (every task exited: nothing holds a value, which is not an error)."""
+        if self.is_task(res):
+            selector, attr = split_task_path(res.files[0])
+            if not self.tasks.values(selector, attr):
+                return None
+        return self.read(res).value
+
+    def restore_tasks(
+        self, res: Resolved, original: tuple[str, ...], after: Value, shown: tuple[str, ...], force: bool = False
+    ) -> RestoreOutcome:
+        """Put a task knob's journaled state back on every task its selector picks now: each
+        task its own original, a task not in the journal (born since) the base. A task holding
+        neither ``after`` nor a value of ``shown`` (what the kernel showed after the write, if
+        it clamped) is left as found unless ``force``."""
+        selector, attr = split_task_path(res.files[0])
+        values = {codec.encode("task", res.ref.spec, after)[0]}
+        values.update(codec.encode("task", res.ref.spec, codec.decode("task", res.ref.spec, (t,)))[0] for t in shown)
+        try:
+            return self.tasks.restore(selector, attr, original[0], values, force)
+        except ValueError as e:
+            raise InvalidValueError(str(e), knob=res.ref.id, value=original[0][:200]) from e
 
     def _why_unfit(self, paths: tuple[PathCandidate, ...], cgv: CgroupVersion | None) -> str:
         if any(p.cgroup for p in paths):
@@ -120,12 +183,12 @@ class Backend:
             KnobError: any lookup, availability, lock or parse problem, by type.
         """
         res = knob if isinstance(knob, Resolved) else self.resolve(knob)
-        raw = tuple(self.root.read_text(f, knob=res.ref.id) for f in res.files)
+        raw = tuple(self.read_file(res, f) for f in res.files)
         return Reading(value=codec.decode(res.codec, res.ref.spec, raw), raw=raw)
 
     def options(self, res: Resolved) -> tuple[str, ...]:
         """The choices a choice knob's file offers on this kernel (empty for other kinds)."""
-        if res.ref.spec.kind != "choice":
+        if res.ref.spec.kind != "choice" or self.is_task(res):
             return ()
         return tuple(codec.choices_in(self.root.read_text(res.files[0], knob=res.ref.id)))
 
@@ -139,7 +202,7 @@ class Backend:
         """
         texts = codec.encode(res.codec, res.ref.spec, value)
         for file, text in zip(res.files, texts, strict=True):
-            self.root.write_text(file, text, knob=res.ref.id)
+            self.write_file(res, file, text)
         after = self.read(res)
         if after.value != value:
             raise ReadbackMismatchError(knob=res.ref.id, expected=value, actual=after.value)
@@ -151,6 +214,8 @@ class Backend:
         Raises:
             KnobError: the write failed, or the read-back differs from what was saved.
         """
+        if self.is_task(res):
+            return self._write_raw_tasks(res, raw)
         for file, text in reversed(list(zip(res.files, raw, strict=True))):
             self.root.write_text(file, codec.restorable(text), knob=res.ref.id)
         after = self.read(res)
@@ -158,6 +223,22 @@ class Backend:
         if after.value != expected:
             raise ReadbackMismatchError("while restoring", knob=res.ref.id, expected=expected, actual=after.value)
         return after
+
+    def _write_raw_tasks(self, res: Resolved, raw: tuple[str, ...]) -> Reading:
+        """A task knob's saved state back on the tasks selected now; every task must then hold
+        its own saved value (or the base, if it was not selected when saved)."""
+        selector, attr = split_task_path(res.files[0])
+        self.write_file(res, res.files[0], raw[0])
+        state = parse_state(raw[0])
+        values = self.tasks.values(selector, attr)
+        wrong = {str(t): v for t, v in values.items() if v != state.value_for(t)}
+        if wrong:
+            raise ReadbackMismatchError(
+                "while restoring", knob=res.ref.id, expected=raw[0][:200], actual=str(wrong)[:200]
+            )
+        if not values:  # every task exited: nothing is left to hold a value
+            return Reading(value=codec.decode("task", res.ref.spec, raw), raw=raw)
+        return self.read(res)
 
     def status(self, knob: KnobRef) -> KnobStatus:
         """Whether a knob is usable here, for listings. Never raises for per-knob problems."""
@@ -172,12 +253,15 @@ class Backend:
     # ------------------------------------------------------------------ instances
     def instances(self, spec_id: str, names: tuple[str, ...] = ()) -> list[KnobRef]:
         """Concrete knobs of a parametrised spec on this host: block devices found under
-        ``sys/block`` (virtual ``loop``/``ram`` devices skipped), or the named cgroups."""
+        ``sys/block`` (virtual ``loop``/``ram`` devices skipped), or the named cgroups (for a
+        task knob: the tasks of each named cgroup, ``cgroup:<name>``)."""
         spec = self.catalog.spec(spec_id)
         if spec.param is None:
             return [KnobRef(spec=spec, id=spec.id)]
         if spec.param.name == "dev":
             params = [d for d in self.root.listdir("sys/block") if not d.startswith(("loop", "ram", "zram"))]
+        elif spec.param.name == "sel":  # task knobs: every task of each named cgroup
+            params = [f"cgroup:{n}" for n in names]
         else:
             params = list(names)
         refs = []

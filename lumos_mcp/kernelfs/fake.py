@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lumos_mcp.kernelfs.root import KernelRoot, makedirs_private, write_private
+from lumos_mcp.kernelfs.tasks import SCHED_OTHER, FakeTasks
 
 
 class FakeKernel:
@@ -122,6 +123,74 @@ class FakeKernel:
             "cpu.stat": "usage_usec 0\nuser_usec 0\nsystem_usec 0\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n",
         }
         return self.rule(top, cgroup_files=files)
+
+    # ------------------------------------------------------------------ tasks
+    @property
+    def tasks(self) -> FakeTasks:
+        """The fake task table (``sched_getattr``/``sched_setattr``, affinity, nice)."""
+        return FakeTasks(self.root)
+
+    def task(
+        self,
+        tid: int,
+        comm: str = "worker",
+        cgroup: str = "",
+        tgid: int | None = None,
+        start: int | None = None,
+        policy: int = SCHED_OTHER,
+        prio: int = 0,
+        nice: int = 0,
+        slice_ns: int = 1_400_000,
+        cpus: tuple[int, ...] = (0, 1),
+        **rules: Any,
+    ) -> FakeKernel:
+        """Add a task (a thread; ``tgid`` defaults to itself: a process). ``rules``: ``eperm``,
+        ``exits_on_write``, ``kthread``."""
+        data = self.tasks.load()
+        data["tasks"][str(tid)] = {
+            "tid": tid,
+            "tgid": tid if tgid is None else tgid,
+            "comm": comm,
+            "cgroup": cgroup,
+            "start": 1000 + tid if start is None else start,
+            "policy": policy,
+            "prio": prio,
+            "nice": nice,
+            "slice_ns": slice_ns,
+            "cpus": list(cpus),
+            "flags": 0,
+            **rules,
+        }
+        self.tasks.save(data)
+        return self
+
+    def fork(self, parent: int, tid: int, start: int | None = None, thread: bool = False) -> FakeKernel:
+        """A task born from ``parent``: it inherits its comm, cgroup and every attribute."""
+        data = self.tasks.load()
+        child = dict(data["tasks"][str(parent)], tid=tid, start=1000 + tid if start is None else start)
+        child["tgid"] = child["tgid"] if thread else tid
+        for rule in ("eperm", "exits_on_write"):
+            child.pop(rule, None)
+        data["tasks"][str(tid)] = child
+        self.tasks.save(data)
+        return self
+
+    def exit(self, tid: int) -> FakeKernel:
+        data = self.tasks.load()
+        data["tasks"].pop(str(tid), None)
+        self.tasks.save(data)
+        return self
+
+    def task_config(self, **settings: Any) -> FakeKernel:
+        """Kernel-wide task settings: ``honours_slice`` (False: a kernel before 6.12),
+        ``ncpus``, ``base_slice_ns``."""
+        data = self.tasks.load()
+        data.update(settings)
+        self.tasks.save(data)
+        return self
+
+    def task_value(self, tid: int, key: str) -> Any:
+        return self.tasks.load()["tasks"][str(tid)][key]
 
 
 def typical_host(base: str | os.PathLike[str], release: str = "6.18.44-fake") -> FakeKernel:

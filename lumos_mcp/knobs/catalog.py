@@ -110,6 +110,7 @@ _CODEC_SHAPE: dict[str, tuple[str | None, int]] = {
     "weight_as_shares": ("int", 1),
     "cpu_max_v1": ("cpu_max", 2),
     "cpu_max_v2": ("cpu_max", 1),
+    "task": (None, 1),
 }
 
 

@@ -177,8 +177,15 @@ def weight_from_shares(shares: int) -> int:
     return min(max(round(shares * 100 / 1024), 1), 10000)
 
 
+# A task knob's state (kernelfs/tasks.py): the value most selected tasks hold, then each
+# task that holds another as ``tid/start=value``.
+_TASK_STATE_RE = re.compile(r"\S+( except( [0-9]{1,10}/[0-9]{1,20}=\S+)+)?")
+
+
 def encode(codec: str, spec: KnobSpec, value: Value) -> list[str]:
     """File texts for ``value``, one per file of the path candidate, in write order."""
+    if codec == "task":
+        return [str(value)]
     if codec == "plain":
         if isinstance(value, bool):
             return ["1" if value else "0"]
@@ -216,6 +223,11 @@ def decode(codec: str, spec: KnobSpec, texts: Sequence[str]) -> Value:
             raise _bad(spec, text, "the kernel's text is not an integer") from None
     if codec == "weight_as_shares":
         return weight_from_shares(int(_first_word(texts[0])))
+    if codec == "task":
+        text = texts[0].strip()
+        if _TASK_STATE_RE.fullmatch(text) is None:
+            raise _bad(spec, text[:200], "not a task knob's state ('BASE' or 'BASE except TID/START=VALUE ...')")
+        return decode("plain", spec, [_first_word(text)])
     if codec == "cpu_max_v2":
         return _parse_cpu_max(spec, texts[0].strip())
     if codec == "cpu_max_v1":
@@ -235,4 +247,4 @@ def choices_in(text: str) -> list[str]:
     return [w.strip("[]") for w in text.split()]
 
 
-CODECS = ("plain", "weight_as_shares", "cpu_max_v1", "cpu_max_v2")
+CODECS = ("plain", "weight_as_shares", "cpu_max_v1", "cpu_max_v2", "task")

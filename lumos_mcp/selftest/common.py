@@ -23,6 +23,12 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "cgroup.batch.cpu_shares": (2, 10240),
     "kernel.sched_rr_timeslice_ms": (10, 1000),
 }
+# Task knobs (the crash test moves them too): they have no listing, their selector is the
+# caller's, so the self-test reads them by name; their state lives in the fake's task table.
+TASK_BOUNDS: dict[str, tuple[int, int]] = {
+    "task.cgroup:batch.slice_us": (100, 5000),
+    "task.comm:cruncher.nice": (0, 19),
+}
 APPROVAL_ALWAYS = frozenset({"kernel.sched_rr_timeslice_ms"})
 
 POLICY = """\
@@ -60,6 +66,16 @@ approval = "never"
 min = 10
 max = 1000
 approval = "always"
+
+[knobs."task.*.slice_us"]
+min = 100
+max = 5000
+approval = "never"
+
+[knobs."task.*.nice"]
+min = 0
+max = 19
+approval = "never"
 
 [[cross]]
 rule = "less_than"
@@ -108,6 +124,11 @@ def make_bed(base: Path) -> Bed:
     """A fresh bed: the reference host's fake tree, an empty state dir, the self-test policy."""
     base.mkdir(parents=True, exist_ok=True)
     fake = typical_host(base / "kernel")
+    # tasks for the task knobs: a process with two threads (one with its own slice) in batch
+    fake.task(100, comm="cruncher", cgroup="batch")
+    fake.task(101, comm="cruncher", cgroup="batch", tgid=100, slice_ns=3_000_000, nice=2)
+    fake.task(110, comm="cruncher", cgroup="")
+    fake.task(120, comm="probe-srv", cgroup="batch", slice_ns=700_000)
     policy = base / "selftest-policy.toml"
     policy.write_text(POLICY)
     return Bed(base=base, tree=fake.base, state_dir=base / "state", policy=policy)
@@ -131,8 +152,11 @@ def changed(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
 
 
 def knob_values(service: Service) -> dict[str, Any]:
-    """Every available knob's logical value, as the service reads it."""
-    return {st.ref.id: st.value for st in service.tunables() if st.state == "available"}
+    """Every available knob's logical value, as the service reads it (and the task knobs)."""
+    values = {st.ref.id: st.value for st in service.tunables() if st.state == "available"}
+    for knob in TASK_BOUNDS:
+        values[knob] = service.backend.read(knob).value
+    return values
 
 
 @dataclass

@@ -36,7 +36,18 @@ import orjson
 
 from lumos_mcp.errors import LumosError
 from lumos_mcp.kernelfs.root import TMP_PREFIX
-from lumos_mcp.selftest.common import APPROVAL_ALWAYS, BOUNDS, Bed, Outcome, changed, knob_values, make_bed, snapshot
+from lumos_mcp.kernelfs.tasks import TASKS_FILE, FakeTasks, parse_selector
+from lumos_mcp.selftest.common import (
+    APPROVAL_ALWAYS,
+    BOUNDS,
+    TASK_BOUNDS,
+    Bed,
+    Outcome,
+    changed,
+    knob_values,
+    make_bed,
+    snapshot,
+)
 
 _LABEL_BYTES = 256
 RECOVERY_POINTS = (
@@ -49,6 +60,8 @@ _CHILD_LIMIT_S = 60.0
 
 
 # --------------------------------------------------------------------------- the child
+_MOVED = {**BOUNDS, **TASK_BOUNDS}
+
 _GUARD = {"metric": "psi.cpu.some.avg10_pct", "value": 50.0, "hold_samples": 1}
 
 
@@ -73,8 +86,8 @@ class _Breaching:
 
 
 def _change(rng: random.Random) -> dict[str, int]:
-    knobs = rng.sample(sorted(set(BOUNDS) - APPROVAL_ALWAYS), rng.randint(1, 3))
-    out = {k: rng.randint(*BOUNDS[k]) for k in knobs}
+    knobs = rng.sample(sorted(set(_MOVED) - APPROVAL_ALWAYS), rng.randint(1, 3))
+    out = {k: rng.randint(*_MOVED[k]) for k in knobs}
     if "vm.dirty_ratio" in out or "vm.dirty_background_ratio" in out:
         # mostly satisfy the cross rule (background < dirty) so most changes get through
         out["vm.dirty_ratio"] = rng.randint(25, 50)
@@ -106,7 +119,9 @@ def _child(spec: dict[str, Any], page: mmap.mmap) -> NoReturn:
     rng = random.Random(spec["seed"])
     code = 0
     try:
-        service = bed.service(clock=lambda: time.time() + offset[0], probe=probe)
+        service = bed.service(clock=lambda: time.time() + offset[0], probe=probe, start=False)
+        service.backend.tasks.probe = probe  # kill points between the tasks of a task knob
+        service.start()
         for _ in range(spec["ops"]):
             op = rng.choice(("commit", "commit", "revert", "auto_revert", "guard_revert", "stage", "leave_armed"))
             context[0] = "stage"
@@ -259,6 +274,8 @@ class _Truth:
         self.originals = dict(originals)
         self.committed: dict[str, Any] = {}
         self._seen: set[str] = set()
+        self.tasks0: dict[str, Any] = {}
+        """The fake's task table at the start: every task's own original attributes."""
 
     def absorb(self, journal: Path) -> None:
         from lumos_mcp.txn.journal import scan
@@ -271,6 +288,26 @@ class _Truth:
                 self._seen.add(r["tx"])
                 for k in begins[r["tx"]]["knobs"]:
                     self.committed[k["knob"]] = k["after"]
+
+    def expected_tasks(self) -> dict[str, Any]:
+        """The task table the journal proves: each task its original, except the attribute of a
+        committed task knob, which every task of its selector holds (no task is born or exits
+        in the crash test, so the selection is fixed)."""
+        table = orjson.loads(orjson.dumps(self.tasks0))
+        for knob, value in self.committed.items():
+            if not knob.startswith("task."):
+                continue
+            selector_text, attr = knob[len("task.") :].rsplit(".", 1)
+            selector = parse_selector(selector_text)
+            for task in table.values():
+                if (selector.kind == "cgroup" and task["cgroup"] == selector.value) or (
+                    selector.kind == "comm" and task["comm"] == selector.value
+                ):
+                    if attr == "slice_us":
+                        task["slice_ns"] = int(value) * 1000
+                    else:
+                        task[attr] = int(value)
+        return dict(table)
 
     def expected(self, files: dict[str, set[str]]) -> dict[str, Any]:
         """Each knob's value by the journal; a knob that is another view of a committed knob's
@@ -304,9 +341,10 @@ def _run_kills(base: Path, trials: int, seed: int, ops: int) -> Outcome:
     first = bed.service()
     truth = _Truth(knob_values(first))
     files = {k: set(first.backend.resolve(k).files) for k in truth.originals}
-    knob_files = {f for k in BOUNDS for f in files[k]}
+    knob_files = {f for k in BOUNDS for f in files[k]} | {TASKS_FILE}
     first.close()
     tree0 = snapshot(bed.tree)
+    truth.tasks0 = FakeTasks(first.kernel).load()["tasks"]
     rng = random.Random(seed)
     known: set[str] = set(RECOVERY_POINTS)
     covered: set[str] = set()
@@ -404,10 +442,18 @@ def _verify(
             out.fail(f"trial {trial}: recovery could not restore {report.knobs}")
         values = knob_values(service)
         for knob, want in truth.expected(files).items():
+            if knob.startswith("task."):  # two selectors can share tasks: the task table below is exact
+                continue
             figures["knobs_checked"] += 1
             if values.get(knob) != want:
                 figures["mismatches"] += 1
                 out.fail(f"trial {trial}: {knob} is {values.get(knob)!r}, the journal says {want!r}")
+        tasks = FakeTasks(service.kernel).load()["tasks"]
+        for tid, want_task in truth.expected_tasks().items():
+            figures["knobs_checked"] += 1
+            if tasks.get(tid) != want_task:
+                figures["mismatches"] += 1
+                out.fail(f"trial {trial}: task {tid} is {tasks.get(tid)}, the journal says {want_task}")
     finally:
         service.close()
     stray = [

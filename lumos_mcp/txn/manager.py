@@ -415,7 +415,7 @@ class TransactionManager:
     def _write(self, change: KnobChange, res: Resolved, index: int) -> None:
         texts = codec.encode(res.codec, res.ref.spec, change.after)
         for n, (file, text) in enumerate(zip(res.files, texts, strict=True)):
-            self.backend.root.write_text(file, text, knob=res.ref.id)
+            self.backend.write_file(res, file, text)
             self.probe(f"apply:after-file:{index}:{n}")
         after = self.backend.read(res)
         change.raw_after = after.raw
@@ -454,6 +454,10 @@ class TransactionManager:
         return results
 
     def _restore_one(self, change: KnobChange, res: Resolved, force: bool = False) -> Restored:
+        if self.backend.is_task(res):  # each task its own original: kernelfs/tasks.py
+            seen = change.raw_after + change.raw_found
+            done = self.backend.restore_tasks(res, change.raw_before, change.after, seen, force)
+            return Restored(change.knob, done.action, done.detail)
         live = tuple(self.backend.root.read_text(f, knob=change.knob) for f in res.files)
         target = codec.encode(res.codec, res.ref.spec, change.after)
         # what the kernel showed after our write is ours too, even if it clamped the value
@@ -517,8 +521,8 @@ class TransactionManager:
             for change in tx.changes:
                 if not change.written:  # superseded: a newer transaction owns it now
                     continue
-                now = self.backend.read(self._resolved(change)).value
-                if now != change.after:
+                now = self.backend.value_now(self._resolved(change))
+                if now is not None and now != change.after:
                     raise ExternalChangeError("refusing to commit", knob=change.knob, expected=change.after, actual=now)
             self.probe("commit:before-record")
             self._log({"t": "commit", "tx": tx.id})
@@ -548,8 +552,8 @@ class TransactionManager:
                 for change, res in zip(tx.changes, resolved, strict=True):
                     if not change.written:  # superseded: not ours to restore
                         continue
-                    now = self.backend.read(res).value
-                    if now != change.after:
+                    now = self.backend.value_now(res)
+                    if now is not None and now != change.after:
                         raise ExternalChangeError(
                             "revert with force to overwrite it", knob=change.knob, expected=change.after, actual=now
                         )
