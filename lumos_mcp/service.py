@@ -43,6 +43,7 @@ from lumos_mcp.kernelfs.backend import Backend, KnobStatus
 from lumos_mcp.kernelfs.root import KernelRoot
 from lumos_mcp.knobs import Catalog, default_catalog
 from lumos_mcp.knobs.spec import Value
+from lumos_mcp.persist.state import CommittedKnob, audit_state, committed_state
 from lumos_mcp.policy import (
     Change,
     Policy,
@@ -58,6 +59,7 @@ from lumos_mcp.resources import policy_path
 from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.telemetry.perf import PerfStat
 from lumos_mcp.txn import RecoveryReport, Restored, Transaction, TransactionManager, TxState
+from lumos_mcp.txn.committed import has_state
 from lumos_mcp.txn.journal import scan
 from lumos_mcp.watchdog import Watchdog, lock_owner, mode_lock_path, take_lock, write_lock_owner
 
@@ -200,6 +202,7 @@ class Service:
         """
         self._acquire_lock()
         self._histories = self._rebuild_histories()
+        self._seed_committed()
         report = self.txns.recover()
         self.recovery = report
         self.audit.append(
@@ -211,6 +214,28 @@ class Service:
             journal_problems=list(report.journal_problems),
         )
         return report
+
+    def _seed_committed(self) -> None:
+        """Give a journal without a state record (written before compaction kept commits) the
+        commits the audit log remembers, once: from then on the journal alone is the committed truth."""
+        result = scan(self.txns.journal_path)
+        if has_state(result.records) or result.corrupt_lines:
+            return
+        try:
+            found = audit_state(self.audit.path, self.mode)
+        except AuditError as e:  # the journal's own commits still count; the next start tries again
+            log.warning("committed state: the audit log could not be read: %s", e)
+            return
+        self.txns.seed_committed(found)
+
+    # ------------------------------------------------------------------ committed state
+    def committed(self) -> list[CommittedKnob]:
+        """What this mode has committed, knob by knob (`lumos_mcp.persist.state`).
+
+        Raises:
+            JournalError, AuditError: the journal (or the audit log it needs) cannot be read.
+        """
+        return committed_state(self.state_dir, self.mode, self.backend)
 
     def _rebuild_histories(self) -> Histories:
         """The cooldowns and commit slots still running, from the audit log's apply and commit
