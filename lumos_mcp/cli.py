@@ -583,9 +583,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from lumos_mcp.persist import export, hostconf
     from lumos_mcp.persist.state import committed_state
 
+    mode = _persist_mode(args)  # a usage error first, before the state directory is looked at
     state = args.state_dir or default_state_dir()
     check_state_dir(state)
-    mode = _persist_mode(args)
     backend = _read_only_backend(state, mode)
     knobs = committed_state(state, mode, backend)
     out = export.render(args.format, knobs, backend, mode, _time.time(), hostconf.active_profile(Path("/")))
@@ -609,9 +609,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from lumos_mcp.persist.drift import detect
     from lumos_mcp.persist.state import committed_state
 
+    mode = _persist_mode(args)  # a usage error first, before the state directory is looked at
     state = args.state_dir or default_state_dir()
     check_state_dir(state)
-    mode = _persist_mode(args)
     backend = _read_only_backend(state, mode)
     report = detect(committed_state(state, mode, backend), backend, Path("/"))
     if args.json:

@@ -57,12 +57,13 @@ def sysctl_files(etc_root: Path) -> list[Path]:
     drop-in already is that file."""
     chosen: dict[str, Path] = {}
     for directory in SYSCTL_DIRS:
-        d = etc_root / directory
-        if not d.is_dir():
+        try:
+            names = sorted(f.name for f in (etc_root / directory).iterdir())
+        except OSError:  # absent or unreadable: systemd-sysctl reports that, not us
             continue
-        for f in d.iterdir():
-            if f.name.endswith(".conf") and f.name not in chosen:
-                chosen[f.name] = f
+        for name in names:
+            if name.endswith(".conf") and name not in chosen:
+                chosen[name] = etc_root / directory / name
     files = [chosen[name] for name in sorted(chosen)]
     conf = etc_root / SYSCTL_CONF
     if conf.is_file() and not any(_same(conf, f) for f in files):
