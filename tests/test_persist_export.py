@@ -98,19 +98,26 @@ def test_the_sysctl_d_drop_in_sorts_after_the_distributions_files_and_lists_what
     assert "vm.swappiness = 10" in text.splitlines()
 
 
-def test_the_rollback_script_writes_each_original_file_text_and_skips_knobs_it_does_not_know(
+def test_the_rollback_script_writes_each_original_file_text_or_value_and_skips_knobs_it_does_not_know(
     backend: Backend,
 ) -> None:
     thp = CommittedKnob(
         "thp.enabled", "never", "tx-1", NOW, ("sys/kernel/mm/transparent_hugepage/enabled",), "plain",
         "madvise", ("madvise",), "tx-1", NOW,
     )  # fmt: skip
-    unknown = CommittedKnob("vm.swappiness", 10, "tx-2", NOW, ("proc/sys/vm/swappiness",), "plain", 5, None, "x", NOW)
-    out = export.render("shell", [thp, unknown], backend, "live", NOW)
-    text = out.files["lumos-mcp-rollback.sh"]
-    assert "printf '%s\\n' madvise > \"$root\"/sys/kernel/mm/transparent_hugepage/enabled" in text.splitlines()
-    assert [n.knob for n in out.not_carried] == ["vm.swappiness"]
-    assert "swappiness" not in "".join(line for line in text.splitlines() if line.startswith("printf"))
+    from_audit = CommittedKnob(
+        "vm.swappiness", 10, "tx-2", NOW, ("proc/sys/vm/swappiness",), "plain", 5, None, "x", NOW
+    )
+    unknown = CommittedKnob(
+        "vm.dirty_ratio", 30, "tx-3", NOW, ("proc/sys/vm/dirty_ratio",), "plain", None, None, "y", NOW
+    )
+    out = export.render("shell", [thp, from_audit, unknown], backend, "live", NOW)
+    writes = [line for line in out.files["lumos-mcp-rollback.sh"].splitlines() if line.startswith("printf")]
+    assert writes == [
+        "printf '%s\\n' madvise > \"$root\"/sys/kernel/mm/transparent_hugepage/enabled",
+        "printf '%s\\n' 5 > \"$root\"/proc/sys/vm/swappiness",
+    ]
+    assert [n.knob for n in out.not_carried] == ["vm.dirty_ratio"]
 
 
 def test_the_json_export_holds_every_committed_knob_with_its_transaction_and_time(

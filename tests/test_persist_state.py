@@ -68,9 +68,7 @@ def test_a_knob_taken_over_from_a_speculative_move_is_committed_by_the_taker_wit
     assert (swap.value, swap.tx, swap.original) == (25, taker.id, 60)
 
 
-def test_compaction_keeps_the_committed_state_while_the_journal_stays_bounded(
-    backend: Backend, tmp_path: Path
-) -> None:
+def test_compaction_keeps_the_committed_state_while_the_journal_stays_bounded(backend: Backend, tmp_path: Path) -> None:
     path = tmp_path / "journal-live.jsonl"
     manager = TransactionManager(backend, path, compact_after_bytes=4096)
     commit(manager, {"vm.dirty_ratio": 30})

@@ -161,7 +161,7 @@ def as_json(knobs: Sequence[CommittedKnob], mode: str, now: float) -> Export:
     return Export("json", {"lumos-mcp-committed.json": orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n"})
 
 
-def shell(knobs: Sequence[CommittedKnob], mode: str, now: float) -> Export:
+def shell(knobs: Sequence[CommittedKnob], backend: Backend, mode: str, now: float) -> Export:
     """A rollback script: writes back what each knob held before lumos-mcp first committed it
     (files in reverse order, as lumos-mcp's own revert does). ``LUMOS_ROOT`` prefixes every path."""
     out = Export("shell", {})
@@ -177,9 +177,10 @@ def shell(knobs: Sequence[CommittedKnob], mode: str, now: float) -> Export:
         if k.original_texts is None and k.original is None:
             out.not_carried.append(NotCarried(k.knob, "its value before the first commit is not known"))
             continue
-        texts = k.original_texts
-        if texts is None:
-            out.not_carried.append(NotCarried(k.knob, "only its value is known, not the file text to write back"))
+        # the exact text saved before the first write (journal), else the value encoded (audit log)
+        texts = k.original_texts or (texts_of(k, backend, k.original) if k.original is not None else None)
+        if texts is None or len(texts) != len(k.files):
+            out.not_carried.append(NotCarried(k.knob, "its files or codec are not known on this kernel"))
             continue
         key = sysctl_key(k.files[0]) if len(k.files) == 1 else None
         shown = f" (sysctl {key})" if key else ""
@@ -204,4 +205,4 @@ def render(
         return tuned(knobs, backend, mode, now, include)
     if fmt == "json":
         return as_json(knobs, mode, now)
-    return shell(knobs, mode, now)
+    return shell(knobs, backend, mode, now)
