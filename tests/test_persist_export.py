@@ -7,13 +7,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
@@ -147,10 +147,14 @@ def tuned_loader() -> None:
         pytest.skip("TuneD is not installed (apt-get install tuned)")
 
 
-def load_profile(out: export.Export, tmp: Path) -> dict[str, Any]:
+def write_profile(out: export.Export, tmp: Path) -> None:
     for name, text in out.files.items():
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_text(text)
+
+
+def load_profile(out: export.Export, tmp: Path) -> dict[str, Any]:
+    write_profile(out, tmp)
     run = subprocess.run(
         [str(SYSTEM_PYTHON), str(TUNED_LOAD), str(tmp), export.TUNED_PROFILE],
         capture_output=True,
@@ -161,6 +165,31 @@ def load_profile(out: export.Export, tmp: Path) -> dict[str, Any]:
     result: dict[str, Any] = orjson.loads(run.stdout)
     assert run.returncode == 0, result
     return result
+
+
+@pytest.fixture(scope="module")
+def tuned() -> Iterator[Callable[[export.Export, Path], dict[str, Any]]]:
+    """One TuneD loader process for many profiles (an interpreter start per profile is most of the cost)."""
+    tuned_loader()
+    with subprocess.Popen(
+        [str(SYSTEM_PYTHON), str(TUNED_LOAD)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:  # leaving the block closes its pipes (it exits at end of input) and waits for it
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin, stdout = proc.stdin, proc.stdout
+
+        def load(out: export.Export, tmp: Path) -> dict[str, Any]:
+            write_profile(out, tmp)
+            stdin.write(f"{tmp} {export.TUNED_PROFILE}\n")
+            stdin.flush()
+            result: dict[str, Any] = orjson.loads(stdout.readline())
+            assert "error" not in result, result
+            return result
+
+        yield load
 
 
 def unit_options(loaded: dict[str, Any], kind: str) -> dict[str, str]:
@@ -206,15 +235,14 @@ def committed_states(draw: st.DrawFn) -> list[CommittedKnob]:
     return out
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(knobs=committed_states(), include=st.sampled_from([(), ("virtual-guest",), ("latency-performance",)]))
 def test_tuneds_own_loader_accepts_every_exported_profile_and_every_option_is_one_its_plugins_know(
-    knobs: list[CommittedKnob], include: tuple[str, ...]
+    tuned: Callable[[export.Export, Path], dict[str, Any]], knobs: list[CommittedKnob], include: tuple[str, ...]
 ) -> None:
-    tuned_loader()
     out = export.render("tuned", knobs, BACKEND, "live", NOW, include)
     with tempfile.TemporaryDirectory() as tmp:
-        loaded = load_profile(out, Path(tmp))
+        loaded = tuned(out, Path(tmp))
     assert loaded["unknown"] == []
     sysctl = unit_options(loaded, "sysctl")
     for knob in knobs:

@@ -1,5 +1,6 @@
 """Load a TuneD profile with TuneD's own loader (run by the system's python3, where the Debian
-package `tuned` installs it): ``/usr/bin/python3 tests/tuned_load.py DIR NAME``.
+package `tuned` installs it): ``/usr/bin/python3 tests/tuned_load.py DIR NAME``, or with no
+arguments one ``DIR NAME`` per stdin line (one process for many profiles).
 
 Prints JSON: the merged profile's units (type, devices, options) as TuneD would apply them, and
 every option of DIR/NAME/tuned.conf that its unit's plugin does not declare (``unknown``). A
@@ -49,7 +50,17 @@ def plugin_options(kind):
 
 
 def main():
-    directory, name = sys.argv[1], sys.argv[2]
+    if len(sys.argv) == 1:  # one request per stdin line ("DIR NAME"), one JSON answer per line
+        for line in sys.stdin:
+            directory, name = line.split()
+            print(json.dumps(load(directory, name)), flush=True)
+        return 0
+    result = load(sys.argv[1], sys.argv[2])
+    print(json.dumps(result))
+    return 1 if "error" in result else 0
+
+
+def load(directory, name):
     loader = profiles.Loader(
         profiles.Locator(["/usr/lib/tuned", directory]),
         profiles.Factory(),
@@ -61,8 +72,7 @@ def main():
         profile = loader.load(name)
         own = loader._load_config_data(os.path.join(directory, name, "tuned.conf"))
     except InvalidProfileException as e:
-        print(json.dumps({"error": str(e)}))
-        return 1
+        return {"error": str(e)}
     unknown = []
     for section, options in own.items():
         if section == "main":
@@ -73,8 +83,7 @@ def main():
         known = plugin_options(kind)
         unknown += [[section, o] for o in options if o not in known and o not in UNIT_KEYS]
     units = {n: {"type": u.type, "devices": u.devices, "options": dict(u.options)} for n, u in profile.units.items()}
-    print(json.dumps({"units": units, "unknown": unknown, "summary": profile.options.get("summary")}))
-    return 0
+    return {"units": units, "unknown": unknown, "summary": profile.options.get("summary")}
 
 
 sys.exit(main())
