@@ -184,4 +184,9 @@ class StatusResult(BaseModel):
     )
     deadline_loop_error: str | None = Field(None, description="The last error the auto-revert loop survived.")
     compaction_problem: str | None = Field(None, description="Why the journal's last compaction failed.")
+    drift: dict[str, Any] | None = Field(
+        None,
+        description="Committed knobs the host no longer runs: lost (back at its old value), changed (someone "
+        "else wrote it), clash (a sysctl.d file or the TuneD profile sets another value at boot).",
+    )
     extra: dict[str, Any] = Field(default_factory=dict)

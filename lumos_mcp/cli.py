@@ -220,6 +220,8 @@ def parser() -> argparse.ArgumentParser:
     _common(r)
     _modes(r)
 
+    _persist_parsers(sub)
+
     dc = sub.add_parser("desktop-config", help="print a claude_desktop_config.json entry for this install")
     dc.add_argument("--mode", choices=MODES, default="sandbox")
     dc.add_argument("--policy", type=_policy, default=None, help="policy file or shipped name")
@@ -763,6 +765,122 @@ def cmd_arena(args: argparse.Namespace) -> int:
     )
 
 
+# --------------------------------------------------------------------------- export / drift / reapply
+def _persist_parsers(sub: Any) -> None:
+    """``export``, ``drift`` and ``reapply``: keeping the committed state (README "Keeping settings")."""
+    from lumos_mcp.persist.export import FORMATS
+
+    def mode_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--mode", choices=MODES, default=None, help="whose committed state (default: live)")
+        p.add_argument("--live", action="store_true", help="shorthand for --mode live (the default here)")
+
+    ex = sub.add_parser("export", help="write the committed state as a sysctl.d drop-in, a TuneD profile, JSON or sh")
+    _common(ex)
+    mode_flags(ex)
+    ex.add_argument("--format", choices=FORMATS, required=True, help="sysctl.d, tuned, json or shell (rollback)")
+    ex.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="a directory to write into (/etc/sysctl.d, /etc/tuned, or any); default: print to stdout",
+    )
+    dr = sub.add_parser("drift", help="is the host still running what was committed? exit 1 on drift")
+    _common(dr)
+    mode_flags(dr)
+    dr.add_argument("--json", action="store_true")
+    ra = sub.add_parser("reapply", help="put the committed state back through policy, journal and audit (at boot)")
+    _common(ra)
+    _modes(ra)
+    ra.add_argument(
+        "--approval-wait",
+        type=_number(float, 0, high=86400),
+        default=0.0,
+        metavar="S",
+        help="where the policy asks for approval, wait this long for an operator to grant it (default 0)",
+    )
+    ra.add_argument("--json", action="store_true")
+
+
+def _persist_mode(args: argparse.Namespace) -> Mode:
+    """The mode of export, drift and reapply: live unless told (persisting is about the host)."""
+    return _mode(args) if args.mode is not None or args.live else "live"
+
+
+def _read_only_backend(state: Path, mode: Mode) -> Any:
+    """The kernel a mode writes, opened for reading only (no lock taken: a server may be running)."""
+    from lumos_mcp.kernelfs.backend import Backend
+    from lumos_mcp.kernelfs.root import KernelRoot
+    from lumos_mcp.knobs import default_catalog
+
+    return Backend(KernelRoot(state / "sandbox" if mode == "sandbox" else Path("/")), default_catalog())
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from lumos_mcp.persist import export, hostconf
+    from lumos_mcp.persist.state import committed_state
+
+    mode = _persist_mode(args)  # a usage error first, before the state directory is looked at
+    state = args.state_dir or default_state_dir()
+    check_state_dir(state)
+    backend = _read_only_backend(state, mode)
+    knobs = committed_state(state, mode, backend)
+    out = export.render(args.format, knobs, backend, mode, _time.time(), hostconf.active_profile(Path("/")))
+    for n in out.not_carried:
+        print(f"lumos-mcp export: not carried by {args.format}: {n.knob}: {n.reason}", file=sys.stderr)
+    if args.out is None:
+        for text in out.files.values():
+            sys.stdout.write(text)
+        return 0
+    for name, text in out.files.items():
+        target = args.out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        if args.format == "shell":
+            target.chmod(0o700)
+        print(f"wrote {target} ({len(knobs) - len(out.not_carried)} of {len(knobs)} committed knob(s))")
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from lumos_mcp.persist.drift import detect
+    from lumos_mcp.persist.state import committed_state
+
+    mode = _persist_mode(args)  # a usage error first, before the state directory is looked at
+    state = args.state_dir or default_state_dir()
+    check_state_dir(state)
+    backend = _read_only_backend(state, mode)
+    report = detect(committed_state(state, mode, backend), backend, Path("/"))
+    if args.json:
+        print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(f"{mode}: {report.checked} committed knob(s), {len(report.drift)} drift finding(s)")
+        for d in report.drift:
+            print(f"  {d.type:8} {d.knob}: {d.detail}")
+    return 0 if report.clean else 1
+
+
+def cmd_reapply(args: argparse.Namespace) -> int:
+    from lumos_mcp.persist.reapply import reapply
+
+    mode = _persist_mode(args)
+    service = Service(_config(args, mode))
+    try:
+        service.start()
+        report = reapply(service, approval_wait_s=args.approval_wait)
+        service.shutdown()
+    finally:
+        service.close()
+    if args.json:
+        print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(f"{mode}: {len(report.knobs)} committed knob(s)" + (f", reapplied by {report.tx}" if report.tx else ""))
+        for k in report.knobs:
+            print(f"  {k.outcome:14} {k.knob} = {k.value!r} {k.detail}".rstrip())
+    return 0 if report.complete else 1
+
+
 COMMANDS = {
     "serve": cmd_serve,
     "tune": cmd_tune,
@@ -775,6 +893,9 @@ COMMANDS = {
     "desktop-config": cmd_desktop_config,
     "arena": cmd_arena,
     "selftest": cmd_selftest,
+    "export": cmd_export,
+    "drift": cmd_drift,
+    "reapply": cmd_reapply,
 }
 
 __all__ = ["main", "parser", "read_token"]

@@ -63,6 +63,8 @@ from lumos_mcp.kernelfs.backend import Backend, KnobStatus
 from lumos_mcp.kernelfs.root import KernelRoot
 from lumos_mcp.knobs import Catalog, default_catalog
 from lumos_mcp.knobs.spec import Value
+from lumos_mcp.persist import drift as persist_drift
+from lumos_mcp.persist.state import CommittedKnob, audit_state, committed_state
 from lumos_mcp.policy import (
     Change,
     Policy,
@@ -78,6 +80,7 @@ from lumos_mcp.resources import policy_path
 from lumos_mcp.telemetry.facade import Telemetry
 from lumos_mcp.telemetry.perf import PerfStat
 from lumos_mcp.txn import RecoveryReport, Restored, Transaction, TransactionManager, TxState
+from lumos_mcp.txn.committed import has_state
 from lumos_mcp.txn.journal import scan
 from lumos_mcp.watchdog import Watchdog, lock_owner, mode_lock_path, take_lock, write_lock_owner
 
@@ -203,6 +206,9 @@ class Service:
         self._lock_fd: int | None = None
         self._mode_lock_fd: int | None = None
         self.recovery: RecoveryReport | None = None
+        self.drift_at_start: persist_drift.DriftReport | None = None
+        """What the drift check at start found (None before start, or when it could not read)."""
+        self.drift_problem: str | None = None
         self._watchdog = Watchdog(self.state_dir, self.mode, self.kernel.base) if config.watchdog else None
         self._unaudited: list[tuple[str, dict[str, Any]]] = []
         """Audit records refused by a failing audit log while a deadline fired, to write later."""
@@ -249,6 +255,7 @@ class Service:
         """
         self._acquire_lock()
         self._histories = self._rebuild_histories()
+        self._seed_committed()
         report = self.txns.recover()
         self.recovery = report
         self.audit.append(
@@ -259,7 +266,52 @@ class Service:
             committed_kept=report.committed_kept,
             journal_problems=list(report.journal_problems),
         )
+        self._check_drift_at_start()
         return report
+
+    def _seed_committed(self) -> None:
+        """Give a journal without a state record (written before compaction kept commits) the
+        commits the audit log remembers, once: from then on the journal alone is the committed truth."""
+        result = scan(self.txns.journal_path)
+        if has_state(result.records) or result.corrupt_lines:
+            return
+        try:
+            found = audit_state(self.audit.path, self.mode)
+        except AuditError as e:  # the journal's own commits still count; the next start tries again
+            log.warning("committed state: the audit log could not be read: %s", e)
+            return
+        self.txns.seed_committed(found)
+
+    def _check_drift_at_start(self) -> None:
+        """Say (stderr, audit) when the host no longer runs what was committed: after a reboot the
+        journal still says "committed" while the kernel is back at its defaults."""
+        report = self.drift()
+        self.drift_at_start = report
+        if report is None or report.clean:
+            return
+        for d in report.drift:
+            log.warning("drift: %s %s: %s", d.type, d.knob, d.detail)
+        self.audit.append("drift", mode=self.mode, drift=[_jsonable(d.to_dict()) for d in report.drift])
+
+    # ------------------------------------------------------------------ committed state
+    def committed(self) -> list[CommittedKnob]:
+        """What this mode has committed, knob by knob (`lumos_mcp.persist.state`).
+
+        Raises:
+            JournalError, AuditError: the journal (or the audit log it needs) cannot be read.
+        """
+        return committed_state(self.state_dir, self.mode, self.backend)
+
+    def drift(self) -> persist_drift.DriftReport | None:
+        """Drift of the committed state (None when the journal or audit log cannot be read:
+        ``drift_problem`` says why)."""
+        try:
+            knobs = self.committed()
+        except (JournalError, AuditError) as e:
+            self.drift_problem = str(e)
+            return None
+        self.drift_problem = None
+        return persist_drift.detect(knobs, self.backend, self.config.host_root)
 
     def _rebuild_histories(self) -> Histories:
         """The cooldowns and commit slots still running, from the audit log's apply and commit
@@ -1051,7 +1103,14 @@ class Service:
             "recording_problem": recording,
             "deadline_loop_error": self.deadline_loop_error,
             "compaction_problem": self.txns.compaction_problem,
+            "drift": self._drift_status(),
         }
+
+    def _drift_status(self) -> dict[str, Any]:
+        report = self.drift()
+        if report is None:
+            return {"checked": 0, "clean": False, "drift": [], "problem": self.drift_problem}
+        return {**report.to_dict(), "problem": None}
 
     def _recording_problem(self) -> dict[str, Any] | None:
         """Revert records that a failing journal or audit log has not taken yet (None: all written)."""

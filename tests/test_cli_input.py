@@ -52,6 +52,13 @@ BAD_INPUT = [
     ["arena", "report", "--seeds", "-2"],
     ["desktop-config", "--policy", "/nonexistent/policy.toml"],
     ["desktop-config", "--mode", "bogus"],
+    ["export"],
+    ["export", "--format", "ini"],
+    ["export", "--format", "json", "--live", "--mode", "sandbox"],
+    ["drift", "--mode", "bogus"],
+    ["drift", "--state-dir", "/etc/hostname"],
+    ["reapply", "--approval-wait", "-1"],
+    ["reapply", "--live", "--mode", "sandbox"],
     ["bogus-command"],
 ]
 

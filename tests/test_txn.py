@@ -427,7 +427,9 @@ def test_recovery_restores_an_uncommitted_transaction_and_keeps_a_committed_one(
     assert report.clean
     assert (fake.read(SWAPPINESS), fake.read(DIRTY_RATIO)) == ("60\n", "30\n")
     assert fake.read("sys/kernel/mm/transparent_hugepage/enabled") == "always [madvise] never\n"
-    assert scan(journal_path).records == []  # compacted
+    records = scan(journal_path).records  # compacted: only the committed state is left
+    assert [r["t"] for r in records] == ["state"]
+    assert {k: e["value"] for k, e in records[0]["knobs"].items()} == {"vm.dirty_ratio": 30}
     assert m.recover().transactions == ()
 
 

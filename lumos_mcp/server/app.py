@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from lumos_mcp import __version__
 from lumos_mcp.bounded import clip, fits_json
 from lumos_mcp.errors import InvalidArgumentsError, UnknownToolError
-from lumos_mcp.server import approval, knobs, ranker, resources, speculator, telemetry, transactions
+from lumos_mcp.server import approval, knobs, persist, ranker, resources, speculator, telemetry, transactions
 from lumos_mcp.server import replay as replay_tool
 from lumos_mcp.server.common import INSTRUCTIONS, failed
 from lumos_mcp.service import Service
@@ -101,7 +101,7 @@ def build_server(service: Service, *, token_verifier: Any = None, auth: Any = No
         kwargs.update(token_verifier=token_verifier, auth=auth)
     mcp = LumosServer("lumos-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, **kwargs)
     # the order of tools/list
-    for family in (knobs, transactions, approval, telemetry, resources, speculator, ranker, replay_tool):
+    for family in (knobs, transactions, approval, telemetry, resources, speculator, ranker, replay_tool, persist):
         family.register(mcp, service)
     for tool in mcp._tool_manager.list_tools():
         tool.parameters["additionalProperties"] = False  # as call_tool enforces: say it in tools/list

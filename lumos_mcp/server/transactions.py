@@ -181,6 +181,7 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
                 recording_problem=st["recording_problem"],
                 deadline_loop_error=st["deadline_loop_error"],
                 compaction_problem=st["compaction_problem"],
+                drift=st["drift"],
             )
         )
 

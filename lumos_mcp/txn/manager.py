@@ -36,6 +36,7 @@ from lumos_mcp.errors import (
 from lumos_mcp.kernelfs.backend import Backend, Resolved
 from lumos_mcp.knobs import codec
 from lumos_mcp.knobs.spec import Value
+from lumos_mcp.txn import committed
 from lumos_mcp.txn.journal import Journal, JournalScan, scan
 
 Clock = Callable[[], float]
@@ -194,8 +195,10 @@ class TransactionManager:
 
     def compact(self) -> bool:
         """Rewrite the journal keeping only what the open transactions need: each one's begin
-        record, one write intent per knob it still owns, and its latest deadline. Closed
-        transactions' records go. Crash-safe (write, fsync, rename, fsync the directory): a kill
+        record, one write intent per knob it still owns, and its latest deadline; and, first, one
+        ``state`` record folding every commit (`lumos_mcp.txn.committed`: one entry per knob, so
+        the committed truth survives and the size stays bounded). Closed transactions' records
+        go. Crash-safe (write, fsync, rename, fsync the directory): a kill
         at any point leaves the old journal or the new one, and both recover the same.
 
         Returns False, leaving the journal as it is, when it holds something compaction cannot
@@ -212,7 +215,7 @@ class TransactionManager:
                 self._compacted_size = journal.size
                 return False
             armed = {r["tx"]: r for r in result.records if r.get("t") == "armed" and r.get("tx") in replay.open}
-            keep: list[dict[str, Any]] = []
+            keep = self._state_records(result.records)
             for txid, (begin, written) in replay.open.items():
                 keep.extend(_open_records(txid, begin, written))
                 if txid in armed:
@@ -221,6 +224,35 @@ class TransactionManager:
             self._compacted_size = journal.size
             self.compaction_problem = None
             return True
+
+    def _state_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The state record a rewrite of ``records`` starts with: none when the journal had none
+        and commits nothing (a journal that never committed stays empty)."""
+        knobs = committed.fold(records)
+        if not knobs and not committed.has_state(records):
+            return []
+        return [committed.state_record(knobs, self.clock())]
+
+    def committed_state(self) -> dict[str, committed.Entry]:
+        """What the journal shows committed, knob by knob (`lumos_mcp.txn.committed.fold`).
+
+        Raises:
+            JournalError: the journal cannot be read.
+        """
+        with self._lock:
+            return committed.fold(scan(self.journal_path).records)
+
+    def seed_committed(self, knobs: dict[str, committed.Entry]) -> None:
+        """Journal a state record for commits the journal itself no longer holds (an earlier
+        compaction dropped them; the audit log kept them), so the journal alone tells the whole
+        committed state from now on. Written even when ``knobs`` is empty: it marks the journal
+        as complete.
+
+        Raises:
+            JournalError: the record could not be written.
+        """
+        with self._lock:
+            self.journal.append(committed.state_record(knobs, self.clock()))
 
     # ------------------------------------------------------------------ queries
     def get(self, txid: str) -> Transaction:
@@ -723,7 +755,8 @@ class TransactionManager:
             if result.corrupt_lines:
                 self.journal_problem = problems[0]
             else:
-                self.journal.rewrite(unfinished, probe=lambda step: self.probe(f"recover:rewrite:{step}"))
+                keep = self._state_records(result.records) + unfinished
+                self.journal.rewrite(keep, probe=lambda step: self.probe(f"recover:rewrite:{step}"))
                 self._compacted_size = self.journal.size
             return RecoveryReport(
                 transactions=tuple(replay.open),
