@@ -304,3 +304,15 @@ def test_export_on_the_command_line_writes_the_drop_in_and_names_what_it_leaves_
     assert main(["export", "--format", "json", "--mode", "sandbox", "--state-dir", state]) == 0
     assert [k["knob"] for k in orjson.loads(capsys.readouterr().out)["knobs"]] == ["thp.enabled", "vm.swappiness"]
     shutil.rmtree(out)
+
+
+@pytest.mark.parametrize("fmt", ["sysctl.d", "tuned", "shell"])
+def test_a_task_knob_is_left_to_reapply_by_every_file_format_and_named_as_such(backend: Backend, fmt: str) -> None:
+    task = CommittedKnob(
+        "task.cgroup:batch.nice", 5, "tx-1", NOW, ("task/cgroup:batch/nice",), "task",
+        0, ("0",), "tx-1", NOW,
+    )  # fmt: skip
+    out = export.render(fmt, [task], backend, "live", NOW)  # type: ignore[arg-type]
+    assert [(n.knob, n.reason) for n in out.not_carried] == [("task.cgroup:batch.nice", export.TASKS_NOT_CARRIED)]
+    assert not any("task/cgroup:batch" in line for text in out.files.values() for line in text.splitlines()
+                   if not line.startswith("#"))  # fmt: skip

@@ -13,6 +13,7 @@ import orjson
 
 from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.names import is_debugfs, sysctl_key, sysfs_path
+from lumos_mcp.kernelfs.tasks import TASK_PREFIX
 from lumos_mcp.knobs.spec import Value
 from lumos_mcp.persist.state import CommittedKnob, iso, texts_of
 
@@ -70,7 +71,19 @@ def _header(mode: str, now: float, count: int, what: str) -> list[str]:
     ]
 
 
+TASKS_NOT_CARRIED = (
+    "a task knob (sched_setattr, nice, policy or affinity of the tasks its selector picks): tasks start "
+    "anew after a boot, so only `lumos-mcp reapply` (which selects them again) puts it back"
+)
+
+
+def is_task_knob(knob: CommittedKnob) -> bool:
+    return knob.codec == "task" or any(f.startswith(TASK_PREFIX) for f in knob.files)
+
+
 def _why_not_sysctl(knob: CommittedKnob) -> str:
+    if is_task_knob(knob):
+        return TASKS_NOT_CARRIED
     if not knob.files or knob.codec is None:
         return "it does not resolve on this kernel and no journal record names its files"
     if any(is_debugfs(f) for f in knob.files):
@@ -117,7 +130,9 @@ def tuned(
         text = _text(k, backend, k.value) if k.codec is not None else None
         note = f"# {k.tx}, committed {iso(k.committed_at)}"
         key = sysctl_key(k.files[0]) if len(k.files) == 1 else None
-        if text is None:
+        if is_task_knob(k):
+            out.not_carried.append(NotCarried(k.knob, TASKS_NOT_CARRIED))
+        elif text is None:
             out.not_carried.append(NotCarried(k.knob, _why_not_sysctl(k)))
         elif key is not None:
             sysctl += [note, f"{key}={text}"]
@@ -174,6 +189,9 @@ def shell(knobs: Sequence[CommittedKnob], backend: Backend, mode: str, now: floa
         'root="${LUMOS_ROOT:-}"',
     ]
     for k in knobs:
+        if is_task_knob(k):  # its "file" is a selector, not a path: a shell cannot write it
+            out.not_carried.append(NotCarried(k.knob, TASKS_NOT_CARRIED))
+            continue
         if k.original_texts is None and k.original is None:
             out.not_carried.append(NotCarried(k.knob, "its value before the first commit is not known"))
             continue
