@@ -167,23 +167,6 @@ def _module_name(target: Target) -> str:
     return target.path.removesuffix(".py").replace("/", ".")
 
 
-def inject_child_tests(workdir: Path, target: Target) -> int:
-    """Add the child-process tests to every function of the module in mutmut's coverage map."""
-    if not target.child_tests:
-        return 0
-    stats_path = workdir / "mutants" / "mutmut-stats.json"
-    stats = json.loads(stats_path.read_text())
-    tests = [t for t in stats["duration_by_test"] if any(fnmatch.fnmatch(t, p) for p in target.child_tests)]
-    prefix = _module_name(target) + "."
-    functions = {name.rsplit("__mutmut_", 1)[0] for name in _meta(workdir, target)}
-    mapping: dict[str, list[str]] = stats["tests_by_mangled_function_name"]
-    for function in functions:
-        assert function.startswith(prefix), function
-        mapping[function] = sorted(set(mapping.get(function, [])) | set(tests))
-    stats_path.write_text(json.dumps(stats, indent=4))
-    return len(tests)
-
-
 def _changed_line(target: Target, name: str, diff: str) -> int | None:
     """The line of the original file the mutant changes: the first removed line of the diff,
     searched from the mutated function's ``def``."""
@@ -233,13 +216,74 @@ def _diff(workdir: Path, name: str) -> str:
     return "\n".join(line for line in shown.stdout.splitlines() if not line.startswith("# "))
 
 
+def child_reach(workdir: Path, target: Target, child_ids: list[str], log: Any) -> set[int]:
+    """The lines of the module that the child-process tests run, in the test process or in the children
+    it starts (coverage.py follows subprocesses), on the unmutated code. A child killed with SIGKILL
+    saves no data, but each crash scenario also runs once to its end, and a killed run is a prefix of it."""
+    rc = workdir / ".coveragerc-children"
+    rc.write_text(
+        "[run]\npatch = subprocess\nparallel = true\n"
+        f"data_file = {workdir / '.coverage-children'}\ninclude = */{target.path}\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(workdir)
+    cov = [sys.executable, "-m", "coverage"]
+    pytest = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutation", *child_ids]
+    for args in ([*cov, "run", f"--rcfile={rc}", *pytest], [*cov, "combine", f"--rcfile={rc}"]):
+        subprocess.run(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    import coverage  # mutmut depends on it
+
+    data = coverage.CoverageData(basename=str(workdir / ".coverage-children"))
+    data.read()
+    files = [f for f in data.measured_files() if f.endswith(target.path)]
+    return {line for f in files for line in data.lines(f) or []}
+
+
+def _statement_line(target: Target, line: int) -> int:
+    """The first line of the innermost statement holding ``line`` (coverage.py reports statements
+    by their first line; a mutant may change a continuation line)."""
+    tree = ast.parse((REPO / target.path).read_text())
+    starts = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.stmt) and node.lineno <= line <= (node.end_lineno or node.lineno)
+    ]
+    return max(starts, default=line)
+
+
+def _set_mapping(workdir: Path, target: Target, mapping_for: Any, timeout_multiplier: float | None = None) -> None:
+    """Rewrite mutmut's map of which tests run for each function of the module."""
+    stats_path = workdir / "mutants" / "mutmut-stats.json"
+    stats = json.loads(stats_path.read_text())
+    mapping: dict[str, list[str]] = stats["tests_by_mangled_function_name"]
+    functions = {name.rsplit("__mutmut_", 1)[0] for name in _meta(workdir, target)}
+    for function in sorted(functions | set(mapping)):
+        mapping.setdefault(function, [])
+        mapping[function] = mapping_for(function, mapping[function], stats["duration_by_test"])
+    stats_path.write_text(json.dumps(stats, indent=4))
+    if timeout_multiplier is not None:
+        pyproject = workdir / "pyproject.toml"
+        text = re.sub(
+            r"timeout_multiplier = [0-9.]+", f"timeout_multiplier = {timeout_multiplier}", pyproject.read_text()
+        )
+        pyproject.write_text(text)
+
+
+def _mutmut_run(workdir: Path, names: list[str], log: Any) -> None:
+    if not names:
+        return
+    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
+    run = [mutmut, "run", "--max-children", "1", *names]
+    subprocess.run(run, cwd=workdir, env=_env(workdir), stdout=log, stderr=subprocess.STDOUT, check=False)
+    log.flush()
+
+
 def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Path | None = None) -> dict[str, Any]:
     target = TARGETS[key]
     workdir = workdir_root / key
     started = time.monotonic()
     tests = prepare_workdir(target, workdir)
     print(f"== {key}: {target.path} against {len(tests)} test files: {' '.join(tests)}", flush=True)
-    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
     log = (workdir_root / f"{key}.mutmut.log").open("w")  # mutmut's own progress output
     subprocess.run(
         [sys.executable, "-c", _PREPARE],
@@ -250,7 +294,8 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Pa
         check=True,
     )
     everyone = sorted(_meta(workdir, target))
-    injected = inject_child_tests(workdir, target)
+    stats = json.loads((workdir / "mutants" / "mutmut-stats.json").read_text())
+    child_ids = sorted(t for t in stats["duration_by_test"] if any(fnmatch.fnmatch(t, p) for p in target.child_tests))
     chosen = sorted(random.Random(seed).sample(everyone, sample)) if 0 < sample < len(everyone) else everyone
     earlier: dict[str, Any] | None = None
     if recheck is not None:
@@ -259,18 +304,68 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Pa
         earlier = json.loads((recheck / f"{key}.json").read_text())
         before = hashlib.sha256((recheck / key / target.path).read_bytes()).hexdigest()
         assert before == _source_hash(target), f"{target.path} changed since {recheck}"
-        chosen = sorted(s["name"] for s in earlier["survivors"])
-        print(f"   rechecking the {len(chosen)} survivors of {recheck / (key + '.json')}")
-    print(f"   {len(everyone)} mutants, running {len(chosen)} (seed {seed}); {injected} child-process tests added")
+        # its timeouts too: on a loaded machine a timeout may be a clean test that ran slow
+        timed = sorted(n for n, c in earlier.get("exit_codes", {}).items() if c in KILLED - {1, 3})
+        chosen = sorted({s["name"] for s in earlier["survivors"]} | set(timed))
+        earlier["killed"] -= len(timed)
+        earlier["checked"] -= len(timed)
+        print(f"   rechecking the {len(chosen) - len(timed)} survivors and {len(timed)} timeouts of {recheck}")
+    print(f"   {len(everyone)} mutants, running {len(chosen)} (seed {seed}); child-process tests: {len(child_ids)}")
     print(f"   functions with no mutant: {', '.join(unreached(target, everyone)) or 'none'}")
     print(f"   mutmut's output: {log.name}", flush=True)
-    run = [mutmut, "run", "--max-children", "1", *chosen]
-    subprocess.run(run, cwd=workdir, env=_env(workdir), stdout=log, stderr=subprocess.STDOUT, check=False)
-    log.close()
-    codes = _meta(workdir, target)
+
+    # Phase 1: every chosen mutant against the in-process tests, fastest first, stopping at the first
+    # failure. The child-process tests (the crash test: one test of about 25 s) are left out here.
+    _set_mapping(workdir, target, lambda f, ts, d: sorted(t for t in ts if t not in child_ids))
+    _mutmut_run(workdir, chosen, log)
+    codes = dict(_meta(workdir, target))
+    # A timeout counts as caught, but on a loaded machine a clean test can outlast mutmut's limit:
+    # run the mutants that timed out (or were killed by the CPU limit) once more with 4x the time.
+    slow = [n for n in chosen if codes.get(n) in KILLED - {1, 3}]
+    if slow:
+        _set_mapping(workdir, target, lambda f, ts, d: ts, timeout_multiplier=8.0)
+        _mutmut_run(workdir, slow, log)
+        codes.update({n: _meta(workdir, target).get(n) for n in slow})
+        still = sum(1 for n in slow if codes[n] in KILLED - {1, 3})
+        print(f"   {len(slow)} timed out in phase 1; run again with 4x the time: {still} timed out again", flush=True)
+    phase1 = time.monotonic() - started
     killed = [n for n in chosen if codes.get(n) in KILLED]
-    untested = [n for n in chosen if codes.get(n) in NO_TESTS]
     unchecked = [n for n in chosen if codes.get(n) is None]
+    rest = [n for n in chosen if n not in killed and n not in unchecked]
+    print(f"   phase 1 (in-process tests): {len(killed)} caught, {len(rest)} left; {phase1 / 60:.1f} min", flush=True)
+
+    # Phase 2: the mutants that survived phase 1 and change a line the child-process tests run meet those
+    # tests (mutmut's MUTANT_UNDER_TEST and PYTHONPATH reach the children). A mutant whose line they
+    # never run cannot be caught by them, so it is not run again.
+    diffs = {n: _diff(workdir, n) for n in rest}
+    lines = {n: _changed_line(target, n, diffs[n]) for n in rest}
+    unreached_by_children: list[str] = []
+    second: list[str] = []
+    if child_ids and rest:
+        reach = child_reach(workdir, target, child_ids, log)
+        for n in rest:
+            line = lines[n]
+            if line is not None and _statement_line(target, line) not in reach:
+                unreached_by_children.append(n)
+            else:
+                second.append(n)
+        _set_mapping(workdir, target, lambda f, ts, d: list(child_ids), timeout_multiplier=4.0)
+        _mutmut_run(workdir, second, log)
+        phase2_codes = _meta(workdir, target)
+        for n in second:
+            codes[n] = phase2_codes.get(n)
+        newly = [n for n in second if codes.get(n) in KILLED]
+        killed += newly
+        print(
+            f"   phase 2 (child-process tests): {len(second)} run, {len(newly)} caught "
+            f"(timeouts: {sum(1 for n in newly if codes[n] not in (1,))}), "
+            f"{len(unreached_by_children)} not run (their line is not reached by those tests); "
+            f"{(time.monotonic() - started - phase1) / 60:.1f} min",
+            flush=True,
+        )
+    log.close()
+    untested = [n for n in chosen if codes.get(n) in NO_TESTS]
+    unchecked = [n for n in chosen if codes.get(n) is None and n not in unreached_by_children]
     survived = [n for n in chosen if n not in killed and n not in unchecked]
     elapsed = time.monotonic() - started
     checked = len(chosen) - len(unchecked)
@@ -280,14 +375,17 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Pa
         killed_count += earlier["killed"]
         checked += earlier["checked"] - len(earlier["survivors"])
         sample_size = earlier["sample"]
+    exit_codes = {**(earlier or {}).get("exit_codes", {}), **{n: codes.get(n) for n in chosen}}
     score = 100.0 * killed_count / checked if checked else 0.0
     print(f"\n== {key}: {killed_count}/{checked} caught ({score:.1f}%), {len(survived)} survived", end="")
     print(f" ({len(untested)} with no covering test), {len(unchecked)} not checked; {elapsed / 60:.1f} min")
     survivors = []
     for name in survived:
-        diff = _diff(workdir, name)
-        line = _changed_line(target, name, diff)
+        diff = diffs.get(name) or _diff(workdir, name)
+        line = lines.get(name)
         status = "no tests" if name in untested else "survived"
+        if name in unreached_by_children:
+            status += ", line not run by the child-process tests"
         print(f"\n-- {target.path}:{line} {name} ({status})")
         print("\n".join(line for line in diff.splitlines() if not line.startswith(("---", "+++", "@@"))))
         survivors.append({"name": name, "line": line, "status": status, "diff": diff})
@@ -301,6 +399,8 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Pa
         "checked": checked,
         "score": round(score, 1),
         "minutes": round(elapsed / 60, 1),
+        "phase1_minutes": round(phase1 / 60, 1),
+        "exit_codes": exit_codes,  # mutmut's, as in KILLED / NO_TESTS above
         "survivors": survivors,
     }
     (workdir_root / f"{key}.json").write_text(json.dumps(result, indent=2))
@@ -317,7 +417,7 @@ def main() -> None:
         "--recheck",
         type=Path,
         metavar="DIR",
-        help="a --workdir of an earlier run on the same code: run only its survivors again (after adding tests)",
+        help="an earlier --workdir on the same code: run only its survivors and timeouts again (after adding tests)",
     )
     args = parser.parse_args()
     keys = list(TARGETS) if "all" in args.module else args.module
