@@ -1,0 +1,212 @@
+"""The transaction manager's paths that only the service's tests reached (re-arm, the revert records
+a full disk refused, the journal replay the lifecycle reads, the listing of transactions), tested on
+the manager itself: the mutation run on main (tools/mutation.py, docs/mutation.md) found faults
+in them that no transaction test noticed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lumos_mcp.errors import ExternalChangeError, JournalError, TransactionStateError
+from lumos_mcp.kernelfs.backend import Backend
+from lumos_mcp.kernelfs.fake import FakeKernel
+from lumos_mcp.txn import TransactionManager, TxState
+from lumos_mcp.txn.journal import scan
+
+SWAPPINESS = "proc/sys/vm/swappiness"
+DIRTY_RATIO = "proc/sys/vm/dirty_ratio"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def manager(backend: Backend, journal_path: Path, clock: FakeClock) -> Iterator[TransactionManager]:
+    m = TransactionManager(backend, journal_path, clock=clock)
+    yield m
+    m.close()
+
+
+def refuse_appends(monkeypatch: pytest.MonkeyPatch, manager: TransactionManager, journal_path: Path) -> None:
+    """The journal refuses every append from now on, as a full disk would."""
+
+    def refuse(record: dict[str, Any]) -> None:
+        raise JournalError("no space left on device", path=str(journal_path))
+
+    monkeypatch.setattr(manager.journal, "append", refuse)
+
+
+# ---------------------------------------------------------------------------- rearm
+def test_a_rearm_moves_the_deadline_to_its_window_from_now_and_journals_it(
+    fake: FakeKernel, manager: TransactionManager, journal_path: Path, clock: FakeClock
+) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)  # due at 1060
+    clock.now = 1050.0
+    assert manager.rearm(tx.id, confirm_within_s=30).deadline == 1080.0
+    assert manager.next_deadline() == 1080.0
+    armed = [r for r in scan(journal_path).records if r["t"] == "armed"]
+    assert [(r["tx"], r["deadline"], r["ts"]) for r in armed] == [(tx.id, 1060.0, 1000.0), (tx.id, 1080.0, 1050.0)]
+    clock.now = 1070.0  # past the old deadline, before the new one
+    assert manager.expire_due() == []
+    assert fake.read(SWAPPINESS) == "10\n"
+    clock.now = 1080.0
+    assert [t.id for t, _ in manager.expire_due()] == [tx.id]
+    assert fake.read(SWAPPINESS) == "60\n"
+
+
+def test_a_rearm_refuses_a_transaction_that_is_not_applied(manager: TransactionManager, journal_path: Path) -> None:
+    staged = manager.stage({"vm.swappiness": 10})
+    with pytest.raises(TransactionStateError) as info:
+        manager.rearm(staged.id, confirm_within_s=30)
+    assert info.value.fields == {"txid": staged.id, "state": "staged", "wanted": "applied"}
+    assert staged.deadline is None
+    assert not journal_path.exists() or scan(journal_path).records == []
+
+
+def test_a_rearm_the_journal_refuses_keeps_the_old_deadline(
+    manager: TransactionManager, journal_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    clock.now = 1050.0
+    refuse_appends(monkeypatch, manager, journal_path)
+    with pytest.raises(JournalError):
+        manager.rearm(tx.id, confirm_within_s=300)
+    assert (tx.deadline, manager.next_deadline()) == (1060.0, 1060.0)
+
+
+# ---------------------------------------------------------------------------- unrecorded reverts
+def test_revert_records_a_full_disk_refused_are_written_later_oldest_first(
+    fake: FakeKernel,
+    backend: Backend,
+    manager: TransactionManager,
+    journal_path: Path,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    second = manager.apply(manager.stage({"vm.dirty_ratio": 30}).id, confirm_within_s=60)
+    clock.now = 1061.0
+    refuse_appends(monkeypatch, manager, journal_path)
+    expired = manager.expire_due()
+    # the knobs are restored although the journal refused every record
+    assert [t.id for t, _ in expired] == [first.id, second.id]
+    assert (fake.read(SWAPPINESS), fake.read(DIRTY_RATIO)) == ("60\n", "20\n")
+    assert [(r["t"], r["tx"], r["reason"]) for r in manager.unrecorded] == [
+        ("reverted", first.id, "deadline"),
+        ("reverted", second.id, "deadline"),
+    ]
+    with pytest.raises(JournalError):  # still refused: both keep waiting
+        manager.retry_unrecorded()
+    assert [r["tx"] for r in manager.unrecorded] == [first.id, second.id]
+    monkeypatch.undo()
+    manager.retry_unrecorded()
+    assert manager.unrecorded == []
+    reverted = [(r["tx"], r["reason"]) for r in scan(journal_path).records if r["t"] == "reverted"]
+    assert reverted == [(first.id, "deadline"), (second.id, "deadline")]
+    manager.close()
+    fresh = TransactionManager(backend, journal_path)
+    report = fresh.recover()
+    fresh.close()
+    assert (report.transactions, report.clean) == ((), True)
+
+
+def test_retrying_with_nothing_unrecorded_writes_nothing(manager: TransactionManager, journal_path: Path) -> None:
+    manager.commit(manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60).id)
+    before = journal_path.read_bytes()
+    manager.retry_unrecorded()
+    assert journal_path.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------- replay and listing
+def test_the_replay_names_each_open_transaction_with_the_knobs_it_wrote_and_counts_the_committed(
+    backend: Backend, manager: TransactionManager, journal_path: Path
+) -> None:
+    manager.commit(manager.apply(manager.stage({"vm.dirty_ratio": 30}).id, confirm_within_s=60).id)
+    reverted = manager.apply(manager.stage({"net.core.busy_poll": 50}).id, confirm_within_s=60)
+    manager.revert(reverted.id)
+    left_open = manager.apply(manager.stage({"vm.swappiness": 10, "kernel.sched_rr_timeslice_ms": 50}).id, 60)
+    open_txs, committed = TransactionManager._replay(scan(journal_path).records)
+    assert committed == 1
+    assert list(open_txs) == [left_open.id]
+    begin, written = open_txs[left_open.id]
+    assert (begin["t"], begin["tx"]) == ("begin", left_open.id)
+    assert written == ["vm.swappiness", "kernel.sched_rr_timeslice_ms"]
+
+
+def test_transactions_are_listed_oldest_first_whatever_order_they_were_staged_in(
+    manager: TransactionManager, clock: FakeClock
+) -> None:
+    staged = []
+    for now, value in ((3000.0, 10), (1000.0, 20), (2000.0, 30)):
+        clock.now = now
+        staged.append(manager.stage({"vm.swappiness": value}))
+    assert [t.id for t in manager.transactions()] == [staged[1].id, staged[2].id, staged[0].id]
+    assert all(t.state is TxState.STAGED for t in manager.transactions())
+
+
+# ---------------------------------------------------------------------------- supersede, revert, aliases
+def test_recovery_honours_a_journaled_supersede_and_restores_only_the_knobs_still_owned(
+    fake: FakeKernel, backend: Backend, manager: TransactionManager, journal_path: Path
+) -> None:
+    old = manager.apply(manager.stage({"vm.swappiness": 10, "vm.dirty_ratio": 30}).id, confirm_within_s=60)
+    manager.supersede(old.id, {"vm.swappiness"})  # a newer write won swappiness: not ours to restore
+    manager.close()  # the server dies with `old` still armed
+    fresh = TransactionManager(backend, journal_path)
+    report = fresh.recover()
+    fresh.close()
+    assert report.journal_problems == ()
+    assert [(k.knob, k.action) for k in report.knobs] == [("vm.dirty_ratio", "restored")]
+    assert (fake.read(SWAPPINESS), fake.read(DIRTY_RATIO)) == ("10\n", "20\n")
+
+
+def test_a_supersede_refuses_a_transaction_that_is_not_applied(manager: TransactionManager) -> None:
+    staged = manager.stage({"vm.swappiness": 10})
+    with pytest.raises(TransactionStateError) as info:
+        manager.supersede(staged.id, {"vm.swappiness"})
+    assert info.value.fields == {"txid": staged.id, "state": "staged", "wanted": "applied"}
+
+
+def test_a_revert_stopped_by_an_external_change_names_the_knob_and_both_values(
+    fake: FakeKernel, manager: TransactionManager
+) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10, "vm.dirty_ratio": 30}).id, confirm_within_s=60)
+    fake.root.write_text(DIRTY_RATIO, "44")
+    with pytest.raises(ExternalChangeError) as info:
+        manager.revert(tx.id)
+    assert info.value.fields == {"knob": "vm.dirty_ratio", "expected": 30, "actual": 44}
+
+
+def test_a_committed_alias_of_a_file_an_older_failed_restore_still_holds_is_not_clobbered_by_the_next_start(
+    fake: FakeKernel, backend: Backend, manager: TransactionManager, journal_path: Path
+) -> None:
+    # on cgroup v1 cpu_weight and cpu_shares are two views of cpu.shares (original 1024): the
+    # first transaction's restore fails and stays open for the next start; a later transaction
+    # commits the other view of the same file, which that start must keep
+    shares = "sys/fs/cgroup/cpu/batch/cpu.shares"
+    first = manager.apply(manager.stage({"cgroup.batch.cpu_shares": 512}).id, confirm_within_s=60)
+    fake.rule(shares, reject=["1024"])
+    _, results = manager.revert(first.id)
+    assert [r.action for r in results] == ["error"]
+    fake.rule(shares, reject=[])
+    manager.commit(manager.apply(manager.stage({"cgroup.batch.cpu_weight": 200}).id, confirm_within_s=60).id)
+    committed = fake.read(shares)
+    assert committed not in ("1024\n", "512\n")
+    manager.close()
+    fresh = TransactionManager(backend, journal_path)
+    fresh.recover()
+    fresh.close()
+    assert fake.read(shares) == committed
