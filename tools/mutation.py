@@ -34,6 +34,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -216,10 +217,11 @@ def _diff(workdir: Path, name: str) -> str:
     return "\n".join(line for line in shown.stdout.splitlines() if not line.startswith("# "))
 
 
-def child_reach(workdir: Path, target: Target, child_ids: list[str], log: Any) -> set[int]:
-    """The lines of the module that the child-process tests run, in the test process or in the children
-    it starts (coverage.py follows subprocesses), on the unmutated code. A child killed with SIGKILL
-    saves no data, but each crash scenario also runs once to its end, and a killed run is a prefix of it."""
+def child_reach(workdir: Path, target: Target, child_ids: list[str], log: Any) -> set[int] | None:
+    """The lines of the module that the child-process tests run, in the test process or in the
+    children it starts (coverage.py follows subprocesses), on the unmutated code; None if those tests
+    failed. A child killed with SIGKILL saves no data, but each crash scenario also runs once to its
+    end, and a killed run is a prefix of it."""
     rc = workdir / ".coveragerc-children"
     rc.write_text(
         "[run]\npatch = subprocess\nparallel = true\n"
@@ -229,8 +231,10 @@ def child_reach(workdir: Path, target: Target, child_ids: list[str], log: Any) -
     env["PYTHONPATH"] = str(workdir)
     cov = [sys.executable, "-m", "coverage"]
     pytest = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutation", *child_ids]
-    for args in ([*cov, "run", f"--rcfile={rc}", *pytest], [*cov, "combine", f"--rcfile={rc}"]):
-        subprocess.run(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    run = subprocess.run([*cov, "run", f"--rcfile={rc}", *pytest], cwd=workdir, env=env, stdout=log, stderr=log)
+    if run.returncode != 0:  # e.g. a crash worker past its time on an overloaded machine: lines unknown
+        return None
+    subprocess.run([*cov, "combine", f"--rcfile={rc}"], cwd=workdir, env=env, stdout=log, stderr=log, check=True)
     import coverage  # mutmut depends on it
 
     data = coverage.CoverageData(basename=str(workdir / ".coverage-children"))
@@ -269,16 +273,39 @@ def _set_mapping(workdir: Path, target: Target, mapping_for: Any, timeout_multip
         pyproject.write_text(text)
 
 
-def _mutmut_run(workdir: Path, names: list[str], log: Any) -> None:
+def _mutmut_run(workdir: Path, names: list[str], log: Any, minutes: float | None = None) -> None:
+    """Run these mutants; stop mutmut (and the tests it runs) after ``minutes``, if given."""
     if not names:
         return
     mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
     run = [mutmut, "run", "--max-children", "1", *names]
-    subprocess.run(run, cwd=workdir, env=_env(workdir), stdout=log, stderr=subprocess.STDOUT, check=False)
+    process = subprocess.Popen(
+        run, cwd=workdir, env=_env(workdir), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        process.wait(timeout=None if minutes is None else minutes * 60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     log.flush()
 
 
-def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Path | None = None) -> dict[str, Any]:
+def _forget(workdir: Path, target: Target, names: list[str]) -> None:
+    """Mark mutants unchecked in mutmut's results, so that a run stopped early shows which it never ran."""
+    meta_path = workdir / "mutants" / (target.path + ".meta")
+    meta = json.loads(meta_path.read_text())
+    meta["exit_code_by_key"].update(dict.fromkeys(names))
+    meta_path.write_text(json.dumps(meta, indent=4))
+
+
+def run_module(
+    key: str,
+    sample: int,
+    seed: int,
+    workdir_root: Path,
+    recheck: Path | None = None,
+    child_minutes: float | None = None,
+) -> dict[str, Any]:
     target = TARGETS[key]
     workdir = workdir_root / key
     started = time.monotonic()
@@ -341,25 +368,33 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Pa
     lines = {n: _changed_line(target, n, diffs[n]) for n in rest}
     unreached_by_children: list[str] = []
     second: list[str] = []
-    if child_ids and rest:
+    out_of_time: list[str] = []
+    if child_ids and rest and child_minutes == 0:  # phase 2 skipped: every survivor is reported as not run
+        out_of_time = list(rest)
+    elif child_ids and rest:
         reach = child_reach(workdir, target, child_ids, log)
         for n in rest:
             line = lines[n]
-            if line is not None and _statement_line(target, line) not in reach:
+            if reach is not None and line is not None and _statement_line(target, line) not in reach:
                 unreached_by_children.append(n)
             else:
                 second.append(n)
         _set_mapping(workdir, target, lambda f, ts, d: list(child_ids), timeout_multiplier=4.0)
-        _mutmut_run(workdir, second, log)
+        _forget(workdir, target, second)
+        _mutmut_run(workdir, second, log, minutes=child_minutes)
         phase2_codes = _meta(workdir, target)
         for n in second:
-            codes[n] = phase2_codes.get(n)
+            if phase2_codes.get(n) is None:  # the time given to phase 2 ran out first
+                out_of_time.append(n)
+            else:
+                codes[n] = phase2_codes[n]
         newly = [n for n in second if codes.get(n) in KILLED]
         killed += newly
         print(
             f"   phase 2 (child-process tests): {len(second)} run, {len(newly)} caught "
             f"(timeouts: {sum(1 for n in newly if codes[n] not in (1,))}), "
-            f"{len(unreached_by_children)} not run (their line is not reached by those tests); "
+            f"{len(unreached_by_children)} not run (their line is not reached by those tests), "
+            f"{len(out_of_time)} not run (out of time); "
             f"{(time.monotonic() - started - phase1) / 60:.1f} min",
             flush=True,
         )
@@ -386,6 +421,8 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Pa
         status = "no tests" if name in untested else "survived"
         if name in unreached_by_children:
             status += ", line not run by the child-process tests"
+        if name in out_of_time:
+            status += ", not run against the child-process tests (out of time)"
         print(f"\n-- {target.path}:{line} {name} ({status})")
         print("\n".join(line for line in diff.splitlines() if not line.startswith(("---", "+++", "@@"))))
         survivors.append({"name": name, "line": line, "status": status, "diff": diff})
@@ -419,9 +456,14 @@ def main() -> None:
         metavar="DIR",
         help="an earlier --workdir on the same code: run only its survivors and timeouts again (after adding tests)",
     )
+    parser.add_argument(
+        "--child-minutes",
+        type=float,
+        help="at most this long for phase 2 per module (0: skip it); mutants not reached are reported as such",
+    )
     args = parser.parse_args()
     keys = list(TARGETS) if "all" in args.module else args.module
-    results = [run_module(key, args.sample, args.seed, args.workdir, args.recheck) for key in keys]
+    results = [run_module(key, args.sample, args.seed, args.workdir, args.recheck, args.child_minutes) for key in keys]
     print("\n== summary")
     for r in results:
         print(
