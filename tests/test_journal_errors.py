@@ -74,3 +74,24 @@ def test_a_compaction_that_cannot_put_its_file_in_place_names_the_path_and_keeps
     journal.append({"t": "after"})
     journal.close()
     assert [r["t"] for r in scan(journal_path).records] == ["note", "after"]
+
+
+def test_a_compaction_whose_new_file_cannot_be_reopened_breaks_the_journal_naming_its_path(
+    journal_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(journal_path)
+    journal.append({"t": "note"})
+
+    def open_private(path: str | os.PathLike[str], flags: int) -> int:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(journal_mod, "open_private", open_private)
+    with pytest.raises(JournalError) as info:
+        journal.rewrite([{"t": "kept"}])
+    assert info.value.fields == {"path": str(journal_path)}
+    assert journal.broken is not None  # the old descriptor appends to a file no longer at the path
+    monkeypatch.undo()
+    with pytest.raises(JournalError):
+        journal.append({"t": "lost"})
+    journal.close()
+    assert [r["t"] for r in scan(journal_path).records] == ["kept"]

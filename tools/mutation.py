@@ -119,8 +119,9 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def prepare_workdir(target: Target, workdir: Path) -> list[str]:
-    """A fresh copy of the repository with a mutmut configuration for this one file."""
+def prepare_workdir(target: Target, workdir: Path, with_children: bool = True) -> list[str]:
+    """A fresh copy of the repository with a mutmut configuration for this one file (without the
+    test files that hold only child-process tests, if ``with_children`` is false)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -133,6 +134,9 @@ def prepare_workdir(target: Target, workdir: Path) -> list[str]:
             '_mutation_settings.register_profile("mutation", deadline=None)\n'
         )
     tests = _expand(target.tests)
+    if not with_children:
+        whole_files = [p.removesuffix("::*") for p in target.child_tests if p.endswith("::*")]
+        tests = [t for t in tests if not any(fnmatch.fnmatch(t, f) for f in whole_files)]
     pyproject = (REPO / "pyproject.toml").read_text()
     pyproject = pyproject.split("\n[tool.mutmut]")[0]
     pyproject += (
@@ -309,7 +313,7 @@ def run_module(
     target = TARGETS[key]
     workdir = workdir_root / key
     started = time.monotonic()
-    tests = prepare_workdir(target, workdir)
+    tests = prepare_workdir(target, workdir, with_children=child_minutes != 0)
     print(f"== {key}: {target.path} against {len(tests)} test files: {' '.join(tests)}", flush=True)
     log = (workdir_root / f"{key}.mutmut.log").open("w")  # mutmut's own progress output
     subprocess.run(
@@ -369,7 +373,7 @@ def run_module(
     unreached_by_children: list[str] = []
     second: list[str] = []
     out_of_time: list[str] = []
-    if child_ids and rest and child_minutes == 0:  # phase 2 skipped: every survivor is reported as not run
+    if target.child_tests and rest and child_minutes == 0:  # phase 2 skipped: every survivor is reported as not run
         out_of_time = list(rest)
     elif child_ids and rest:
         reach = child_reach(workdir, target, child_ids, log)
