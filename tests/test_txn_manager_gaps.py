@@ -210,3 +210,84 @@ def test_a_committed_alias_of_a_file_an_older_failed_restore_still_holds_is_not_
     fresh.recover()
     fresh.close()
     assert fake.read(shares) == committed
+
+
+# ---------------------------------------------------------------------------- states, kill points, recovery records
+def test_a_commit_refuses_a_transaction_that_is_not_applied_naming_it(manager: TransactionManager) -> None:
+    staged = manager.stage({"vm.swappiness": 10})
+    with pytest.raises(TransactionStateError) as info:
+        manager.commit(staged.id)
+    assert info.value.fields == {"txid": staged.id, "state": "staged", "wanted": "applied"}
+
+
+def test_a_reverted_transaction_is_closed_as_reverted_with_its_reason(
+    manager: TransactionManager, clock: FakeClock
+) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    clock.now = 1010.0
+    done, _ = manager.revert(tx.id, reason="operator")
+    assert (done.state, done.outcome, done.closed_at) == (TxState.REVERTED, "operator", 1010.0)
+    assert manager.holder_of("vm.swappiness") is None
+    with pytest.raises(TransactionStateError):
+        manager.revert(tx.id)
+
+
+def test_apply_commit_revert_and_recovery_pass_their_kill_points_in_order(backend: Backend, journal_path: Path) -> None:
+    # the crash test and `lumos-mcp selftest crash` kill at these labels (selftest names the recovery ones)
+    seen: list[str] = []
+    manager = TransactionManager(backend, journal_path, probe=seen.append)
+    manager.commit(manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60).id)
+    assert seen == [
+        "apply:before-begin",
+        "apply:after-begin",
+        "apply:after-intent:0",
+        "apply:after-file:0:0",
+        "apply:after-write:0",
+        "apply:after-armed",
+        "commit:before-record",
+        "commit:after-record",
+    ]
+    seen.clear()
+    manager.revert(manager.apply(manager.stage({"vm.dirty_ratio": 30}).id, confirm_within_s=60).id)
+    assert seen[-3:] == ["revert:requested:before-record", "rollback:after-restore:0", "revert:requested:after-record"]
+    manager.apply(manager.stage({"vm.swappiness": 20, "vm.dirty_ratio": 40}).id, confirm_within_s=60)
+    manager.close()  # the server dies with it armed
+    seen.clear()
+    fresh = TransactionManager(backend, journal_path, probe=seen.append)
+    fresh.recover()
+    fresh.close()
+    assert seen == [
+        "recover:before-record",
+        "recover:after-restore:1",
+        "recover:after-restore:0",
+        "recover:after-record",
+        "recover:rewrite:after-tmp",
+        "recover:rewrite:after-rename",
+        "recover:rewrite:after-reopen",
+    ]
+
+
+class Crash(BaseException):
+    """Raised by a probe to stop a manager mid-operation, as a kill would (nothing catches it)."""
+
+
+def test_a_crash_after_recovery_recorded_a_transaction_as_reverted_leaves_nothing_for_the_next_start(
+    fake: FakeKernel, backend: Backend, manager: TransactionManager, journal_path: Path
+) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    manager.close()
+
+    def probe(label: str) -> None:
+        if label == "recover:after-record":
+            raise Crash(label)
+
+    crashing = TransactionManager(backend, journal_path, probe=probe)
+    with pytest.raises(Crash):
+        crashing.recover()
+    crashing.close()
+    assert [r["t"] for r in scan(journal_path).records if r.get("tx") == tx.id][-2:] == ["revert", "reverted"]
+    fresh = TransactionManager(backend, journal_path)
+    report = fresh.recover()
+    fresh.close()
+    assert (report.transactions, report.knobs) == ((), ())
+    assert fake.read(SWAPPINESS) == "60\n"
