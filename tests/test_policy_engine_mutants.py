@@ -370,3 +370,22 @@ def test_a_commit_within_commits_per_hour_is_allowed_and_one_beyond_is_denied_wi
     assert [(d.rule, d.knob, d.value, d.limit) for d in denied.denials] == [("commits_per_hour", None, 4, 3)]
     assert all(d.message for d in denied.denials)
     assert evaluate_commit(policy, history=Commits([NOW - 3601, NOW - 10, NOW - 5]), now=NOW).allowed
+
+
+def test_one_change_naming_two_aliases_of_a_file_is_denied_and_each_alone_is_allowed() -> None:
+    policy = make_policy(
+        knobs={
+            "cgroup.*.cpu_weight": {"min": 1, "max": 10000, "approval": "never"},
+            "cgroup.*.cpu_shares": {"min": 2, "max": 262144, "approval": "never"},
+        }
+    )
+    shares = ("sys/fs/cgroup/cpu/batch/cpu.shares",)
+    weight = Change("cgroup.batch.cpu_weight", "int", 100, 50, files=shares)
+    alias = Change("cgroup.batch.cpu_shares", "int", 1024, 512, files=shares)
+    other = Change("cgroup.web.cpu_weight", "int", 100, 50, files=("sys/fs/cgroup/cpu/web/cpu.shares",))
+    assert run(policy, weight).allowed
+    assert run(policy, weight, other).allowed
+    verdict = run(policy, weight, alias, other)
+    assert [(d.rule, d.knob, d.value, d.limit) for d in verdict.denials] == [
+        ("duplicate_knob", "cgroup.batch.cpu_shares", 2, 1)
+    ]
