@@ -291,3 +291,22 @@ def test_a_crash_after_recovery_recorded_a_transaction_as_reverted_leaves_nothin
     fresh.close()
     assert (report.transactions, report.knobs) == ((), ())
     assert fake.read(SWAPPINESS) == "60\n"
+
+
+def test_a_compaction_while_running_passes_its_kill_points_inside_the_commit_that_triggered_it(
+    backend: Backend, journal_path: Path
+) -> None:
+    seen: list[str] = []
+    manager = TransactionManager(backend, journal_path, probe=seen.append, compact_after_bytes=1)
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    seen.clear()
+    manager.commit(tx.id)
+    manager.close()
+    assert seen == [
+        "commit:before-record",
+        "compact:after-tmp",
+        "compact:after-rename",
+        "compact:after-reopen",
+        "commit:after-record",
+    ]
+    assert scan(journal_path).records == []  # nothing open: compaction kept nothing

@@ -58,7 +58,11 @@ TARGETS: dict[str, Target] = {
         ("tests/test_policy_engine*.py", "tests/test_policy_properties.py", "tests/test_policy_loader.py"),
     ),
     "codec": Target("lumos_mcp/knobs/codec.py", ("tests/test_codec*.py", "tests/test_knobs_catalog.py")),
-    "audit": Target("lumos_mcp/audit.py", ("tests/test_audit*.py",), child_tests=("tests/test_audit*.py::*process*",)),
+    "audit": Target(
+        "lumos_mcp/audit.py",
+        ("tests/test_audit*.py", "tests/test_bounded_growth.py"),  # the latter: rotation and pruning
+        child_tests=("tests/test_audit*.py::*process*",),
+    ),
     "approvals": Target(
         "lumos_mcp/approvals.py", ("tests/test_approvals*.py",), child_tests=("tests/test_approvals*.py::*process*",)
     ),
