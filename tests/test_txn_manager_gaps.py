@@ -15,7 +15,7 @@ from lumos_mcp.errors import ExternalChangeError, JournalError, TransactionState
 from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.txn import TransactionManager, TxState
-from lumos_mcp.txn.journal import scan
+from lumos_mcp.txn.journal import Journal, scan
 
 SWAPPINESS = "proc/sys/vm/swappiness"
 DIRTY_RATIO = "proc/sys/vm/dirty_ratio"
@@ -310,3 +310,20 @@ def test_a_compaction_while_running_passes_its_kill_points_inside_the_commit_tha
         "commit:after-record",
     ]
     assert scan(journal_path).records == []  # nothing open: compaction kept nothing
+
+
+def test_a_forged_original_with_a_second_line_is_refused_even_when_its_first_line_reads_as_a_value(
+    fake: FakeKernel, backend: Backend, journal_path: Path
+) -> None:
+    thp = "sys/kernel/mm/transparent_hugepage/enabled"
+    fake.file(thp, "always madvise [never]")
+    journal = Journal(journal_path)
+    knob = {"knob": "thp.enabled", "files": [thp], "codec": "plain", "after": "never"}
+    journal.append({"t": "begin", "tx": "tx-forged", "digest": "0" * 64, "knobs": [knob | {"raw": ["[madvise]\nX"]}]})
+    journal.append({"t": "write", "tx": "tx-forged", "knob": "thp.enabled"})
+    journal.close()
+    fresh = TransactionManager(backend, journal_path)
+    report = fresh.recover()
+    fresh.close()
+    assert [(k.knob, k.action) for k in report.knobs] == [("thp.enabled", "refused")]
+    assert fake.read(thp) == "always madvise [never]\n"
