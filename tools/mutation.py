@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import fnmatch
 import glob
 import hashlib
@@ -306,6 +307,32 @@ def _forget(workdir: Path, target: Target, names: list[str]) -> None:
     meta_path.write_text(json.dumps(meta, indent=4))
 
 
+def _diffs(workdir: Path, target: Target, names: list[str]) -> dict[str, str]:
+    """Each mutant's diff against the original function, read from the mutated file (as ``mutmut show``
+    prints it, without starting mutmut once per mutant: that took seconds each on a loaded machine)."""
+    source = (workdir / "mutants" / target.path).read_text()
+    lines = source.splitlines()
+    functions = {
+        node.name: "\n".join(lines[node.lineno - 1 : node.end_lineno])
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    out: dict[str, str] = {}
+    for name in names:
+        mangled = name.rsplit(".", 1)[1]
+        original = functions.get(mangled.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
+        mutant = functions.get(mangled)
+        if original is None or mutant is None:
+            out[name] = _diff(workdir, name)
+            continue
+        orig_name, mutant_name = mangled.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", mangled
+        lines = difflib.unified_diff(
+            original.splitlines(), mutant.replace(mutant_name, orig_name, 1).splitlines(), lineterm="", n=3
+        )
+        out[name] = "\n".join(lines)
+    return out
+
+
 def run_module(
     key: str,
     sample: int,
@@ -372,7 +399,7 @@ def run_module(
     # Phase 2: the mutants that survived phase 1 and change a line the child-process tests run meet those
     # tests (mutmut's MUTANT_UNDER_TEST and PYTHONPATH reach the children). A mutant whose line they
     # never run cannot be caught by them, so it is not run again.
-    diffs = {n: _diff(workdir, n) for n in rest}
+    diffs = _diffs(workdir, target, rest)
     lines = {n: _changed_line(target, n, diffs[n]) for n in rest}
     unreached_by_children: list[str] = []
     second: list[str] = []
