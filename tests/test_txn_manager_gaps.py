@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lumos_mcp.errors import ExternalChangeError, JournalError, TransactionStateError
+from lumos_mcp.errors import ConflictError, ExternalChangeError, InvalidValueError, JournalError, TransactionStateError
 from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.txn import TransactionManager, TxState
@@ -327,3 +327,35 @@ def test_a_forged_original_with_a_second_line_is_refused_even_when_its_first_lin
     fresh.close()
     assert [(k.knob, k.action) for k in report.knobs] == [("thp.enabled", "refused")]
     assert fake.read(thp) == "always madvise [never]\n"
+
+
+def test_stage_refusals_name_the_knob_and_the_value(manager: TransactionManager) -> None:
+    with pytest.raises(InvalidValueError) as info:
+        manager.stage({})
+    assert info.value.fields == {"knob": "", "value": "{}"}
+    with pytest.raises(InvalidValueError) as info:
+        manager.stage({"thp.enabled": "sometimes"})
+    assert info.value.fields["knob"] == "thp.enabled"
+
+
+def test_a_takeover_refused_for_a_knob_its_holder_never_wrote_names_the_holder(manager: TransactionManager) -> None:
+    # the holder holds cpu.shares through cpu_weight; cpu_shares is another id of that file: no takeover
+    holder = manager.apply(manager.stage({"cgroup.batch.cpu_weight": 50}, speculative=True).id, 60)
+    alias = manager.stage({"cgroup.batch.cpu_shares": 2048})
+    with pytest.raises(ConflictError) as info:
+        manager.apply(alias.id, confirm_within_s=60, take_over=lambda h: h.speculative)
+    assert info.value.fields == {"knob": "cgroup.batch.cpu_shares", "holder": holder.id}
+
+
+def test_the_replay_reads_past_a_record_without_a_transaction_and_honours_a_takeover(
+    backend: Backend, manager: TransactionManager, journal_path: Path
+) -> None:
+    old = manager.apply(manager.stage({"vm.swappiness": 30, "vm.dirty_ratio": 25}, speculative=True).id, 60)
+    journal = manager.journal
+    journal.append({"t": "note"})  # no "tx": skipped, never the end of the replay
+    new = manager.apply(manager.stage({"vm.swappiness": 40}).id, 60, take_over=lambda h: h.speculative)
+    open_txs, _ = TransactionManager._replay(scan(journal_path).records)
+    assert {txid: written for txid, (_, written) in open_txs.items()} == {
+        old.id: ["vm.dirty_ratio"],
+        new.id: ["vm.swappiness", "vm.swappiness"],
+    }
