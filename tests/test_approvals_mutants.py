@@ -121,3 +121,28 @@ def test_a_failed_write_raises_approval_store_error_naming_the_store_and_leaves_
     monkeypatch.undo()
     assert sorted(p.name for p in store.state_dir.iterdir()) == ["approvals.lock"]
     assert store.list() == []
+
+
+def test_closed_approvals_are_kept_for_the_retention_counted_from_when_they_ended(tmp_path: Path) -> None:
+    # a denial ends at its decision, an approval never decided at its expiry (found by the mutation run on main)
+    now = [NOW]
+    store = ApprovalStore(tmp_path / "state", clock=lambda: now[0], retention_s=100)
+    early = store.request("tx-1", DIGEST, "s", lifetime_s=1000)
+    late = store.request("tx-2", DIGEST, "s", lifetime_s=1000)
+    lapsed = store.request("tx-3", DIGEST, "s", lifetime_s=50)
+    now[0] = NOW + 10
+    store.deny(early.id, by="operator")
+    now[0] = NOW + 60
+    store.deny(late.id, by="operator")
+    now[0] = NOW + 140  # early was denied 130 s ago, late 80 s ago, lapsed expired 90 s ago
+    fresh = store.request("tx-4", DIGEST, "s", lifetime_s=1000)  # every write prunes
+    assert {a.id for a in store.list()} == {late.id, lapsed.id, fresh.id}
+
+
+def test_a_granted_approval_is_never_pruned_even_when_no_closed_one_is_kept(tmp_path: Path) -> None:
+    store = ApprovalStore(tmp_path / "state", clock=lambda: NOW, keep_closed=0)
+    granted = store.grant(store.request("tx-1", DIGEST, "s", lifetime_s=600).id, by="operator")
+    denied = store.deny(store.request("tx-2", DIGEST, "s", lifetime_s=600).id, by="operator")
+    pending = store.request("tx-3", DIGEST, "s", lifetime_s=600)  # this write prunes the denied one
+    assert {a.id for a in store.list()} == {granted.id, pending.id}
+    assert denied.id not in {a.id for a in store.list()}

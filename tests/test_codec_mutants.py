@@ -228,3 +228,12 @@ def test_kernel_text_that_does_not_parse_raises_invalid_value_naming_the_knob(
     with pytest.raises(InvalidValueError) as info:
         codec_mod.decode(codec, knob, [text])
     assert info.value.fields["knob"] == knob.id
+
+
+def test_a_value_longer_than_the_limit_is_refused_naming_the_knob() -> None:
+    # found by the mutation run on main: the check existed, but nothing held it to its typed error
+    long = "1" * (codec_mod.MAX_VALUE_CHARS + 1)
+    with pytest.raises(InvalidValueError) as info:
+        normalize(SWAPPINESS, long)
+    assert info.value.fields == {"knob": "vm.swappiness", "value": long}
+    assert normalize(SWAPPINESS, " " * (codec_mod.MAX_VALUE_CHARS - 2) + "10") == 10  # at the limit: read

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lumos_mcp.policy import Change, Policy, Verdict, parse_policy
+from lumos_mcp.policy import Change, Policy, Verdict, evaluate_commit, parse_policy
 from lumos_mcp.policy.engine import Value
 from tests.policy_helpers import NOW, FakeHistory, run
 
@@ -318,3 +318,74 @@ def test_every_denial_and_approval_reason_carries_a_message() -> None:
         assert all(isinstance(r, str) and r for r in verdict.approval_reasons)
     reasons = run(step_policy(0.1), swap(50, 100)).approval_reasons
     assert len(reasons) == 1 and reasons[0].startswith("vm.swappiness:")
+
+
+# --------------------------------------------------------------------------- gaps the run on main found
+SPECULATION = {
+    "confirm_within_s": 5,
+    "knobs": {"cgroup.*.cpu_weight": {"min": 10, "max": 200, "max_step_ratio": 0.5}},
+}
+
+
+def speculating() -> Policy:
+    return make_policy(
+        knobs={"cgroup.*.cpu_weight": {"min": 1, "max": 1000, "max_step_ratio": 0.1, "approval": "never"}},
+        speculation=SPECULATION,
+    )
+
+
+def test_a_speculative_move_takes_its_step_from_the_envelope_not_from_the_knob_rule() -> None:
+    policy = speculating()
+    move = Change("cgroup.batch.cpu_weight", "int", 100, 140)  # 40%: the envelope allows it, the knob rule 10%
+    assert run(policy, move, speculative=True).allowed
+    assert [d.rule for d in run(policy, move).denials] == ["step_too_large"]
+
+
+def test_a_speculative_move_outside_the_envelope_names_the_knob_value_and_envelope() -> None:
+    verdict = run(speculating(), Change(LEFT, "int", 10, 12), speculative=True)
+    assert [(d.rule, d.knob, d.value, d.limit) for d in verdict.denials][:1] == [
+        (
+            "outside_envelope",
+            LEFT,
+            12,
+            "speculation envelope of policy 'gaps'",
+        )
+    ]
+
+
+class Commits:
+    def __init__(self, times: list[float]) -> None:
+        self.times = times
+
+    def committed_since(self, ts: float) -> int:
+        return sum(1 for t in self.times if t >= ts)
+
+
+def test_a_commit_within_commits_per_hour_is_allowed_and_one_beyond_is_denied_with_its_fields() -> None:
+    policy = make_policy()  # commits_per_hour = 3
+    allowed = evaluate_commit(policy, history=Commits([NOW - 10, NOW - 5]), now=NOW)
+    assert (allowed.allowed, allowed.denials, allowed.approval_required) == (True, (), False)
+    denied = evaluate_commit(policy, history=Commits([NOW - 3599, NOW - 10, NOW - 5]), now=NOW)
+    assert denied.allowed is False
+    assert [(d.rule, d.knob, d.value, d.limit) for d in denied.denials] == [("commits_per_hour", None, 4, 3)]
+    assert all(d.message for d in denied.denials)
+    assert evaluate_commit(policy, history=Commits([NOW - 3601, NOW - 10, NOW - 5]), now=NOW).allowed
+
+
+def test_one_change_naming_two_aliases_of_a_file_is_denied_and_each_alone_is_allowed() -> None:
+    policy = make_policy(
+        knobs={
+            "cgroup.*.cpu_weight": {"min": 1, "max": 10000, "approval": "never"},
+            "cgroup.*.cpu_shares": {"min": 2, "max": 262144, "approval": "never"},
+        }
+    )
+    shares = ("sys/fs/cgroup/cpu/batch/cpu.shares",)
+    weight = Change("cgroup.batch.cpu_weight", "int", 100, 50, files=shares)
+    alias = Change("cgroup.batch.cpu_shares", "int", 1024, 512, files=shares)
+    other = Change("cgroup.web.cpu_weight", "int", 100, 50, files=("sys/fs/cgroup/cpu/web/cpu.shares",))
+    assert run(policy, weight).allowed
+    assert run(policy, weight, other).allowed
+    verdict = run(policy, weight, alias, other)
+    assert [(d.rule, d.knob, d.value, d.limit) for d in verdict.denials] == [
+        ("duplicate_knob", "cgroup.batch.cpu_shares", 2, 1)
+    ]

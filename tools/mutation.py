@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import fnmatch
 import glob
 import hashlib
@@ -34,6 +35,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -57,7 +59,11 @@ TARGETS: dict[str, Target] = {
         ("tests/test_policy_engine*.py", "tests/test_policy_properties.py", "tests/test_policy_loader.py"),
     ),
     "codec": Target("lumos_mcp/knobs/codec.py", ("tests/test_codec*.py", "tests/test_knobs_catalog.py")),
-    "audit": Target("lumos_mcp/audit.py", ("tests/test_audit*.py",), child_tests=("tests/test_audit*.py::*process*",)),
+    "audit": Target(
+        "lumos_mcp/audit.py",
+        ("tests/test_audit*.py", "tests/test_bounded_growth.py"),  # the latter: rotation and pruning
+        child_tests=("tests/test_audit*.py::*process*",),
+    ),
     "approvals": Target(
         "lumos_mcp/approvals.py", ("tests/test_approvals*.py",), child_tests=("tests/test_approvals*.py::*process*",)
     ),
@@ -118,8 +124,9 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def prepare_workdir(target: Target, workdir: Path) -> list[str]:
-    """A fresh copy of the repository with a mutmut configuration for this one file."""
+def prepare_workdir(target: Target, workdir: Path, with_children: bool = True) -> list[str]:
+    """A fresh copy of the repository with a mutmut configuration for this one file (without the
+    test files that hold only child-process tests, if ``with_children`` is false)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -132,6 +139,9 @@ def prepare_workdir(target: Target, workdir: Path) -> list[str]:
             '_mutation_settings.register_profile("mutation", deadline=None)\n'
         )
     tests = _expand(target.tests)
+    if not with_children:
+        whole_files = [p.removesuffix("::*") for p in target.child_tests if p.endswith("::*")]
+        tests = [t for t in tests if not any(fnmatch.fnmatch(t, f) for f in whole_files)]
     pyproject = (REPO / "pyproject.toml").read_text()
     pyproject = pyproject.split("\n[tool.mutmut]")[0]
     pyproject += (
@@ -165,23 +175,6 @@ def _meta(workdir: Path, target: Target) -> dict[str, int | None]:
 
 def _module_name(target: Target) -> str:
     return target.path.removesuffix(".py").replace("/", ".")
-
-
-def inject_child_tests(workdir: Path, target: Target) -> int:
-    """Add the child-process tests to every function of the module in mutmut's coverage map."""
-    if not target.child_tests:
-        return 0
-    stats_path = workdir / "mutants" / "mutmut-stats.json"
-    stats = json.loads(stats_path.read_text())
-    tests = [t for t in stats["duration_by_test"] if any(fnmatch.fnmatch(t, p) for p in target.child_tests)]
-    prefix = _module_name(target) + "."
-    functions = {name.rsplit("__mutmut_", 1)[0] for name in _meta(workdir, target)}
-    mapping: dict[str, list[str]] = stats["tests_by_mangled_function_name"]
-    for function in functions:
-        assert function.startswith(prefix), function
-        mapping[function] = sorted(set(mapping.get(function, [])) | set(tests))
-    stats_path.write_text(json.dumps(stats, indent=4))
-    return len(tests)
 
 
 def _changed_line(target: Target, name: str, diff: str) -> int | None:
@@ -233,13 +226,126 @@ def _diff(workdir: Path, name: str) -> str:
     return "\n".join(line for line in shown.stdout.splitlines() if not line.startswith("# "))
 
 
-def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Path | None = None) -> dict[str, Any]:
+def child_reach(workdir: Path, target: Target, child_ids: list[str], log: Any) -> set[int] | None:
+    """The lines of the module that the child-process tests run, in the test process or in the
+    children it starts (coverage.py follows subprocesses), on the unmutated code; None if those tests
+    failed. A child killed with SIGKILL saves no data, but each crash scenario also runs once to its
+    end, and a killed run is a prefix of it."""
+    rc = workdir / ".coveragerc-children"
+    rc.write_text(
+        "[run]\npatch = subprocess\nparallel = true\n"
+        f"data_file = {workdir / '.coverage-children'}\ninclude = */{target.path}\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(workdir)
+    cov = [sys.executable, "-m", "coverage"]
+    pytest = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutation", *child_ids]
+    run = subprocess.run([*cov, "run", f"--rcfile={rc}", *pytest], cwd=workdir, env=env, stdout=log, stderr=log)
+    if run.returncode != 0:  # e.g. a crash worker past its time on an overloaded machine: lines unknown
+        return None
+    subprocess.run([*cov, "combine", f"--rcfile={rc}"], cwd=workdir, env=env, stdout=log, stderr=log, check=True)
+    import coverage  # mutmut depends on it
+
+    data = coverage.CoverageData(basename=str(workdir / ".coverage-children"))
+    data.read()
+    files = [f for f in data.measured_files() if f.endswith(target.path)]
+    return {line for f in files for line in data.lines(f) or []}
+
+
+def _statement_line(target: Target, line: int) -> int:
+    """The first line of the innermost statement holding ``line`` (coverage.py reports statements
+    by their first line; a mutant may change a continuation line)."""
+    tree = ast.parse((REPO / target.path).read_text())
+    starts = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.stmt) and node.lineno <= line <= (node.end_lineno or node.lineno)
+    ]
+    return max(starts, default=line)
+
+
+def _set_mapping(workdir: Path, target: Target, mapping_for: Any, timeout_multiplier: float | None = None) -> None:
+    """Rewrite mutmut's map of which tests run for each function of the module."""
+    stats_path = workdir / "mutants" / "mutmut-stats.json"
+    stats = json.loads(stats_path.read_text())
+    mapping: dict[str, list[str]] = stats["tests_by_mangled_function_name"]
+    functions = {name.rsplit("__mutmut_", 1)[0] for name in _meta(workdir, target)}
+    for function in sorted(functions | set(mapping)):
+        mapping.setdefault(function, [])
+        mapping[function] = mapping_for(function, mapping[function], stats["duration_by_test"])
+    stats_path.write_text(json.dumps(stats, indent=4))
+    if timeout_multiplier is not None:
+        pyproject = workdir / "pyproject.toml"
+        text = re.sub(
+            r"timeout_multiplier = [0-9.]+", f"timeout_multiplier = {timeout_multiplier}", pyproject.read_text()
+        )
+        pyproject.write_text(text)
+
+
+def _mutmut_run(workdir: Path, names: list[str], log: Any, minutes: float | None = None) -> None:
+    """Run these mutants; stop mutmut (and the tests it runs) after ``minutes``, if given."""
+    if not names:
+        return
+    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
+    run = [mutmut, "run", "--max-children", "1", *names]
+    process = subprocess.Popen(
+        run, cwd=workdir, env=_env(workdir), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        process.wait(timeout=None if minutes is None else minutes * 60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    log.flush()
+
+
+def _forget(workdir: Path, target: Target, names: list[str]) -> None:
+    """Mark mutants unchecked in mutmut's results, so that a run stopped early shows which it never ran."""
+    meta_path = workdir / "mutants" / (target.path + ".meta")
+    meta = json.loads(meta_path.read_text())
+    meta["exit_code_by_key"].update(dict.fromkeys(names))
+    meta_path.write_text(json.dumps(meta, indent=4))
+
+
+def _diffs(workdir: Path, target: Target, names: list[str]) -> dict[str, str]:
+    """Each mutant's diff against the original function, read from the mutated file (as ``mutmut show``
+    prints it, without starting mutmut once per mutant: that took seconds each on a loaded machine)."""
+    source = (workdir / "mutants" / target.path).read_text()
+    lines = source.splitlines()
+    functions = {
+        node.name: "\n".join(lines[node.lineno - 1 : node.end_lineno])
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    out: dict[str, str] = {}
+    for name in names:
+        mangled = name.rsplit(".", 1)[1]
+        original = functions.get(mangled.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
+        mutant = functions.get(mangled)
+        if original is None or mutant is None:
+            out[name] = _diff(workdir, name)
+            continue
+        orig_name, mutant_name = mangled.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", mangled
+        lines = difflib.unified_diff(
+            original.splitlines(), mutant.replace(mutant_name, orig_name, 1).splitlines(), lineterm="", n=3
+        )
+        out[name] = "\n".join(lines)
+    return out
+
+
+def run_module(
+    key: str,
+    sample: int,
+    seed: int,
+    workdir_root: Path,
+    recheck: Path | None = None,
+    child_minutes: float | None = None,
+) -> dict[str, Any]:
     target = TARGETS[key]
     workdir = workdir_root / key
     started = time.monotonic()
-    tests = prepare_workdir(target, workdir)
+    tests = prepare_workdir(target, workdir, with_children=child_minutes != 0)
     print(f"== {key}: {target.path} against {len(tests)} test files: {' '.join(tests)}", flush=True)
-    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
     log = (workdir_root / f"{key}.mutmut.log").open("w")  # mutmut's own progress output
     subprocess.run(
         [sys.executable, "-c", _PREPARE],
@@ -250,7 +356,8 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Pa
         check=True,
     )
     everyone = sorted(_meta(workdir, target))
-    injected = inject_child_tests(workdir, target)
+    stats = json.loads((workdir / "mutants" / "mutmut-stats.json").read_text())
+    child_ids = sorted(t for t in stats["duration_by_test"] if any(fnmatch.fnmatch(t, p) for p in target.child_tests))
     chosen = sorted(random.Random(seed).sample(everyone, sample)) if 0 < sample < len(everyone) else everyone
     earlier: dict[str, Any] | None = None
     if recheck is not None:
@@ -259,18 +366,76 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Pa
         earlier = json.loads((recheck / f"{key}.json").read_text())
         before = hashlib.sha256((recheck / key / target.path).read_bytes()).hexdigest()
         assert before == _source_hash(target), f"{target.path} changed since {recheck}"
-        chosen = sorted(s["name"] for s in earlier["survivors"])
-        print(f"   rechecking the {len(chosen)} survivors of {recheck / (key + '.json')}")
-    print(f"   {len(everyone)} mutants, running {len(chosen)} (seed {seed}); {injected} child-process tests added")
+        # its timeouts too: on a loaded machine a timeout may be a clean test that ran slow
+        timed = sorted(n for n, c in earlier.get("exit_codes", {}).items() if c in KILLED - {1, 3})
+        chosen = sorted({s["name"] for s in earlier["survivors"]} | set(timed))
+        earlier["killed"] -= len(timed)
+        earlier["checked"] -= len(timed)
+        print(f"   rechecking the {len(chosen) - len(timed)} survivors and {len(timed)} timeouts of {recheck}")
+    print(f"   {len(everyone)} mutants, running {len(chosen)} (seed {seed}); child-process tests: {len(child_ids)}")
     print(f"   functions with no mutant: {', '.join(unreached(target, everyone)) or 'none'}")
     print(f"   mutmut's output: {log.name}", flush=True)
-    run = [mutmut, "run", "--max-children", "1", *chosen]
-    subprocess.run(run, cwd=workdir, env=_env(workdir), stdout=log, stderr=subprocess.STDOUT, check=False)
-    log.close()
-    codes = _meta(workdir, target)
+
+    # Phase 1: every chosen mutant against the in-process tests, fastest first, stopping at the first
+    # failure. The child-process tests (the crash test: one test of about 25 s) are left out here.
+    _set_mapping(workdir, target, lambda f, ts, d: sorted(t for t in ts if t not in child_ids))
+    _mutmut_run(workdir, chosen, log)
+    codes = dict(_meta(workdir, target))
+    # A timeout counts as caught, but on a loaded machine a clean test can outlast mutmut's limit:
+    # run the mutants that timed out (or were killed by the CPU limit) once more with 4x the time.
+    slow = [n for n in chosen if codes.get(n) in KILLED - {1, 3}]
+    if slow:
+        _set_mapping(workdir, target, lambda f, ts, d: ts, timeout_multiplier=8.0)
+        _mutmut_run(workdir, slow, log)
+        codes.update({n: _meta(workdir, target).get(n) for n in slow})
+        still = sum(1 for n in slow if codes[n] in KILLED - {1, 3})
+        print(f"   {len(slow)} timed out in phase 1; run again with 4x the time: {still} timed out again", flush=True)
+    phase1 = time.monotonic() - started
     killed = [n for n in chosen if codes.get(n) in KILLED]
-    untested = [n for n in chosen if codes.get(n) in NO_TESTS]
     unchecked = [n for n in chosen if codes.get(n) is None]
+    rest = [n for n in chosen if n not in killed and n not in unchecked]
+    print(f"   phase 1 (in-process tests): {len(killed)} caught, {len(rest)} left; {phase1 / 60:.1f} min", flush=True)
+
+    # Phase 2: the mutants that survived phase 1 and change a line the child-process tests run meet those
+    # tests (mutmut's MUTANT_UNDER_TEST and PYTHONPATH reach the children). A mutant whose line they
+    # never run cannot be caught by them, so it is not run again.
+    diffs = _diffs(workdir, target, rest)
+    lines = {n: _changed_line(target, n, diffs[n]) for n in rest}
+    unreached_by_children: list[str] = []
+    second: list[str] = []
+    out_of_time: list[str] = []
+    if target.child_tests and rest and child_minutes == 0:  # phase 2 skipped: every survivor is reported as not run
+        out_of_time = list(rest)
+    elif child_ids and rest:
+        reach = child_reach(workdir, target, child_ids, log)
+        for n in rest:
+            line = lines[n]
+            if reach is not None and line is not None and _statement_line(target, line) not in reach:
+                unreached_by_children.append(n)
+            else:
+                second.append(n)
+        _set_mapping(workdir, target, lambda f, ts, d: list(child_ids), timeout_multiplier=4.0)
+        _forget(workdir, target, second)
+        _mutmut_run(workdir, second, log, minutes=child_minutes)
+        phase2_codes = _meta(workdir, target)
+        for n in second:
+            if phase2_codes.get(n) is None:  # the time given to phase 2 ran out first
+                out_of_time.append(n)
+            else:
+                codes[n] = phase2_codes[n]
+        newly = [n for n in second if codes.get(n) in KILLED]
+        killed += newly
+        print(
+            f"   phase 2 (child-process tests): {len(second)} run, {len(newly)} caught "
+            f"(timeouts: {sum(1 for n in newly if codes[n] not in (1,))}), "
+            f"{len(unreached_by_children)} not run (their line is not reached by those tests), "
+            f"{len(out_of_time)} not run (out of time); "
+            f"{(time.monotonic() - started - phase1) / 60:.1f} min",
+            flush=True,
+        )
+    log.close()
+    untested = [n for n in chosen if codes.get(n) in NO_TESTS]
+    unchecked = [n for n in chosen if codes.get(n) is None and n not in unreached_by_children]
     survived = [n for n in chosen if n not in killed and n not in unchecked]
     elapsed = time.monotonic() - started
     checked = len(chosen) - len(unchecked)
@@ -280,14 +445,19 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Pa
         killed_count += earlier["killed"]
         checked += earlier["checked"] - len(earlier["survivors"])
         sample_size = earlier["sample"]
+    exit_codes = {**(earlier or {}).get("exit_codes", {}), **{n: codes.get(n) for n in chosen}}
     score = 100.0 * killed_count / checked if checked else 0.0
     print(f"\n== {key}: {killed_count}/{checked} caught ({score:.1f}%), {len(survived)} survived", end="")
     print(f" ({len(untested)} with no covering test), {len(unchecked)} not checked; {elapsed / 60:.1f} min")
     survivors = []
     for name in survived:
-        diff = _diff(workdir, name)
-        line = _changed_line(target, name, diff)
+        diff = diffs.get(name) or _diff(workdir, name)
+        line = lines.get(name)
         status = "no tests" if name in untested else "survived"
+        if name in unreached_by_children:
+            status += ", line not run by the child-process tests"
+        if name in out_of_time:
+            status += ", not run against the child-process tests (out of time)"
         print(f"\n-- {target.path}:{line} {name} ({status})")
         print("\n".join(line for line in diff.splitlines() if not line.startswith(("---", "+++", "@@"))))
         survivors.append({"name": name, "line": line, "status": status, "diff": diff})
@@ -301,6 +471,8 @@ def run_module(key: str, sample: int, seed: int, workdir_root: Path, recheck: Pa
         "checked": checked,
         "score": round(score, 1),
         "minutes": round(elapsed / 60, 1),
+        "phase1_minutes": round(phase1 / 60, 1),
+        "exit_codes": exit_codes,  # mutmut's, as in KILLED / NO_TESTS above
         "survivors": survivors,
     }
     (workdir_root / f"{key}.json").write_text(json.dumps(result, indent=2))
@@ -317,11 +489,16 @@ def main() -> None:
         "--recheck",
         type=Path,
         metavar="DIR",
-        help="a --workdir of an earlier run on the same code: run only its survivors again (after adding tests)",
+        help="an earlier --workdir on the same code: run only its survivors and timeouts again (after adding tests)",
+    )
+    parser.add_argument(
+        "--child-minutes",
+        type=float,
+        help="at most this long for phase 2 per module (0: skip it); mutants not reached are reported as such",
     )
     args = parser.parse_args()
     keys = list(TARGETS) if "all" in args.module else args.module
-    results = [run_module(key, args.sample, args.seed, args.workdir, args.recheck) for key in keys]
+    results = [run_module(key, args.sample, args.seed, args.workdir, args.recheck, args.child_minutes) for key in keys]
     print("\n== summary")
     for r in results:
         print(
