@@ -35,15 +35,16 @@ MEASURE_S = 1
 
 def rollout(n: int, root: Path) -> dict[str, Any]:
     fleet = Fleet(root, n)
-    started = time.monotonic()
-    fleet.start()
-    start_s = time.monotonic() - started
     timing = root / "timing.jsonl"
     try:
+        started = time.monotonic()
+        fleet.start()
+        start_s = time.monotonic() - started
+        fleet.wait_for_telemetry(60)  # each server's buffer covers lumos_app_window_s (not timed)
         extra = {
             "lumos_changes": {"vm.swappiness": 31},
             "lumos_measure_s": MEASURE_S,
-            "lumos_app_window_s": 10,
+            "lumos_app_window_s": 60,
             "lumos_app_metric": "app.p99_ms",
             "lumos_measure_tasks": str(PROBE_TASKS),
             "lumos_confirm_within_s": 600,

@@ -109,6 +109,17 @@ class Fleet:
                 host.proc.kill()
                 host.proc.wait(timeout=10)
 
+    def wait_for_telemetry(self, window_s: float) -> None:
+        """Until every server's telemetry buffer covers ``window_s`` (its read_telemetry waits for it)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(self.hosts)) as pool:
+            list(
+                pool.map(
+                    lambda h: self.call(h, "read_telemetry", {"window_s": window_s, "sections": ["app"]}), self.hosts
+                )
+            )
+
     @property
     def inventory(self) -> Path:
         return self.root / "inventory.json"
@@ -186,7 +197,7 @@ class Fleet:
     def call(self, host: Host, tool: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
         from ansible_collections.lumos.tuning.plugins.module_utils.lumos_client import call_tool
 
-        out: dict[str, Any] = call_tool(host.url, self.token, tool, dict(args or {}), 60.0)
+        out: dict[str, Any] = call_tool(host.url, self.token, tool, dict(args or {}), 120.0)
         return out
 
     def value(self, host: Host, knob: str) -> Any:

@@ -24,14 +24,17 @@ pytestmark = pytest.mark.slow
 MODULES = COLLECTIONS / "ansible_collections" / "lumos" / "tuning" / "plugins" / "modules"
 SWAPPINESS = "vm.swappiness"
 CACHE_PRESSURE = "vm.vfs_cache_pressure"
+APP_WINDOW_S = 30
 QUICK = {
     "lumos_measure_s": 1,
-    "lumos_app_window_s": 10,
+    "lumos_app_window_s": APP_WINDOW_S,
     "lumos_app_metric": "app.p99_ms",
     "lumos_measure_tasks": str(PROBE_TASKS),
     "lumos_confirm_within_s": 120,
 }
-"""A one-second measuring window, with the simulated app probe and its metric checked."""
+"""A one-second measuring window, with the simulated app probe and its metric checked. The app
+metric is read over the last 30 s: on this loaded machine starting a module took up to 10 s, so
+a shorter window could miss the probe's report made two tasks earlier."""
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +42,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     f = Fleet(tmp_path_factory.mktemp("fleet"), 8)
     try:
         f.start()
+        f.wait_for_telemetry(APP_WINDOW_S)  # else the first read waits for a fresh window, which the report precedes
         yield f
     finally:
         f.stop()
