@@ -38,7 +38,7 @@ def rollout(n: int, root: Path) -> dict[str, Any]:
     timing = root / "timing.jsonl"
     try:
         started = time.monotonic()
-        fleet.start()
+        fleet.start(timeout_s=max(120.0, 20.0 * n))  # 32 servers starting at once took over 120 s here
         start_s = time.monotonic() - started
         fleet.wait_for_telemetry(60)  # each server's buffer covers lumos_app_window_s (not timed)
         extra = {
