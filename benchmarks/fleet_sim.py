@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,9 +189,7 @@ class Fleet:
             try:
                 yield proc
             finally:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+                kill_controller(proc)
 
     # ------------------------------------------------------------------ reading a host
     def call(self, host: Host, tool: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -208,6 +206,29 @@ class Fleet:
         """Every transaction the host's server shows: armed, staged and recent."""
         status = self.call(host, "get_status")
         return [*status["armed"], *status["staged"], *status["recent"]]
+
+
+def kill_controller(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the controller and every process under it, as if its machine died.
+
+    Ansible's workers start sessions of their own (they detach), so killing the controller's
+    process group alone leaves them orphaned, blocked writing results to a dead parent. The
+    controller is stopped first so that it forks nothing while its tree is listed.
+    """
+    import psutil
+
+    if proc.poll() is None:
+        try:
+            leader = psutil.Process(proc.pid)
+            leader.suspend()
+            tree = leader.children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        for child in tree:
+            with suppress(psutil.NoSuchProcess):
+                child.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
 
 
 def touched(txs: list[dict[str, Any]], knob: str, value: Any) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.fleet_sim import COLLECTIONS, PROBE_TASKS, Fleet, Host, touched
+from benchmarks.fleet_sim import COLLECTIONS, PROBE_TASKS, Fleet, Host, kill_controller, touched
 
 pytestmark = pytest.mark.slow
 
@@ -243,8 +242,7 @@ def test_the_controller_killed_mid_wave_leaves_every_host_committed_or_reverted_
             assert proc.poll() is None, (tmp_path / "playbook.log").read_text()[-4000:]
             assert time.monotonic() < until, now
             time.sleep(0.2)  # polling servers in other processes: no event to wait on
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        kill_controller(proc)  # the controller, its detached workers and their modules
 
     until = time.monotonic() + deadline_s + 30
     while any(s == ["applied"] for s in states()):  # each host's own deadline, no controller left
