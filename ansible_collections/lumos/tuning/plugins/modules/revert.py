@@ -1,0 +1,134 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: lumos-mcp contributors
+# MIT License (see the LICENSE of lumos-mcp)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: revert
+short_description: Revert an applied change on the host's lumos-mcp server
+version_added: "0.1.0"
+description:
+  - Reverts an applied transaction through the server's journal, in reverse order, verifying each original.
+  - A transaction already reverted (by a call or by its deadline) reports C(changed=false).
+  - A knob someone else changed since apply fails with code C(external_change) unless O(force).
+
+  - In check mode the module only reads the server's status and reports whether the transaction is armed.
+options:
+  txid:
+    description: The transaction id returned by M(lumos.tuning.apply).
+    type: str
+    required: true
+  force:
+    description: Also overwrite knobs someone else changed since apply.
+    type: bool
+    default: false
+  url:
+    description: The server's MCP endpoint on the managed host.
+    type: str
+    default: http://127.0.0.1:8765/mcp
+  token:
+    description: The server's bearer token. Defaults to E(LUMOS_MCP_TOKEN) on the managed host.
+    type: str
+  token_file:
+    description: A file holding the bearer token, read when O(token) is not set.
+    type: path
+  timeout_s:
+    description: Seconds to wait for each call to the server.
+    type: float
+    default: 60.0
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status without changing anything.
+    support: full
+  diff_mode:
+    description: Changes no setting, or has no values to show.
+    support: none
+author:
+  - lumos-mcp contributors (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: Undo the change
+  lumos.tuning.revert:
+    token: "{{ lumos_token }}"
+    txid: "{{ applied.txid }}"
+"""
+
+RETURN = r"""
+lumos_call_s:
+  description: Wall time this module spent in calls to the server, in seconds (connect, MCP session, tool).
+  returned: always
+  type: float
+txid:
+  description: The transaction id.
+  returned: always
+  type: str
+state:
+  description: The transaction's state after the call (C(reverted), or what it already was).
+  returned: success
+  type: str
+values:
+  description: The values the kernel holds for the transaction's knobs.
+  returned: when the server answered
+  type: dict
+restored:
+  description: Per knob, what a revert did (restored, unchanged, external_change, error).
+  returned: when reverted
+  type: list
+  elements: dict
+code:
+  description: The server's typed error code, on failure.
+  returned: failure
+  type: str
+fields:
+  description: The error's fields, on failure.
+  returned: failure
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.lumos.tuning.plugins.module_utils.lumos_client import COMMON_ARGS, Lumos, LumosError
+
+
+def _known_state(server, txid):
+    """The transaction's state in the server's status (armed, recent), or None."""
+    status = server.call("get_status")
+    for group in ("armed", "staged", "recent"):
+        for tx in status.get(group, []):
+            if tx["txid"] == txid:
+                return tx["state"]
+    return None
+
+
+def main():
+    argument_spec = dict(txid=dict(type="str", required=True), force=dict(type="bool", default=False))
+    argument_spec.update(COMMON_ARGS)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    server = Lumos(module)
+    txid = module.params["txid"]
+    try:
+        if module.check_mode:
+            state = _known_state(server, txid)
+            if state == "applied":
+                server.exit(changed=True, txid=txid, state="applied")
+            if state == "reverted":
+                server.exit(changed=False, txid=txid, state=state)
+            raise LumosError("invalid_state", "transaction %r is %s, not applied" % (txid, state), {"state": state})
+        args = {"txid": txid}
+        if module.params["force"]:
+            args["force"] = True
+        out = server.call("revert", args)
+    except LumosError as err:
+        if err.code == "invalid_state" and err.fields.get("state") == "reverted":
+            server.exit(changed=False, txid=txid, state="reverted")
+        server.fail(err, txid=txid)
+    server.exit(
+        changed=True, txid=txid, state=out["state"], values=out.get("values", {}), restored=out.get("restored", [])
+    )
+
+
+if __name__ == "__main__":
+    main()
