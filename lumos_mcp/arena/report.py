@@ -96,6 +96,8 @@ def max_consecutive(flags: list[bool]) -> int:
 def _evaluated(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any] | None:
     """The evaluation of the configuration ``run`` kept (None for results made before evaluation)."""
     evaluation = data.get("evaluation") or {}
+    if not evaluation:
+        return None
     kept = {k: run["final"]["config"][k] for k in data["knobs"]}
     found: dict[str, Any] | None = (evaluation.get("configs") or {}).get(config_key(kept))
     return found
