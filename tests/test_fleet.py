@@ -116,6 +116,22 @@ def test_revert_restores_the_original_and_a_second_revert_reports_unchanged(flee
     assert fleet.value(host, SWAPPINESS) == before
 
 
+def test_export_writes_the_committed_sysctls_once_and_changes_nothing_in_check_mode(fleet: Fleet) -> None:
+    host = fleet.hosts[-1]
+    target = other_than([fleet.value(host, SWAPPINESS)], [47, 48])
+    applied = run_module(fleet, host, "apply", {"changes": {SWAPPINESS: target}})
+    run_module(fleet, host, "commit", {"txid": applied["txid"]})
+    dest = fleet.root / f"sysctl.d-{target}"
+    checked = run_module(fleet, host, "export", {"format": "sysctl.d", "dest": str(dest)}, check=True)
+    assert checked["changed"] is True and not dest.exists()
+    first = run_module(fleet, host, "export", {"format": "sysctl.d", "dest": str(dest)})
+    second = run_module(fleet, host, "export", {"format": "sysctl.d", "dest": str(dest)})
+    [written] = first["written"]
+    assert (first["changed"], second["changed"], second["written"]) == (True, False, [])
+    assert f"{SWAPPINESS} = {target}" in Path(written).read_text().splitlines()
+    assert {k["knob"]: k["value"] for k in first["committed"]}[SWAPPINESS] == target
+
+
 def test_a_denied_change_fails_with_policy_denied_and_names_each_denial(fleet: Fleet) -> None:
     host = fleet.hosts[-1]
     out = run_module(fleet, host, "apply", {"changes": {SWAPPINESS: 0}})
