@@ -16,7 +16,7 @@ description:
     script, with the committed knobs that format cannot carry and why.
   - With O(dest), also writes the rendered files under that directory on the managed host (for
     example C(/etc/sysctl.d) or C(/etc/tuned)); C(changed) is true only when a file's content
-    differs. Without O(dest) it only reads.
+    differs from what is there, its export time aside. Without O(dest) it only reads.
 options:
   format:
     description: The format to render.
@@ -91,9 +91,19 @@ code:
 """
 
 import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.lumos.tuning.plugins.module_utils.lumos_client import COMMON_ARGS, Lumos, LumosError
+
+
+EXPORTED = re.compile(r'exported(?: |": ")\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ')
+
+
+def _same(before, after):
+    """Whether a file already says what the export says, apart from when it was exported (every
+    export names its time: an unchanged state rewritten would otherwise always be "changed")."""
+    return before is not None and EXPORTED.sub("exported", before) == EXPORTED.sub("exported", after)
 
 
 def _current(path):
@@ -125,7 +135,7 @@ def main():
             if not path.startswith(os.path.normpath(p["dest"]) + os.sep):
                 module.fail_json(msg="the server named a file outside dest: %s" % f["name"], code="bad_export")
             before = _current(path)
-            if before == f["text"]:
+            if _same(before, f["text"]):
                 continue
             written.append(path)
             diffs.append({"before": before or "", "after": f["text"], "before_header": path, "after_header": path})
