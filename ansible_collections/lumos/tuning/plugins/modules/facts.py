@@ -35,20 +35,8 @@ options:
     description: Telemetry sections to read (all if omitted).
     type: list
     elements: str
-  url:
-    description: The server's MCP endpoint on the managed host.
-    type: str
-    default: http://127.0.0.1:8765/mcp
-  token:
-    description: The server's bearer token. Defaults to E(LUMOS_MCP_TOKEN) on the managed host.
-    type: str
-  token_file:
-    description: A file holding the bearer token, read when O(token) is not set.
-    type: path
-  timeout_s:
-    description: Seconds to wait for each call to the server.
-    type: float
-    default: 60.0
+extends_documentation_fragment:
+  - lumos.tuning.server
 attributes:
   check_mode:
     description: Can run in check mode and return the changed status without changing anything.
