@@ -159,3 +159,5 @@ def test_the_report_still_reads_results_made_before_evaluation_existed(tmp_path:
     text = path.read_text()
     assert "## Overview" in text and "Evaluation (" not in text
     assert "over 2 repeats" in text or "over 1 repeats" in text  # the sweep's best carries its interval
+    # every grid point is listed; a sweep paired with the default (the slice sweeps) shows the pairing
+    assert "| objective, median [range] |" in text and "vs default: objective, 95% CI" in text

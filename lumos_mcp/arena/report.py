@@ -267,10 +267,43 @@ def landscape_md(land: dict[str, Any]) -> str:
         "",
         *[f"- {v}" for v in land["verdict"]],
         "",
+        landscape_points_md(land),
         f"![landscape {land['problem']}](landscape-{land['problem']}.png)",
         "",
     ]
     return "\n".join(out)
+
+
+def landscape_points_md(land: dict[str, Any]) -> str:
+    """One row per grid point: its objective (median [range] over repeats), p99, batch throughput,
+    and, for sweeps that paired every point with the default in the same rounds, the paired
+    difference against the default with its 95% bootstrap interval."""
+    knobs = land["knobs"]
+    short = [k.rsplit("/", 1)[-1].removeprefix("task.") for k in knobs]
+    paired = any("vs_default" in p for p in land["points"])
+    head = [*short, "objective, median [range]", "p99 ms", "batch ev/s", "outside CPU (max)"]
+    if paired:
+        head += ["vs default: objective, 95% CI", "vs default: batch, 95% CI"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for p in land["points"]:
+        objs = [float(r["objective"]) for r in p.get("repeats", [])] or [p["objective"]]
+        cells = [str(p["config"][k]) for k in knobs]
+        cells += [
+            f"{p['objective']:.4f} [{min(objs):.4f}, {max(objs):.4f}]",
+            f"{p['p99_us'] / 1000:.2f}",
+            f"{p['batch_eps']:.0f}" + ("" if p["feasible"] else " (below floor)"),
+            f"{p.get('noise_cpus_max', math.nan):.2f}",
+        ]
+        if paired:
+            vs = p.get("vs_default") or {}
+            lo, hi = vs.get("objective_ci95", [math.nan, math.nan])
+            blo, bhi = vs.get("batch_rel_ci95", [math.nan, math.nan])
+            cells += [
+                f"{vs.get('objective', math.nan):+.4f} [{lo:+.4f}, {hi:+.4f}]",
+                f"{vs.get('batch_rel', math.nan):+.0%} [{blo:+.0%}, {bhi:+.0%}]",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot_landscape(land: dict[str, Any], path: Path) -> None:
