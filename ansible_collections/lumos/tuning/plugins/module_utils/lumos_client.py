@@ -183,6 +183,40 @@ class Lumos:
         self.module.fail_json(lumos_call_s=round(self.call_s, 4), **result)
 
 
+def known_state(server, txid):
+    """The transaction's state in the server's status (armed, staged, recent), or None."""
+    status = server.call("get_status")
+    for group in ("armed", "staged", "recent"):
+        for tx in status.get(group, []):
+            if tx["txid"] == txid:
+                return tx["state"]
+    return None
+
+
+def close_transaction(server, tool, done, args):
+    """Run ``tool`` (``commit`` or ``revert``) on ``args["txid"]`` and exit the module: changed when
+    the call moved it to ``done``; unchanged when it already was ``done``; in check mode, only
+    whether it would change (it must be ``applied``). Fails with the server's typed error otherwise."""
+    module = server.module
+    txid = args["txid"]
+    try:
+        if module.check_mode:
+            state = known_state(server, txid)
+            if state == "applied":
+                server.exit(changed=True, txid=txid, state="applied")
+            if state == done:
+                server.exit(changed=False, txid=txid, state=state)
+            raise LumosError("invalid_state", "transaction %r is %s, not applied" % (txid, state), {"state": state})
+        out = server.call(tool, args)
+    except LumosError as err:
+        if err.code == "invalid_state" and err.fields.get("state") == done:
+            server.exit(changed=False, txid=txid, state=done)
+        server.fail(err, txid=txid)
+    server.exit(
+        changed=True, txid=txid, state=out["state"], values=out.get("values", {}), restored=out.get("restored", [])
+    )
+
+
 def diff_text(values):
     """``knob = value`` lines, sorted, for Ansible's --diff."""
     return "".join("%s = %s\n" % (k, json.dumps(values[k])) for k in sorted(values))

@@ -78,44 +78,17 @@ fields:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.lumos.tuning.plugins.module_utils.lumos_client import COMMON_ARGS, Lumos, LumosError
-
-
-def _known_state(server, txid):
-    """The transaction's state in the server's status (armed, recent), or None."""
-    status = server.call("get_status")
-    for group in ("armed", "staged", "recent"):
-        for tx in status.get(group, []):
-            if tx["txid"] == txid:
-                return tx["state"]
-    return None
+from ansible_collections.lumos.tuning.plugins.module_utils.lumos_client import COMMON_ARGS, Lumos, close_transaction
 
 
 def main():
     argument_spec = dict(txid=dict(type="str", required=True), force=dict(type="bool", default=False))
     argument_spec.update(COMMON_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    server = Lumos(module)
-    txid = module.params["txid"]
-    try:
-        if module.check_mode:
-            state = _known_state(server, txid)
-            if state == "applied":
-                server.exit(changed=True, txid=txid, state="applied")
-            if state == "reverted":
-                server.exit(changed=False, txid=txid, state=state)
-            raise LumosError("invalid_state", "transaction %r is %s, not applied" % (txid, state), {"state": state})
-        args = {"txid": txid}
-        if module.params["force"]:
-            args["force"] = True
-        out = server.call("revert", args)
-    except LumosError as err:
-        if err.code == "invalid_state" and err.fields.get("state") == "reverted":
-            server.exit(changed=False, txid=txid, state="reverted")
-        server.fail(err, txid=txid)
-    server.exit(
-        changed=True, txid=txid, state=out["state"], values=out.get("values", {}), restored=out.get("restored", [])
-    )
+    args = {"txid": module.params["txid"]}
+    if module.params["force"]:
+        args["force"] = True
+    close_transaction(Lumos(module), "revert", "reverted", args)
 
 
 if __name__ == "__main__":
