@@ -17,6 +17,8 @@ from lumos_mcp.kernelfs.tasks import HostTasks
 from lumos_mcp.knobs import default_catalog
 from lumos_mcp.resources import policy_path
 from lumos_mcp.service import Service, ServiceConfig
+from lumos_mcp.txn import TransactionManager
+from tests.txn_helpers import FakeClock
 
 
 @pytest.fixture
@@ -90,3 +92,17 @@ def make_service(tmp_path: Path, fake: FakeKernel) -> Iterator[Callable[..., Ser
     yield factory
     for service in made:
         service.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test sets by hand (``clock.now``, ``clock.advance``)."""
+    return FakeClock()
+
+
+@pytest.fixture
+def manager(backend: Backend, journal_path: Path, clock: FakeClock) -> Iterator[TransactionManager]:
+    """A transaction manager over the fake kernel, on the fake clock, closed after the test."""
+    m = TransactionManager(backend, journal_path, clock=clock)
+    yield m
+    m.close()

@@ -20,6 +20,7 @@ from lumos_mcp.knobs import default_catalog
 from lumos_mcp.service import Service
 from lumos_mcp.txn import Transaction, TransactionManager, TxState
 from lumos_mcp.txn.journal import Journal, scan
+from tests.txn_helpers import FakeClock
 
 SWAPPINESS = "proc/sys/vm/swappiness"
 DIRTY_RATIO = "proc/sys/vm/dirty_ratio"
@@ -28,14 +29,6 @@ RR_SLICE = "proc/sys/kernel/sched_rr_timeslice_ms"
 
 class Crash(BaseException):
     """Raised by a probe to stop a manager mid-operation, as a kill would (nothing catches it)."""
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

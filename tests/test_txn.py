@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.txn import TransactionManager, TxState
 from lumos_mcp.txn import journal as journal_mod
 from lumos_mcp.txn.journal import Journal, scan
+from tests.txn_helpers import FakeClock
 
 SWAPPINESS = "proc/sys/vm/swappiness"
 DIRTY_RATIO = "proc/sys/vm/dirty_ratio"
@@ -35,31 +35,8 @@ FOUR = {"vm.swappiness": 10, "vm.dirty_ratio": 30, "net.core.busy_poll": 50, "ke
 FOUR_FILES = [SWAPPINESS, DIRTY_RATIO, BUSY_POLL, RR_SLICE]
 
 
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 class Crash(BaseException):
     """Raised by a probe to stop a manager mid-operation, as a kill would (nothing catches it)."""
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def manager(backend: Backend, journal_path: Path, clock: FakeClock) -> Iterator[TransactionManager]:
-    m = TransactionManager(backend, journal_path, clock=clock)
-    yield m
-    m.close()
 
 
 def texts(fake: FakeKernel, files: list[str]) -> list[str]:

@@ -5,7 +5,6 @@ in them that no transaction test noticed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +15,10 @@ from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.txn import TransactionManager, TxState
 from lumos_mcp.txn.journal import Journal, scan
+from tests.txn_helpers import FakeClock
 
 SWAPPINESS = "proc/sys/vm/swappiness"
 DIRTY_RATIO = "proc/sys/vm/dirty_ratio"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def manager(backend: Backend, journal_path: Path, clock: FakeClock) -> Iterator[TransactionManager]:
-    m = TransactionManager(backend, journal_path, clock=clock)
-    yield m
-    m.close()
 
 
 def refuse_appends(monkeypatch: pytest.MonkeyPatch, manager: TransactionManager, journal_path: Path) -> None:
