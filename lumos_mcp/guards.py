@@ -28,6 +28,7 @@ from lumos_mcp.telemetry.signature import Signature
 
 if TYPE_CHECKING:
     from lumos_mcp.telemetry.facade import Telemetry
+    from lumos_mcp.telemetry.readers import Snapshot
 
 Op = Literal["<=", "<", ">=", ">"]
 UPPER: frozenset[str] = frozenset({"<=", "<"})
@@ -367,8 +368,10 @@ class TelemetrySource:
         self.telemetry = telemetry
         self._cache: dict[float, Signature] = {}
 
-    def _pairs(self, count: int) -> list[tuple[float, Signature]]:
-        snaps = self.telemetry.sampler.samples()[-(count + 1) :]
+    def _pairs(self, count: int, snaps: Sequence[Snapshot] | None = None) -> list[tuple[float, Signature]]:
+        """One signature per consecutive pair of the last ``count + 1`` snapshots (of ``snaps``,
+        when the caller already copied the sampler's buffer)."""
+        snaps = (self.telemetry.sampler.samples() if snaps is None else snaps)[-(count + 1) :]
         out = []
         for a, b in itertools.pairwise(snaps):
             sig = self._cache.get(b.t)
@@ -387,9 +390,9 @@ class TelemetrySource:
         latest = self.telemetry.sampler.latest()
         if latest is None or latest.wall <= t:
             return []  # the common case between samples: nothing copied, nothing computed
-        snaps = self.telemetry.sampler.samples()[-(limit + 1) :]
+        snaps = self.telemetry.sampler.samples()[-(limit + 1) :]  # the buffer, copied once
         newer = sum(1 for s in snaps if s.wall > t)
-        return [p for p in self._pairs(min(newer, limit)) if p[0] > t]
+        return [p for p in self._pairs(min(newer, limit), snaps) if p[0] > t]
 
     def recent(self, n: int) -> list[tuple[float, Any]]:
         return self._pairs(n)
