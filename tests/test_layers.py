@@ -16,7 +16,7 @@ import lumos_mcp
 
 PACKAGE = Path(lumos_mcp.__file__).resolve().parent
 #: small leaf modules any layer may use
-LEAVES = {"errors", "privfs", "resources", "bounded"}
+LEAVES = {"errors", "privfs", "resources", "bounded", "compare"}
 #: layer -> the other layers it may import (besides LEAVES)
 ALLOWED = {
     "knobs": set(),

@@ -25,67 +25,10 @@ import random
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
-
-import numpy as np
+from typing import Any
 
 from lumos_mcp.arena.problems import Config, Problem
-
-RESAMPLES = 10_000
-Verdict = Literal["better", "worse", "no evidence"]
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A median and its two-sided bootstrap interval."""
-
-    median: float
-    low: float
-    high: float
-    n: int
-    level: float = 0.95
-
-    def verdict(self) -> Verdict:
-        """For an improvement (higher is better): better when the whole interval is above zero."""
-        if self.n == 0 or not math.isfinite(self.low):
-            return "no evidence"
-        if self.low > 0:
-            return "better"
-        if self.high < 0:
-            return "worse"
-        return "no evidence"
-
-    def text(self, fmt: str = ".4f") -> str:
-        return f"{self.median:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
-
-
-def _medians(values: Sequence[float], resamples: int, seed: int) -> np.ndarray[Any, np.dtype[np.float64]]:
-    data = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(data), size=(resamples, len(data)))
-    return np.median(data[picks], axis=1)  # type: ignore[no-any-return]
-
-
-def bootstrap_median(
-    values: Sequence[float], *, level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0
-) -> Interval:
-    """The median of ``values`` (non-finite ones dropped) with a percentile-bootstrap interval."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return Interval(math.nan, math.nan, math.nan, 0, level)
-    meds = _medians(finite, resamples, seed)
-    tail = (1 - level) / 2
-    low, high = np.quantile(meds, [tail, 1 - tail])
-    return Interval(float(statistics.median(finite)), float(low), float(high), len(finite), level)
-
-
-def prob_beats(a: Sequence[float], b: Sequence[float], *, resamples: int = RESAMPLES, seed: int = 0) -> float:
-    """P(median of ``a`` > median of ``b``) over independent bootstrap resamples of each (ties count
-    half): for two configurations' improvements, the probability that the first one is better."""
-    if not [v for v in a if math.isfinite(v)] or not [v for v in b if math.isfinite(v)]:
-        return math.nan
-    ma, mb = _medians(a, resamples, seed), _medians(b, resamples, seed + 1)
-    return float(np.mean(ma > mb) + 0.5 * np.mean(ma == mb))
+from lumos_mcp.compare import Interval, bootstrap_median, prob_beats
 
 
 def config_key(config: Config) -> str:
