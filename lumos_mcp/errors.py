@@ -343,6 +343,20 @@ class InvalidMetricError(TelemetryError):
     template = "invalid app metric {name!r}={value!r}: {detail}"
 
 
+class UnknownMetricError(TelemetryError):
+    """No app metric of this name was ever reported or scraped (``known``: the names that were)."""
+
+    code = "unknown_metric"
+    template = "no app metric {metric!r} was reported: {detail}"
+
+
+class InvalidWindowError(TelemetryError):
+    """A comparison window that cannot be measured (``window``: ``before``, ``after`` or ``txid``)."""
+
+    code = "invalid_window"
+    template = "invalid {window} window: {detail}"
+
+
 class ScrapeError(TelemetryError):
     code = "scrape_failed"
     template = "scrape of {url} failed: {detail}"
@@ -376,6 +390,7 @@ __all__ = [
     "InvalidMetricError",
     "InvalidParameterError",
     "InvalidTelemetryRequestError",
+    "InvalidWindowError",
     "InvalidValueError",
     "JournalError",
     "KernelIOError",
@@ -405,6 +420,7 @@ __all__ = [
     "TransactionError",
     "TransactionStateError",
     "UnknownKnobError",
+    "UnknownMetricError",
     "UnknownToolError",
     "UnknownTransactionError",
     "WorkloadError",

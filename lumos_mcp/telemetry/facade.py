@@ -13,7 +13,7 @@ import anyio
 
 from lumos_mcp.errors import InvalidTelemetryRequestError, LumosError, TelemetryNotReadyError
 from lumos_mcp.kernelfs import KernelRoot
-from lumos_mcp.telemetry.app import AppMetrics, PromSample, app_metric_name
+from lumos_mcp.telemetry.app import AppMetrics, PromSample, app_metric_name, prometheus_histograms
 from lumos_mcp.telemetry.metrics import SECTIONS, Data, interval_metrics, sections_between
 from lumos_mcp.telemetry.perf import PerfInterval, PerfStat
 from lumos_mcp.telemetry.readers import Snapshot
@@ -169,12 +169,16 @@ class Telemetry:
         self.app.report(name, value, unit)
 
     def record_prometheus(self, samples: Iterable[PromSample], prefix: str = "prom.") -> list[str]:
-        """Report scraped gauges (and untyped) as they are and counters as per-second rates since
-        the previous scrape (the first scrape of a counter only seeds it). Returns the names recorded.
+        """Report scraped gauges (and untyped) as they are, counters as per-second rates since
+        the previous scrape (the first scrape of a counter only seeds it), and histograms as the
+        observations between two scrapes (bucket-count deltas, a counter reset handled:
+        ``AppMetrics.report_histogram``). Returns the names recorded.
 
         Raises:
-            InvalidMetricError: a value the app store refuses (NaN, too many names).
+            InvalidMetricError: a value the app store refuses (NaN, too many names, too many buckets).
+            ScrapeError: a histogram bucket without a numeric ``le``.
         """
+        samples = list(samples)
         now = self.clock()
         recorded = []
         for s in samples:
@@ -190,6 +194,10 @@ class Telemetry:
                 recorded.append(name + "_per_s")
             else:
                 self.app.report(name, s.value, "value")
+                recorded.append(name)
+        for h in prometheus_histograms(samples):
+            name = app_metric_name(PromSample(h.name, h.labels, 0.0, "histogram"), prefix)
+            if self.app.report_histogram(name, h.buckets, "value"):
                 recorded.append(name)
         return recorded
 
