@@ -32,6 +32,7 @@ from lumos_mcp.errors import (
     GuardError,
     GuardMetricMissingError,
     InvalidGuardError,
+    InvalidWindowError,
     JournalError,
     KnobError,
     LumosError,
@@ -1082,6 +1083,23 @@ class Service:
         except TelemetryError as e:
             return {"unavailable": e.code}
         return telemetry_summary(signature)
+
+    def applied_ago_s(self, txid: str) -> tuple[float, float]:
+        """How long ago ``txid`` was applied and (if reverted) ended, in seconds (0 while it is in
+        force): the windows ``compare_windows`` measures around it.
+
+        Raises:
+            UnknownTransactionError: no such transaction.
+            InvalidWindowError: it was never applied.
+        """
+        tx = self.txns.get(txid)
+        if tx.applied_at is None:
+            raise InvalidWindowError(
+                f"{txid} is {tx.state.value}: it was never applied", window="txid", start_ago_s=0.0, end_ago_s=0.0
+            )
+        now = self.clock()
+        ended = tx.closed_at if tx.state in (TxState.REVERTED, TxState.FAILED) and tx.closed_at is not None else now
+        return max(0.0, now - tx.applied_at), max(0.0, now - ended)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:

@@ -60,6 +60,11 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
             "cpu_idle for batch groups) help latency without throttling; CPU quotas (cpu_max) cut throughput and "
             "often hurt neighbours' latency; on EEVDF kernels (6.6+) the CFS granularity knobs are gone. "
             "Commit only what measurably helped; revert anything else. Never try to bypass a denial. "
+            "Decide with evidence: report samples of your objective (report_app_metric with values=[...] per "
+            "request, a Prometheus histogram, or one value a second) before and after apply, then call "
+            "compare_windows(metric, txid=..., lower_is_better=...) before commit. Commit only on verdict "
+            '"better"; revert on "worse"; on "no evidence" measure once more over a longer window (window_s, '
+            'or wait and call again) and then commit only on "better", else revert. '
             "Guard every change on your objective: report it (report_app_metric, e.g. p99_ms) and stage with "
             'guards=[{"metric": "app.p99_ms.last", "ratio": 1.25, "hold_samples": 2}] so the server '
             "reverts a change that hurts within seconds, even while you think; the policy's own guards are at "
