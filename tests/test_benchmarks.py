@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import bench_sampler, bench_tokens, bench_tools
+from benchmarks import bench_compare, bench_sampler, bench_tokens, bench_tools
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +68,10 @@ def test_the_token_counter_works_offline_or_says_it_estimates() -> None:
     counter = bench_tokens.tokenizer()
     assert counter.count('{"cpu": {"util_pct": 12.5}}') > 0
     assert counter.name.startswith(("o200k_base", "estimate"))
+
+
+def test_bench_compare_quick_prints_a_row_per_size_and_statistic(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_compare.main(["--quick"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert rows[0] == list(bench_compare.HEADER)
+    assert [(r[0], r[1]) for r in rows[1:]] == [(n, s) for n in ("100", "1,000") for s in ("median", "p99")]
