@@ -88,8 +88,23 @@ def _check(report: dict[str, Any]) -> None:
     assert all(t["hasOutputSchema"] for t in tools.values())
     calls = report["calls"]
     # success: the TS client validated structuredContent against each output schema
-    for name in ("list_tunables", "stage", "apply", "revert", "read_telemetry", "read_telemetry_full"):
+    for name in (
+        "list_tunables",
+        "stage",
+        "apply",
+        "revert",
+        "read_telemetry",
+        "read_telemetry_full",
+        "report_samples",
+        "report_value",
+        "compare_windows",
+        "compare_windows_seconds",
+    ):
         assert calls[name]["thrown"] is None and calls[name]["isError"] is False, calls[name]
+    assert calls["report_samples"]["structured"]["samples"] == 4
+    # the samples came after the apply and within the last 300 s: one side empty, no evidence
+    assert calls["compare_windows"]["structured"]["verdict"] == "no evidence"
+    assert calls["compare_windows_seconds"]["structured"]["n_after"] == 4
     assert calls["read_telemetry"]["structured"]["detail"] == "summary"
     assert calls["read_telemetry_full"]["structured"]["signature"]["cpu"]["per_core"]
     assert calls["stage"]["structured"]["allowed"] is True

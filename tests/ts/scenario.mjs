@@ -80,6 +80,16 @@ try {
   c.apply = await call(client, "apply", { txid });
   c.revert = await call(client, "revert", { txid });
 
+  // app samples and the keep-or-revert comparison (a null verdict interval must match the schema)
+  c.report_samples = await call(client, "report_app_metric", { name: "ts.ms", unit: "ms", values: [3, 4, 5, 6] });
+  c.report_value = await call(client, "report_app_metric", { name: "ts.one", unit: "ms", value: 2 });
+  c.compare_windows = await call(client, "compare_windows", { metric: "ts.ms", txid });
+  c.compare_windows_seconds = await call(client, "compare_windows", {
+    metric: "ts.ms",
+    before: [600, 300],
+    after: [300, 0],
+  });
+
   // read_telemetry's two levels: the schema names each level's model in if/then/else
   c.read_telemetry = await call(client, "read_telemetry", { window_s: 1, fresh: true });
   c.read_telemetry_full = await call(client, "read_telemetry", { window_s: 1, fresh: true, detail: "full" });
