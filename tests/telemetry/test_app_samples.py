@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from telemetry_helpers import FakeClock, recorded_tree
 
 from lumos_mcp.errors import InvalidMetricError, InvalidWindowError, ScrapeError, UnknownMetricError
@@ -300,3 +302,53 @@ def test_the_windows_around_a_change_are_as_long_as_the_time_since_its_apply() -
     with pytest.raises(InvalidWindowError) as info:
         windows_around(3700.0, 0.0)
     assert info.value.fields["window"] == "txid"
+
+
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(numbers, max_size=6),
+    ages=st.one_of(st.none(), st.lists(numbers, max_size=6)),
+    buckets=st.lists(st.tuples(numbers, numbers), max_size=6),
+    counts=st.sampled_from(["since_start", "this_interval"]),
+)
+def test_any_batch_or_histogram_is_stored_or_refused_with_a_typed_error(
+    values: list[Any], ages: list[Any] | None, buckets: list[Any], counts: Any
+) -> None:
+    app = AppMetrics(FakeClock())
+    for report in (
+        lambda: app.report_samples("m", values, "ms", ages),
+        lambda: app.report_histogram("h", buckets, "ms", counts),
+        lambda: app.report_histogram("h", buckets, "ms", counts),
+    ):
+        try:
+            report()
+        except InvalidMetricError as e:
+            assert e.code == "invalid_metric" and "field" in e.fields
+    for name in ("m", "h"):
+        assert all(math.isfinite(v) for v in app.window_samples(name, 0.0, 2000.0))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    before=st.tuples(st.floats(allow_nan=True), st.floats(allow_nan=True)),
+    after=st.tuples(st.floats(allow_nan=True), st.floats(allow_nan=True)),
+)
+def test_any_pair_of_windows_is_compared_or_refused_as_invalid_window(
+    before: tuple[float, float], after: tuple[float, float]
+) -> None:
+    app = _app_with([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    try:
+        found = compare_app_windows(app, "lat", before, after, resamples=100)
+    except InvalidWindowError as e:
+        assert e.fields["window"] in ("before", "after")
+    else:
+        assert found.comparison.verdict in ("better", "worse", "no evidence")
