@@ -14,7 +14,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from lumos_mcp.compare import Statistic
-from lumos_mcp.errors import InvalidArgumentsError, InvalidWindowError
+from lumos_mcp.errors import InvalidArgumentsError
 from lumos_mcp.server.common import READ_ONLY, REPORTING, domain_errors, ok
 from lumos_mcp.service import Service
 from lumos_mcp.telemetry.app import (
@@ -23,9 +23,8 @@ from lumos_mcp.telemetry.app import (
     MAX_BUCKETS,
     MAX_SAMPLE_AGE_S,
     HistogramCounts,
-    check_windows,
     compare_app_windows,
-    windows_around,
+    resolve_windows,
 )
 from lumos_mcp.telemetry.brief import (
     HEADLINE_PATHS,
@@ -282,20 +281,8 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
         commit, with the txid: commit only on "better", revert on "worse"; on "no evidence" measure a longer
         window once (more samples) or revert. Feed samples first (report_app_metric with values or a
         histogram, or one value per second): a window with fewer than 3 samples is "no evidence". Read-only."""
-        if txid is not None:
-            if before is not None or after is not None:
-                raise InvalidWindowError(
-                    "give txid or before and after, not both", window="txid", start_ago_s=0.0, end_ago_s=0.0
-                )
-            windows = windows_around(*service.applied_ago_s(txid), window_s)
-        elif before is None or after is None:
-            raise InvalidWindowError(
-                "give txid, or both before and after", window="before" if before is None else "after",
-                start_ago_s=0.0, end_ago_s=0.0,
-            )  # fmt: skip
-        else:
-            windows = (before[0], before[1]), (after[0], after[1])
-            check_windows(*windows)
+        applied = service.applied_ago_s(txid) if txid is not None else None
+        windows = resolve_windows(before, after, applied, window_s)
         found = compare_app_windows(
             service.telemetry.app, metric, *windows,
             lower_is_better=lower_is_better, statistic=statistic, level=level, min_effect=min_effect,

@@ -421,6 +421,35 @@ def windows_around(applied_ago_s: float, ended_ago_s: float, window_s: float | N
     return (min(MAX_SAMPLE_AGE_S, applied_ago_s + length), applied_ago_s), (applied_ago_s, applied_ago_s - length)
 
 
+def resolve_windows(
+    before: Sequence[float] | None,
+    after: Sequence[float] | None,
+    applied: tuple[float, float] | None = None,
+    window_s: float | None = None,
+) -> tuple[Window, Window]:
+    """The two windows a caller asked for: ``before`` and ``after`` as given (checked), or, with
+    ``applied`` (a transaction's apply and end, seconds ago), :func:`windows_around` it.
+
+    Raises:
+        InvalidWindowError: windows and a transaction both or neither, or windows that break
+            :func:`check_windows`.
+    """
+    if applied is not None:
+        if before is not None or after is not None:
+            raise InvalidWindowError(
+                "give txid or before and after, not both", window="txid", start_ago_s=applied[0], end_ago_s=applied[1]
+            )
+        return windows_around(applied[0], applied[1], window_s)
+    if before is None or after is None:
+        raise InvalidWindowError(
+            "give txid, or both before and after", window="before" if before is None else "after",
+            start_ago_s=0.0, end_ago_s=0.0,
+        )  # fmt: skip
+    windows = (before[0], before[1]), (after[0], after[1])
+    check_windows(*windows)
+    return windows
+
+
 def compare_app_windows(
     app: AppMetrics,
     metric: str,

@@ -20,6 +20,7 @@ from lumos_mcp.telemetry.app import (
     check_windows,
     compare_app_windows,
     prometheus_histograms,
+    resolve_windows,
     windows_around,
 )
 
@@ -302,6 +303,20 @@ def test_the_windows_around_a_change_are_as_long_as_the_time_since_its_apply() -
     with pytest.raises(InvalidWindowError) as info:
         windows_around(3700.0, 0.0)
     assert info.value.fields["window"] == "txid"
+
+
+def test_windows_come_from_the_caller_or_from_a_transaction_but_not_both() -> None:
+    assert resolve_windows([120.0, 60.0], [60.0, 0.0]) == ((120.0, 60.0), (60.0, 0.0))
+    assert resolve_windows(None, None, applied=(50.0, 0.0)) == ((100.0, 50.0), (50.0, 0.0))
+    for before, after, applied, window in [
+        ([120.0, 60.0], None, (50.0, 0.0), "txid"),
+        (None, None, None, "before"),
+        ([120.0, 60.0], None, None, "after"),
+        ([60.0, 120.0], [30.0, 0.0], None, "before"),
+    ]:
+        with pytest.raises(InvalidWindowError) as info:
+            resolve_windows(before, after, applied)
+        assert info.value.fields["window"] == window
 
 
 numbers = st.one_of(
