@@ -82,8 +82,8 @@ class MetricAck(BaseModel):
 
 
 class HistogramBucket(BaseModel):
-    le: float | Literal["+Inf"] = Field(description="Upper bound (inclusive), in unit; '+Inf' for the last bucket.")
-    count: int = Field(ge=0, le=2**53, description="Observations <= le (cumulative, as Prometheus exports them).")
+    le: float | Literal["+Inf"] = Field(description="Upper bound, in unit, or '+Inf'.")
+    count: int = Field(ge=0, le=2**53, description="Observations <= le.")
 
 
 class WindowComparisonResult(BaseModel):
@@ -207,9 +207,8 @@ def register(mcp: MCPServer[Service], service: Service) -> None:
         histogram_counts: Annotated[
             HistogramCounts,
             Field(
-                description="since_start: counters since the exporter started (as a scrape reads them; each "
-                "report stores the difference from the previous one, the first only sets the start, a lower "
-                "count means a restart); this_interval: the counts are this interval's own observations."
+                description="since_start: exporter counters (a report stores the change since the last one; "
+                "the first only sets the start; a drop is a restart). this_interval: this interval's counts."
             ),
         ] = "since_start",
     ) -> Annotated[CallToolResult, MetricAck]:
