@@ -139,14 +139,39 @@ async def test_a_change_whose_objective_got_worse_is_reverted_and_the_summary_sa
     assert service.txns.get(log.txid or "").state is TxState.REVERTED
 
 
-async def test_a_change_within_the_baselines_noise_is_reverted_for_lack_of_evidence(
+async def test_a_change_that_looks_better_without_evidence_is_measured_again_then_reverted(
     make_service: Callable[..., Service],
 ) -> None:
     service = make_service(policy=TEST_POLICY)
-    [log] = await run_scripted(service, [[4.0, 5.0, 6.0], [4.2, 4.5, 4.6]])  # better by 0.5; noise 2.0
+    windows = [[4.0, 5.0, 6.0], [4.2, 4.5, 4.6], [4.3, 4.4, 4.6]]  # better by 0.5; the baseline spans 2.0
+    [log] = await run_scripted(service, windows)
+    assert windows == []  # before, after, and after once more
     assert log.evidence is not None and log.evidence.verdict == "no evidence"
+    assert len(log.after_windows) == 6
     assert log.outcome == "reverted"
     assert service.txns.get(log.txid or "").state is TxState.REVERTED
+
+
+async def test_a_change_that_looks_no_better_without_evidence_is_reverted_without_measuring_again(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(policy=TEST_POLICY)
+    windows = [[4.0, 5.0, 6.0], [4.5, 5.5, 6.5], [1.0, 1.0, 1.0]]
+    [log] = await run_scripted(service, windows)
+    assert windows == [[1.0, 1.0, 1.0]]  # the third set was never measured
+    assert log.evidence is not None and log.evidence.verdict == "no evidence"
+    assert log.outcome == "reverted"
+
+
+async def test_more_windows_can_turn_no_evidence_into_a_committed_change(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(policy=TEST_POLICY)
+    [log] = await run_scripted(service, [[5.0, 5.1, 5.2], [4.5, 4.6, 5.3], [3.9, 4.0, 4.1]])
+    assert log.evidence is not None and log.evidence.verdict == "better"
+    assert log.outcome == "committed"
+    assert service.txns.get(log.txid or "").state is TxState.COMMITTED
+    assert len(log.after_windows) == 6
 
 
 async def test_a_change_that_beats_the_baselines_noise_is_committed(make_service: Callable[..., Service]) -> None:
@@ -174,13 +199,16 @@ async def test_round_two_picks_a_knob_that_is_not_cooling_down_instead_of_being_
         ([4.8, 4.87, 4.9], [5.9, 5.97, 6.0], "worse"),
         ([4.8, 4.87, 4.9], [4.5, 4.6, 4.7], "better"),
         ([4.0, 4.87, 6.0], [4.5, 4.6, 4.7], "no evidence"),
-        ([2.0, 2.0, 2.0], [1.95, 1.96, 1.97], "no evidence"),  # identical baselines still assume 5% noise
+        ([2.0, 2.0, 2.0], [1.95, 1.96, 1.97], "no evidence"),  # identical windows still need a 2% move
+        ([4.8, 4.87], [3.0, 3.1], "no evidence"),  # two windows a side cannot carry a verdict
     ],
 )
-def test_the_keep_rule_needs_the_medians_to_differ_by_more_than_the_baselines_spread(
+def test_the_keep_rule_is_the_compare_verdict_on_the_windows_beyond_a_minimum_effect(
     before: list[float], after: list[float], verdict: str
 ) -> None:
-    assert Evidence.judge(before, after).verdict == verdict
+    evidence = Evidence.judge(before, after)
+    assert evidence.verdict == verdict
+    assert evidence.comparison.statistic == "median" and evidence.comparison.lower_is_better
 
 
 def test_the_agents_tool_client_reads_an_error_code_from_the_text_when_there_is_no_structured_content() -> None:
