@@ -19,6 +19,7 @@ from lumos_mcp.agents.expert import (
     propose,
     run_tune,
 )
+from lumos_mcp.agents.tools import ToolCallError
 from lumos_mcp.audit import iter_records, verify
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.server import build_server
@@ -191,6 +192,54 @@ async def test_round_two_picks_a_knob_that_is_not_cooling_down_instead_of_being_
     assert first.outcome == second.outcome == "committed"
     assert first.proposal is not None and second.proposal is not None
     assert set(first.proposal.changes).isdisjoint(second.proposal.changes)
+
+
+class FailingAfterAgent(ScriptedAgent):
+    """Measures before, then the server refuses the measurement after the change (a loaded host)."""
+
+    async def measure(self, label: str) -> tuple[list[float], dict[str, Any] | None]:
+        if label == "after":
+            raise ToolCallError("read_telemetry", "telemetry_not_ready", "the sampler is behind")
+        return await super().measure(label)
+
+
+async def test_a_tool_error_after_apply_reverts_the_change_instead_of_leaving_it_armed(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(policy=TEST_POLICY)
+    async with Client(build_server(service), elicitation_callback=approval_callback("sandbox")) as client:
+        with anyio.fail_after(30):
+            [log] = await FailingAfterAgent(client, [[5.0, 5.1, 5.2]], QUIET).run(1)
+    assert log.outcome == "refused: telemetry_not_ready"
+    assert service.txns.get(log.txid or "").state is TxState.REVERTED
+
+
+class SlowSampler(ExpertAgent):
+    """``read_telemetry`` answers telemetry_not_ready ``lag`` times, then a signature."""
+
+    def __init__(self, lag: int) -> None:
+        super().__init__(None, 0.1, lambda _: None)  # type: ignore[arg-type]
+        self.lag = lag
+        self.asked = 0
+
+    async def call(self, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.asked += 1
+        if self.asked <= self.lag:
+            raise ToolCallError(tool, "telemetry_not_ready", "one sample so far")
+        return {"signature": QUIET}
+
+
+async def test_measuring_waits_for_a_sampler_that_is_behind_but_not_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lumos_mcp.agents.expert.NOT_READY_WAIT_S", 0.0)
+    behind = SlowSampler(lag=2)
+    behind.repeats = 1
+    values, _ = await behind.measure("before")
+    assert values == [0.1] and behind.asked == 3
+    stuck = SlowSampler(lag=10)
+    stuck.repeats = 1
+    with pytest.raises(ToolCallError) as raised:
+        await stuck.measure("before")
+    assert raised.value.code == "telemetry_not_ready" and stuck.asked == 4
 
 
 @pytest.mark.parametrize(

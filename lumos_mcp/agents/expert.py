@@ -111,6 +111,11 @@ MIN_EFFECT_ABS = 0.05
 """The smallest change in objective units (PSI percentage points, or the app metric's unit)."""
 
 
+NOT_READY_RETRIES = 3
+NOT_READY_WAIT_S = 1.0
+"""How often and how long the agent waits for a sampler that has not caught up (``telemetry_not_ready``)."""
+
+
 def signed(value: float) -> str:
     """`human` with an explicit sign: ``+1.10``, ``-0.30``."""
     return ("+" if value >= 0 else "-") + human(abs(value))
@@ -367,11 +372,24 @@ class ExpertAgent:
                 await anyio.sleep(self.window_s)
             # full, not the brief: the last window goes to rank_configs, whose features read every section
             args = {"window_s": self.window_s, "fresh": i == 1, "detail": "full"}
-            signature = (await self.call("read_telemetry", args))["signature"]
+            signature = (await self._read_telemetry(args))["signature"]
             value = objective(signature)
             if value is not None:
                 values.append(value)
         return values, signature
+
+    async def _read_telemetry(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``read_telemetry``, asked again after a short wait (at most `NOT_READY_RETRIES` times) when the
+        sampler has not caught up yet (``telemetry_not_ready``: a loaded host can delay a sample)."""
+        attempt = 0
+        while True:
+            try:
+                return await self.call("read_telemetry", args)
+            except AgentToolError as e:
+                if e.code != "telemetry_not_ready" or attempt >= NOT_READY_RETRIES:
+                    raise
+            attempt += 1
+            await anyio.sleep(NOT_READY_WAIT_S)
 
     async def run(self, rounds: int) -> list[RoundLog]:
         tried: set[str] = set()  # proposals that were reverted or refused: not again in this run
@@ -396,9 +414,23 @@ class ExpertAgent:
                 log.why = str(e)
                 log.notes.append(str(e))
                 self.on_event(f"refused by the server: {e}")
+                await self._revert_after_error(log)
             if log.outcome != "committed":
                 tried.update(proposal.changes)
         return self.rounds
+
+    async def _revert_after_error(self, log: RoundLog) -> None:
+        """A tool failed mid-round (after apply, say): revert what this round applied rather than leave it
+        armed until its deadline. Nothing to do when nothing was applied or it is already closed."""
+        if log.txid is None:
+            return
+        try:
+            await self.call("revert", {"txid": log.txid})
+        except AgentToolError as e:
+            log.notes.append(f"revert after the error: {e.code}")
+            return
+        log.notes.append("reverted what this round had applied")
+        self.on_event(f"reverted {log.txid} after the error")
 
     async def _ranker_says_worse(self, before: dict[str, Any], after: dict[str, Any], log: RoundLog) -> bool | None:
         """With no application metric: ask rank_configs whether the new window fails to beat the old one by
