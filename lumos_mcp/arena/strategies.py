@@ -191,9 +191,10 @@ class ExpertAgentStrategy:
 
     - **Keep rule** (`judge`): `lumos_mcp.compare.compare` of the trial's per-sub-window objective
       (`Measurement.sub_frac_over_slo`, about 12 per 3 s window) against the incumbent's (pooled over
-      its re-measurements). Commit only on "better"; revert on "worse", on "no evidence" (the budget
-      has no trial to spare for measuring again; the incumbent has evidence behind it), and on a
-      floor break.
+      its re-measurements). Commit only on "better"; revert on "worse" and on a floor break. On
+      "no evidence" it reverts; if the move looked better (its mean went down) the next trial
+      measures it once more and judges the pooled samples, so a real gain hidden by one short
+      window gets a second chance; a second "no evidence" sets the knob aside.
     - **Step from the floor's headroom**: the first lowering is fourfold. Once a lowering has cost the
       batch job throughput, the next step is where the line through the last two measurements
       (throughput against log weight) reaches the floor plus `FLOOR_MARGIN`, at most fourfold, and
@@ -232,6 +233,8 @@ class ExpertAgentStrategy:
         self.verdict = ""
         self.neighbours: set[str] = set()
         self.suspect: str | None = None
+        self.candidate: tuple[Config, list[float]] | None = None
+        """A move that came out "no evidence" but looked better: tried once more, its samples pooled."""
         """A knob whose lowering came out worse: set aside unless re-measuring the incumbent shows a shift."""
 
     # ------------------------------------------------------------------ evidence
@@ -274,12 +277,20 @@ class ExpertAgentStrategy:
                 f"{self.incumbent.rate:.0f}/s: a shift, not comparable: reverted, the incumbent is measured again"
             )
             return False
-        c = self._compare(self.incumbent.samples, self._samples(record))
+        samples = self._samples(record)
+        again = self.pending[0] == "again" and self.candidate is not None and self.candidate[0] == record.config
+        if again and self.candidate is not None:
+            samples = self.candidate[1] + samples
+        c = self._compare(self.incumbent.samples, samples)
         self.verdict = c.verdict
+        outcome = "committed" if c.verdict == "better" else "reverted"
+        if c.verdict == "no evidence" and c.effect < 0 and not again:
+            self.verdict = "maybe"
+            self.candidate = (dict(record.config), samples)
+            outcome += ", but it looked better: it is measured once more, the samples pooled"
         self.rules.append(
             f"{where}: {c.verdict} ({c.statistic} {c.before:.4f} -> {c.after:.4f}, change {c.effect:+.4f} "
-            f"[{c.low:+.4f}, {c.high:+.4f}], {c.n_before} vs {c.n_after} samples): "
-            + ("committed" if c.verdict == "better" else "reverted")
+            f"[{c.low:+.4f}, {c.high:+.4f}], {c.n_before} vs {c.n_after} samples): {outcome}"
         )
         return c.verdict == "better"
 
@@ -337,6 +348,9 @@ class ExpertAgentStrategy:
         if self.next_kind == "recheck":
             self.pending = ("recheck", None)
             return dict(self.incumbent.config)
+        if self.next_kind == "again" and self.candidate is not None:
+            self.pending = ("again", self.pending[1])
+            return dict(self.candidate[0])
         # the agent's evidence, read as the real agent reads it: the host signature over MCP (its
         # rules fire on PSI and fault rates, so an empty signature would make it hold forever)
         telemetry = await tools.call(
@@ -373,6 +387,8 @@ class ExpertAgentStrategy:
         kind, move = self.pending
         seen = self._seen(config, record)
         self.next_kind = ""
+        if kind == "again":
+            self.candidate = None
         if kind == "measure" or self.incumbent is None:
             self.incumbent = seen
             if config == self.problem.defaults() and math.isfinite(seen.eps):
@@ -380,7 +396,7 @@ class ExpertAgentStrategy:
             return
         if not record.feasible:
             self.next_kind = "defaults"  # whatever broke it, the defaults keep the floor
-            if move is not None and kind == "move":
+            if move is not None and kind in ("move", "again"):
                 self.broken[move.knob] = (move.end, seen.eps)
             if math.isfinite(seen.eps):
                 self.floor_eps = max(self.floor_eps, seen.eps) if math.isfinite(self.floor_eps) else seen.eps
@@ -405,6 +421,9 @@ class ExpertAgentStrategy:
         # reverted, and kept the floor
         if kind == "defaults":
             return  # measured for the floor's sake: the incumbent stays
+        if self.verdict == "maybe":
+            self.next_kind = "again"
+            return
         if self.verdict in ("worse", "shift"):
             self.next_kind = "recheck"  # a worse move, or a shift: is it the move or the regime?
             self.suspect = move.knob if move is not None and self.verdict == "worse" else None
