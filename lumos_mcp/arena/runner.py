@@ -54,13 +54,14 @@ log = logging.getLogger(__name__)
 NOISE_THRESHOLD_CPUS = 0.1
 SETTLE_S = 0.5
 TELEMETRY_INTERVAL_S = 0.5
-SUB_WINDOW_S = 0.25
-"""Each window's requests are cut into sub-windows of about this long (in request order) for
-`Measurement.sub_frac_over_slo`: 12 samples from a 3 s window, each of about 250 requests at 1 kHz."""
 """The arena service's sampling (and perf) interval: a 3 s window then holds 6 samples (about
 2.5 s covered) and 5-6 perf intervals; at 1 s it would hold 3 samples covering as little as 2 s.
 500 ms perf intervals are what the ranker's training data had. Cost measured here: about 2 ms
 of CPU per sample (0.4% of one CPU at 2 Hz), plus perf stat's software counters."""
+SUB_WINDOW_S = 0.25
+"""Each window's requests are cut into runs of about this long for `Measurement.sub_frac_over_slo`
+(12 samples from a 3 s window, about 250 requests each at 1 kHz), in the order the workload logged
+them: the probe's by send time, pgbench's client by client."""
 
 
 @dataclass(frozen=True)
