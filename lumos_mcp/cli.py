@@ -171,8 +171,8 @@ def parser() -> argparse.ArgumentParser:
         "--repeats",
         type=AT_LEAST_ONE,
         default=3,
-        help="windows measured before and after each change; a change is kept only if the median after "
-        "beats the median before by more than the before windows' spread (default 3)",
+        help="windows measured before and after each change; a change is kept only when the 95%% interval "
+        "of the change in their median is wholly better, by at least 2%% (default 3)",
     )
     t.add_argument("--plain", action="store_true", help="no live view, plain log lines")
 

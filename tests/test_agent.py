@@ -19,6 +19,7 @@ from lumos_mcp.agents.expert import (
     propose,
     run_tune,
 )
+from lumos_mcp.agents.tools import ToolCallError
 from lumos_mcp.audit import iter_records, verify
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.server import build_server
@@ -139,14 +140,39 @@ async def test_a_change_whose_objective_got_worse_is_reverted_and_the_summary_sa
     assert service.txns.get(log.txid or "").state is TxState.REVERTED
 
 
-async def test_a_change_within_the_baselines_noise_is_reverted_for_lack_of_evidence(
+async def test_a_change_that_looks_better_without_evidence_is_measured_again_then_reverted(
     make_service: Callable[..., Service],
 ) -> None:
     service = make_service(policy=TEST_POLICY)
-    [log] = await run_scripted(service, [[4.0, 5.0, 6.0], [4.2, 4.5, 4.6]])  # better by 0.5; noise 2.0
+    windows = [[4.0, 5.0, 6.0], [4.2, 4.5, 4.6], [4.3, 4.4, 4.6]]  # better by 0.5; the baseline spans 2.0
+    [log] = await run_scripted(service, windows)
+    assert windows == []  # before, after, and after once more
     assert log.evidence is not None and log.evidence.verdict == "no evidence"
+    assert len(log.after_windows) == 6
     assert log.outcome == "reverted"
     assert service.txns.get(log.txid or "").state is TxState.REVERTED
+
+
+async def test_a_change_that_looks_no_better_without_evidence_is_reverted_without_measuring_again(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(policy=TEST_POLICY)
+    windows = [[4.0, 5.0, 6.0], [4.5, 5.5, 6.5], [1.0, 1.0, 1.0]]
+    [log] = await run_scripted(service, windows)
+    assert windows == [[1.0, 1.0, 1.0]]  # the third set was never measured
+    assert log.evidence is not None and log.evidence.verdict == "no evidence"
+    assert log.outcome == "reverted"
+
+
+async def test_more_windows_can_turn_no_evidence_into_a_committed_change(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(policy=TEST_POLICY)
+    [log] = await run_scripted(service, [[5.0, 5.1, 5.2], [4.5, 4.6, 5.3], [3.9, 4.0, 4.1]])
+    assert log.evidence is not None and log.evidence.verdict == "better"
+    assert log.outcome == "committed"
+    assert service.txns.get(log.txid or "").state is TxState.COMMITTED
+    assert len(log.after_windows) == 6
 
 
 async def test_a_change_that_beats_the_baselines_noise_is_committed(make_service: Callable[..., Service]) -> None:
@@ -168,19 +194,70 @@ async def test_round_two_picks_a_knob_that_is_not_cooling_down_instead_of_being_
     assert set(first.proposal.changes).isdisjoint(second.proposal.changes)
 
 
+class FailingAfterAgent(ScriptedAgent):
+    """Measures before, then the server refuses the measurement after the change (a loaded host)."""
+
+    async def measure(self, label: str) -> tuple[list[float], dict[str, Any] | None]:
+        if label == "after":
+            raise ToolCallError("read_telemetry", "telemetry_not_ready", "the sampler is behind")
+        return await super().measure(label)
+
+
+async def test_a_tool_error_after_apply_reverts_the_change_instead_of_leaving_it_armed(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(policy=TEST_POLICY)
+    async with Client(build_server(service), elicitation_callback=approval_callback("sandbox")) as client:
+        with anyio.fail_after(30):
+            [log] = await FailingAfterAgent(client, [[5.0, 5.1, 5.2]], QUIET).run(1)
+    assert log.outcome == "refused: telemetry_not_ready"
+    assert service.txns.get(log.txid or "").state is TxState.REVERTED
+
+
+class SlowSampler(ExpertAgent):
+    """``read_telemetry`` answers telemetry_not_ready ``lag`` times, then a signature."""
+
+    def __init__(self, lag: int) -> None:
+        super().__init__(None, 0.1, lambda _: None)  # type: ignore[arg-type]
+        self.lag = lag
+        self.asked = 0
+
+    async def call(self, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.asked += 1
+        if self.asked <= self.lag:
+            raise ToolCallError(tool, "telemetry_not_ready", "one sample so far")
+        return {"signature": QUIET}
+
+
+async def test_measuring_waits_for_a_sampler_that_is_behind_but_not_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lumos_mcp.agents.expert.NOT_READY_WAIT_S", 0.0)
+    behind = SlowSampler(lag=2)
+    behind.repeats = 1
+    values, _ = await behind.measure("before")
+    assert values == [0.1] and behind.asked == 3
+    stuck = SlowSampler(lag=10)
+    stuck.repeats = 1
+    with pytest.raises(ToolCallError) as raised:
+        await stuck.measure("before")
+    assert raised.value.code == "telemetry_not_ready" and stuck.asked == 4
+
+
 @pytest.mark.parametrize(
     ("before", "after", "verdict"),
     [
         ([4.8, 4.87, 4.9], [5.9, 5.97, 6.0], "worse"),
         ([4.8, 4.87, 4.9], [4.5, 4.6, 4.7], "better"),
         ([4.0, 4.87, 6.0], [4.5, 4.6, 4.7], "no evidence"),
-        ([2.0, 2.0, 2.0], [1.95, 1.96, 1.97], "no evidence"),  # identical baselines still assume 5% noise
+        ([2.0, 2.0, 2.0], [1.95, 1.96, 1.97], "no evidence"),  # identical windows still need a 2% move
+        ([4.8, 4.87], [3.0, 3.1], "no evidence"),  # two windows a side cannot carry a verdict
     ],
 )
-def test_the_keep_rule_needs_the_medians_to_differ_by_more_than_the_baselines_spread(
+def test_the_keep_rule_is_the_compare_verdict_on_the_windows_beyond_a_minimum_effect(
     before: list[float], after: list[float], verdict: str
 ) -> None:
-    assert Evidence.judge(before, after).verdict == verdict
+    evidence = Evidence.judge(before, after)
+    assert evidence.verdict == verdict
+    assert evidence.comparison.statistic == "median" and evidence.comparison.lower_is_better
 
 
 def test_the_agents_tool_client_reads_an_error_code_from_the_text_when_there_is_no_structured_content() -> None:

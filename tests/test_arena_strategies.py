@@ -81,13 +81,20 @@ def test_llm_strategy_is_skipped_with_a_reason_without_a_key(monkeypatch: pytest
         LLMAgentStrategy().reset(PROBLEMS["shares-1d"], 0)
 
 
-def test_expert_marks_a_knob_done_after_a_move_that_breaks_the_floor() -> None:
+def test_expert_measures_the_defaults_after_a_move_that_breaks_the_floor() -> None:
     p = PROBLEMS["shares-1d"]
-    e = ExpertAgentStrategy()
-    e.reset(p, 0)
-    e.last = (p.knob_ids[0],)
-    e.observe({}, _record(0, {}, 0.0, feasible=False))
-    assert p.knob_ids[0] in e.tried
+    knob = p.knob_ids[0]
+
+    async def after_a_break() -> dict[str, Any]:
+        e, tools = ExpertAgentStrategy(), _ExpertTools(knob, 40.0)
+        e.reset(p, 0)
+        first = await e.propose([], tools)  # type: ignore[arg-type]
+        e.observe(first, _record(0, first, 0.05))
+        move = await e.propose([_record(0, first, 0.05)], tools)  # type: ignore[arg-type]
+        e.observe(move, _record(1, move, 0.01, feasible=False))
+        return await e.propose([_record(0, first, 0.05)] * 2, tools)  # type: ignore[arg-type]
+
+    assert anyio.run(after_a_break) == p.defaults()
 
 
 class _ExpertTools:
@@ -114,6 +121,7 @@ def test_expert_lowers_the_batch_weight_on_cpu_pressure_read_over_mcp_and_holds_
         e, tools = ExpertAgentStrategy(), _ExpertTools(knob, cpu_psi)
         e.reset(p, 0)
         first = await e.propose([], tools)  # type: ignore[arg-type]
+        e.observe(first, _record(0, first, 0.05))
         return await e.propose([_record(0, first, 0.05)], tools), tools.calls  # type: ignore[arg-type]
 
     pressed, calls = anyio.run(second_proposal, 40.0)

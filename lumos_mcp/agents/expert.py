@@ -9,12 +9,13 @@ Approval goes through MCP elicitation: in sandbox the agent's client answers yes
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from mcp import Client
@@ -26,6 +27,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from lumos_mcp.agents.tools import ToolCallError, ToolClient
+from lumos_mcp.compare import Comparison, Verdict, compare
 from lumos_mcp.service import Service, ServiceConfig
 from lumos_mcp.txn import TxState
 
@@ -54,48 +56,69 @@ class RoundLog:
     """Why the change was kept or reverted, with the numbers, for the summary."""
 
 
-Verdict = Literal["better", "worse", "no evidence"]
-
-
 @dataclass(frozen=True)
 class Evidence:
-    """The keep rule's inputs and answer. Lower objective is better.
+    """The keep rule's inputs and answer: `lumos_mcp.compare.compare` over the per-window objective values
+    before and after the change (lower is better), the same statistics as the ``compare_windows`` tool.
 
-    ``noise`` is the baseline's own spread (max - min over its repeated windows), at least
-    ``NOISE_MIN_RATIO`` of its median and ``NOISE_MIN_ABS``: a change is "better" only when the
-    median after is below the median before by more than that, "worse" when above by more.
+    The effect is median(after) - median(before), with a 95% bootstrap interval that resamples each side's
+    windows. "better" only when the whole interval is below ``-min_effect``, "worse" when it is wholly
+    above ``+min_effect``, "no evidence" otherwise (including fewer than 3 windows on a side).
+    ``min_effect`` is `MIN_EFFECT_RATIO` of the baseline, at least `MIN_EFFECT_ABS`: a baseline whose
+    few windows happen to agree exactly must not make a tiny move count as evidence.
     """
 
-    before: float
-    after: float
-    noise: float
-    verdict: Verdict
+    comparison: Comparison
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.comparison.verdict
+
+    @property
+    def before(self) -> float:
+        return self.comparison.before
+
+    @property
+    def after(self) -> float:
+        return self.comparison.after
 
     @classmethod
     def judge(cls, before: list[float], after: list[float]) -> Evidence:
         """Raises: ValueError: either side has no window."""
         if not before or not after:
             raise ValueError("the keep rule needs at least one window before and after")
-        b, a = statistics.median(before), statistics.median(after)
-        noise = max(max(before) - min(before), NOISE_MIN_RATIO * abs(b), NOISE_MIN_ABS)
-        verdict: Verdict = "better" if a < b - noise else "worse" if a > b + noise else "no evidence"
-        return cls(before=b, after=a, noise=noise, verdict=verdict)
+        min_effect = max(MIN_EFFECT_RATIO * abs(statistics.median(before)), MIN_EFFECT_ABS)
+        return cls(compare(before, after, lower_is_better=True, statistic="median", min_effect=min_effect))
 
     def sentence(self) -> str:
-        """The rule applied, with rounded numbers: ``after 5.97 > before 4.87 + noise 0.3``."""
-        b, a, n = human(self.before), human(self.after), human(self.noise)
-        if self.verdict == "better":
-            return f"after {a} < before {b} - noise {n}"
-        if self.verdict == "worse":
-            return f"after {a} > before {b} + noise {n}"
-        return f"after {a} is within before {b} +/- noise {n}"
+        """The rule applied, with rounded numbers:
+        ``median 4.87 -> 5.97, change +1.10 [+1.00, +1.20] (95%), wholly above +0.24``."""
+        c = self.comparison
+        head = f"median {human(c.before)} -> {human(c.after)}, change {signed(c.effect)}"
+        if not math.isfinite(c.low):
+            return f"{head}: {c.reason}"
+        interval = f"{head} [{signed(c.low)}, {signed(c.high)}] ({c.level:.0%})"
+        if c.verdict == "better":
+            return f"{interval}, wholly below -{human(c.min_effect)}"
+        if c.verdict == "worse":
+            return f"{interval}, wholly above +{human(c.min_effect)}"
+        return f"{interval} reaches within {human(c.min_effect)} of no change"
 
 
-NOISE_MIN_RATIO = 0.05
-"""The smallest noise the keep rule assumes, relative to the baseline (5%): a baseline whose few
-windows happen to agree exactly must not make a tiny move count as evidence."""
-NOISE_MIN_ABS = 0.05
-"""The smallest noise in objective units (PSI percentage points, or the app metric's unit)."""
+MIN_EFFECT_RATIO = 0.02
+"""The smallest change the keep rule acts on, relative to the baseline (2%)."""
+MIN_EFFECT_ABS = 0.05
+"""The smallest change in objective units (PSI percentage points, or the app metric's unit)."""
+
+
+NOT_READY_RETRIES = 3
+NOT_READY_WAIT_S = 1.0
+"""How often and how long the agent waits for a sampler that has not caught up (``telemetry_not_ready``)."""
+
+
+def signed(value: float) -> str:
+    """`human` with an explicit sign: ``+1.10``, ``-0.30``."""
+    return ("+" if value >= 0 else "-") + human(abs(value))
 
 
 def human(value: float | None) -> str:
@@ -158,7 +181,7 @@ def objective_guard(signature: dict[str, Any]) -> dict[str, Any] | None:
             return {
                 "metric": f"app.{name}.last",
                 "ratio": GUARD_RATIO,
-                "slack": NOISE_MIN_ABS,
+                "slack": MIN_EFFECT_ABS,
                 "hold_samples": GUARD_HOLD_SAMPLES,
             }
     if metric(signature, "psi.cpu.some.avg10_pct") is not None:
@@ -291,10 +314,12 @@ class ExpertAgent:
     """Drives one MCP client session through a few tuning rounds.
 
     Each round measures ``repeats`` windows before the change and ``repeats`` after it, and keeps
-    the change only on evidence (:class:`Evidence`): "better" is committed (when the ranker is
-    available and no app metric is reported, only if the ranker agrees too); "worse" is reverted;
-    "no evidence" is reverted as well, because a change that cannot be shown to help is not worth
-    the risk of keeping, and the host goes back to the state it was measured in. A knob the agent
+    the change only on evidence (:class:`Evidence`, `lumos_mcp.compare`'s verdict on the windows):
+    "better" is committed (when the ranker is available and no app metric is reported, only if the
+    ranker agrees too); "worse" is reverted. "no evidence" measures ``repeats`` more windows once when
+    the change looked better and the apply deadline leaves time (a real gain hidden by too few
+    windows gets its chance), and is reverted otherwise or if the verdict is still "no evidence":
+    a change that cannot be shown to help is not worth the risk of keeping. A knob the agent
     changed is not proposed again while its policy cooldown runs, so the next round tries another.
     """
 
@@ -347,11 +372,24 @@ class ExpertAgent:
                 await anyio.sleep(self.window_s)
             # full, not the brief: the last window goes to rank_configs, whose features read every section
             args = {"window_s": self.window_s, "fresh": i == 1, "detail": "full"}
-            signature = (await self.call("read_telemetry", args))["signature"]
+            signature = (await self._read_telemetry(args))["signature"]
             value = objective(signature)
             if value is not None:
                 values.append(value)
         return values, signature
+
+    async def _read_telemetry(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``read_telemetry``, asked again after a short wait (at most `NOT_READY_RETRIES` times) when the
+        sampler has not caught up yet (``telemetry_not_ready``: a loaded host can delay a sample)."""
+        attempt = 0
+        while True:
+            try:
+                return await self.call("read_telemetry", args)
+            except AgentToolError as e:
+                if e.code != "telemetry_not_ready" or attempt >= NOT_READY_RETRIES:
+                    raise
+            attempt += 1
+            await anyio.sleep(NOT_READY_WAIT_S)
 
     async def run(self, rounds: int) -> list[RoundLog]:
         tried: set[str] = set()  # proposals that were reverted or refused: not again in this run
@@ -376,9 +414,23 @@ class ExpertAgent:
                 log.why = str(e)
                 log.notes.append(str(e))
                 self.on_event(f"refused by the server: {e}")
+                await self._revert_after_error(log)
             if log.outcome != "committed":
                 tried.update(proposal.changes)
         return self.rounds
+
+    async def _revert_after_error(self, log: RoundLog) -> None:
+        """A tool failed mid-round (after apply, say): revert what this round applied rather than leave it
+        armed until its deadline. Nothing to do when nothing was applied or it is already closed."""
+        if log.txid is None:
+            return
+        try:
+            await self.call("revert", {"txid": log.txid})
+        except AgentToolError as e:
+            log.notes.append(f"revert after the error: {e.code}")
+            return
+        log.notes.append("reverted what this round had applied")
+        self.on_event(f"reverted {log.txid} after the error")
 
     async def _ranker_says_worse(self, before: dict[str, Any], after: dict[str, Any], log: RoundLog) -> bool | None:
         """With no application metric: ask rank_configs whether the new window fails to beat the old one by
@@ -458,12 +510,31 @@ class ExpertAgent:
         for knob in proposal.changes:
             self.changed_at[knob] = self.clock()
         self.on_event(f"applied {applied['values']}; auto-revert in {applied['deadline_in_s']:.0f} s")
+        deadline = self.clock() + float(applied["deadline_in_s"])
         log.after_windows, sig = await self.measure("after")
+        if self._measure_again(log, deadline):
+            more, more_sig = await self.measure("after, again")
+            log.after_windows += more
+            sig = more_sig or sig
+            log.notes.append(f"no evidence after {len(log.after_windows) - len(more)} windows, but the change "
+                             f"looked better: measured {len(more)} more")  # fmt: skip
         log.after = statistics.median(log.after_windows) if log.after_windows else None
         keep, log.why = await self._decide(log, before_sig, sig)
         if await self._close("commit" if keep else "revert", log):
             log.outcome = "committed" if keep else "reverted"
         self.on_event(f"{log.outcome}: {log.why}")
+
+    def _measure_again(self, log: RoundLog, deadline: float) -> bool:
+        """On "no evidence": measure once more (``repeats`` windows, pooled with the first) only when the
+        point estimate already favours the change and the apply deadline leaves time for it. A change
+        that looks no better, or a second "no evidence", is reverted: the host goes back to the state it
+        was measured in, and a change that cannot be shown to help is not worth the risk of keeping."""
+        if not log.before_windows or not log.after_windows:
+            return False
+        first = Evidence.judge(log.before_windows, log.after_windows)
+        if first.verdict != "no evidence" or not first.comparison.effect < 0:
+            return False
+        return deadline - self.clock() >= (self.repeats + 1) * self.window_s
 
     async def _decide(
         self, log: RoundLog, before_sig: dict[str, Any] | None, after_sig: dict[str, Any] | None
@@ -472,7 +543,7 @@ class ExpertAgent:
         if not log.before_windows or not log.after_windows:
             return False, "no objective could be measured, so nothing shows it helps"
         log.evidence = evidence = Evidence.judge(log.before_windows, log.after_windows)
-        medians = f"medians of {len(log.before_windows)} and {len(log.after_windows)} windows: {evidence.sentence()}"
+        medians = f"{len(log.before_windows)} windows before, {len(log.after_windows)} after: {evidence.sentence()}"
         if evidence.verdict == "worse":
             return False, f"worse ({medians})"
         if evidence.verdict == "no evidence":

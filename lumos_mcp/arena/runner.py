@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
+import numpy as np
 from mcp import Client
 
 from lumos_mcp.agents.tools import ToolCallError, ToolClient
 from lumos_mcp.arena.problems import Config, Problem, Value
-from lumos_mcp.arena.stats import TailStats, median_of_repeats, throughput_floor_ok
+from lumos_mcp.arena.stats import FloatArray, TailStats, median_of_repeats, tail_stats, throughput_floor_ok
 from lumos_mcp.arena.workloads import (
     ArenaCgroups,
     BatchWorkload,
@@ -57,6 +58,10 @@ TELEMETRY_INTERVAL_S = 0.5
 2.5 s covered) and 5-6 perf intervals; at 1 s it would hold 3 samples covering as little as 2 s.
 500 ms perf intervals are what the ranker's training data had. Cost measured here: about 2 ms
 of CPU per sample (0.4% of one CPU at 2 Hz), plus perf stat's software counters."""
+SUB_WINDOW_S = 0.25
+"""Each window's requests are cut into runs of about this long for `Measurement.sub_frac_over_slo`
+(12 samples from a 3 s window, about 250 requests each at 1 kHz), in the order the workload logged
+them: the probe's by send time, pgbench's client by client."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,13 @@ class Measurement:
     repeats: tuple[dict[str, float], ...]
     span_unix_s: tuple[float, float] | None = None
     """Wall-clock start of the first window and end of the last (noisy repeats included)."""
+    sub_frac_over_slo: tuple[float, ...] = ()
+    """The fraction over the SLO in each sub-window of `SUB_WINDOW_S` (kept windows only, in order): the
+    samples a statistical keep rule compares (`lumos_mcp.compare`), not one scalar per window."""
+    sub_p99_us: tuple[float, ...] = ()
+    """The p99 of each of those sub-windows (inf when one holds a timed-out request in its top 1%)."""
+    victim_rate: float = math.nan
+    """The victim's answered requests (or transactions) per second, median over the kept windows."""
 
     @property
     def noise_max(self) -> float:
@@ -191,6 +203,9 @@ class Arena:
         eps: list[float] = []
         noise: list[float] = []
         reps: list[dict[str, float]] = []
+        sub_frac: list[float] = []
+        sub_p99: list[float] = []
+        rates: list[float] = []
         extra = 0
         wanted = repeats or self.problem.repeats
         start_unix_s = time.time()
@@ -214,6 +229,12 @@ class Arena:
                 continue
             tails.append(tail)
             eps.append(rate)
+            if tail.throughput is not None:
+                rates.append(tail.throughput)
+            for part in sub_windows(self._latencies(), tail.timed_out, self.problem.slo_us,
+                                    max(1, round((window_s or self.problem.window_s) / SUB_WINDOW_S))):  # fmt: skip
+                sub_frac.append(part.frac_over_slo)
+                sub_p99.append(part.p99_us)
         med = median_of_repeats(tails)
         finite = [e for e in eps if math.isfinite(e)]
         return Measurement(
@@ -225,7 +246,35 @@ class Arena:
             noisy_repeated=extra,
             repeats=tuple(reps),
             span_unix_s=(start_unix_s, time.time()),
+            sub_frac_over_slo=tuple(sub_frac),
+            sub_p99_us=tuple(sub_p99),
+            victim_rate=float(statistics.median(rates)) if rates else math.nan,
         )
+
+    def _latencies(self) -> FloatArray:
+        """The last window's answered latencies (us), in the order the workload logged them."""
+        if isinstance(self.victim, PgbenchWorkload):
+            run = self.victim.last_run
+            return run.log.latencies_us if run is not None else np.empty(0)
+        result = self.victim.last_result if self.victim is not None else None
+        return result.latencies_us if result is not None else np.empty(0)
+
+
+def sub_windows(latencies_us: FloatArray, timed_out: int, slo_us: float, parts: int) -> list[TailStats]:
+    """One window's requests cut into ``parts`` consecutive runs of equal count (timed-out requests,
+    infinitely slow, spread evenly among them), each run's tail: samples for a keep rule. Fewer parts
+    when there are fewer requests than parts; none when there are no requests."""
+    answered = np.asarray(latencies_us, dtype=np.float64)
+    total = len(answered) + timed_out
+    if total == 0:
+        return []
+    n = max(1, min(parts, total))
+    out: list[TailStats] = []
+    for i, chunk in enumerate(np.array_split(answered, n)):
+        lost = timed_out * (i + 1) // n - timed_out * i // n
+        if len(chunk) + lost:
+            out.append(tail_stats(chunk, slo_us, timed_out=lost))
+    return out
 
 
 # ------------------------------------------------------------------------------------ service + tools
@@ -501,6 +550,7 @@ __all__ = [
     "measure_baseline",
     "read_values",
     "restore",
+    "sub_windows",
     "trial",
     "window_signature",
 ]

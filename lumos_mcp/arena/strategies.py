@@ -18,6 +18,7 @@ import math
 import os
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ from lumos_mcp.agents import expert, llm
 from lumos_mcp.arena.problems import Config, KnobRange, Problem, Value, log_uniform
 from lumos_mcp.arena.ranker_lab.strategy import RankerStrategy
 from lumos_mcp.arena.runner import ArenaToolError, ArenaTools, TrialRecord
+from lumos_mcp.compare import Comparison, Statistic, compare
 
 log = logging.getLogger(__name__)
 
@@ -146,37 +148,209 @@ class OptunaGP(_Optuna):
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=3)
 
 
+RATE_SHIFT = 0.25
+"""A change of the victim's request rate by more than this fraction (vs the incumbent's) is a shift."""
+FLOOR_MARGIN = 0.05
+"""The expert aims its steps at the floor plus this fraction, not at the floor itself."""
+MAX_STEP = math.log(4.0)
+"""The largest weight step (fourfold), in log units: the rule of thumb when nothing says otherwise."""
+MIN_STEP = math.log(1.1)
+"""A step smaller than 10% is not worth a trial: the knob is done."""
+
+
+@dataclass
+class _Seen:
+    """One measured configuration: its samples for the keep rule and the scalars the step rules read."""
+
+    config: Config
+    samples: list[float]
+    eps: float
+    rate: float
+    feasible: bool
+
+
+@dataclass(frozen=True)
+class _Move:
+    """A trial that moved one knob from ``start`` (batch throughput ``start_eps``) to ``end`` (``end_eps``)."""
+
+    knob: str
+    start: int
+    start_eps: float
+    end: int
+    end_eps: float
+
+
 class ExpertAgentStrategy:
-    """The built-in expert agent's rules over the MCP tools.
+    """The built-in expert agent's rules over the MCP tools, with a statistical keep rule and step
+    sizes the measurements allow.
 
     Every proposal starts from ``list_tunables`` (current values and the policy's bounds) and
     ``read_telemetry`` (the host signature), both through MCP, and `lumos_mcp.agents.expert.propose`'s
-    rules: under CPU pressure (PSI) lower a cgroup's CPU weight (here ``cpu.shares``) fourfold,
-    within the policy's step. While a move improves
-    the tail and keeps the batch floor, it keeps lowering the same knob; a move that is worse
-    (by more than ``worse_tolerance``) or breaks the floor is reverted by the runner and that
-    knob is done. When no rule fires it holds the incumbent (the real agent would stop).
+    rules pick the knob: under CPU pressure (PSI) lower a cgroup's CPU weight (``cpu.shares``) of a
+    group other than the latency-sensitive one. What this strategy adds, each rule from evidence:
+
+    - **Keep rule** (`judge`): `lumos_mcp.compare.compare` of the trial's per-sub-window objective
+      (`Measurement.sub_frac_over_slo`, about 12 per 3 s window) against the incumbent's (pooled over
+      its re-measurements). Commit only on "better"; revert on "worse" and on a floor break. On
+      "no evidence" it reverts; if the move looked better (its mean went down) the next trial
+      measures it once more and judges the pooled samples, so a real gain hidden by one short
+      window gets a second chance; a second "no evidence" sets the knob aside.
+    - **Step from the floor's headroom**: the first lowering is fourfold. Once a lowering has cost the
+      batch job throughput, the next step is where the line through the last two measurements
+      (throughput against log weight) reaches the floor plus `FLOOR_MARGIN`, at most fourfold, and
+      halved when the last step used more than half the headroom. A step under 10% ends the knob.
+    - **Never two floor breaks in a row**: after a break the next trial measures the defaults, which
+      keep the floor by its definition (a fraction of their throughput) whatever else changed, and
+      re-base the floor estimate; then the knob backs off: at most halfway (in log) from the last
+      feasible value toward the broken one, where the line through both predicts the floor plus margin.
+    - **A neighbour is not a batch job**: a group whose lowering did not reduce the victim's tail
+      ("no evidence" or, confirmed by re-measuring the incumbent, "worse") is left alone; a group whose
+      lowering raised the batch job's throughput is a neighbour competing with it (no floor limits
+      its steps). Both are said in ``rules``.
+    - **Rate shift**: a trial whose victim request rate differs from the incumbent's by more than
+      `RATE_SHIFT` is not compared (reverted); so is a move that came out "worse". The incumbent is
+      then measured again: if the re-measurement differs from its old samples (rate, or the keep
+      rule's verdict), the regime shifted: the incumbent's samples, the floor estimate and the knobs
+      set aside are re-based, and the search resumes. When no rule fires it holds (re-measures) the
+      incumbent, which also notices a shift.
     """
 
     name = "expert"
 
-    def __init__(self, worse_tolerance: float = 0.10) -> None:
-        self.worse_tolerance = worse_tolerance
-
     def reset(self, problem: Problem, seed: int) -> None:
         self.problem = problem
-        self.tried: set[str] = set()
-        self.last: tuple[str, ...] = ()
-        self.incumbent = math.inf
         self.rules: list[str] = []
+        self.incumbent: _Seen | None = None
+        self.floor_eps = math.nan
+        """The batch throughput the floor asks for, as this strategy estimates it."""
+        self.done: set[str] = set()
+        self.moves: dict[str, _Move] = {}
+        """Each knob's last kept move (the step rule's slope)."""
+        self.broken: dict[str, tuple[int, float]] = {}
+        """Each knob's lowest value seen to break the floor, with its throughput."""
+        self.next_kind = "measure"
+        self.pending: tuple[str, _Move | None] = ("measure", None)
+        self.verdict = ""
+        self.neighbours: set[str] = set()
+        self.suspect: str | None = None
+        self.candidate: tuple[Config, list[float]] | None = None
+        """A move that came out "no evidence" but looked better: tried once more, its samples pooled."""
+        """A knob whose lowering came out worse: set aside unless re-measuring the incumbent shows a shift."""
+
+    # ------------------------------------------------------------------ evidence
+    def _samples(self, record: TrialRecord) -> list[float]:
+        m = record.measurement
+        subs = m.sub_frac_over_slo if self.problem.objective == "frac_over_slo" else m.sub_p99_us
+        if subs:
+            return list(subs)
+        return [float(r[self.problem.objective]) for r in m.repeats] or [record.objective]
+
+    def _compare(self, before: list[float], after: list[float]) -> Comparison:
+        statistic: Statistic = "mean" if self.problem.objective == "frac_over_slo" else "median"
+        return compare(before, after, lower_is_better=True, statistic=statistic, resamples=2000)
+
+    def _shifted(self, record: TrialRecord) -> bool:
+        inc = self.incumbent
+        rate = record.measurement.victim_rate
+        if inc is None or not (math.isfinite(rate) and math.isfinite(inc.rate) and inc.rate > 0):
+            return False
+        return abs(rate - inc.rate) > RATE_SHIFT * inc.rate
+
+    def _seen(self, config: Config, record: TrialRecord) -> _Seen:
+        m = record.measurement
+        return _Seen(dict(config), self._samples(record), m.batch_eps, m.victim_rate, record.feasible)
+
+    async def judge(self, record: TrialRecord, tools: ArenaTools) -> bool:
+        """Commit only when `lumos_mcp.compare` says the trial is better than the incumbent and it kept the floor."""
+        where = f"trial {record.index}"
+        if not record.feasible:
+            self.verdict = "floor"
+            self.rules.append(f"{where}: broke the floor (batch {record.measurement.batch_eps:.0f} ev/s): reverted")
+            return False
+        if self.incumbent is None:
+            self.verdict = "better"
+            return True
+        if self._shifted(record):
+            self.verdict = "shift"
+            self.rules.append(
+                f"{where}: victim rate {record.measurement.victim_rate:.0f}/s vs the incumbent's "
+                f"{self.incumbent.rate:.0f}/s: a shift, not comparable: reverted, the incumbent is measured again"
+            )
+            return False
+        samples = self._samples(record)
+        again = self.pending[0] == "again" and self.candidate is not None and self.candidate[0] == record.config
+        if again and self.candidate is not None:
+            samples = self.candidate[1] + samples
+        c = self._compare(self.incumbent.samples, samples)
+        self.verdict = c.verdict
+        outcome = "committed" if c.verdict == "better" else "reverted"
+        if c.verdict == "no evidence" and c.effect < 0 and not again:
+            self.verdict = "maybe"
+            self.candidate = (dict(record.config), samples)
+            outcome += ", but it looked better: it is measured once more, the samples pooled"
+        self.rules.append(
+            f"{where}: {c.verdict} ({c.statistic} {c.before:.4f} -> {c.after:.4f}, change {c.effect:+.4f} "
+            f"[{c.low:+.4f}, {c.high:+.4f}], {c.n_before} vs {c.n_after} samples): {outcome}"
+        )
+        return c.verdict == "better"
+
+    # ------------------------------------------------------------------ proposals
+    def _step(self, knob: str, current: int) -> int | None:
+        """The next (lower) value of a weight knob, or None when the measurements say stop."""
+        floor = self.floor_eps * (1 + FLOOR_MARGIN)
+        inc = self.incumbent
+        if knob in self.broken and inc is not None and math.isfinite(floor):
+            bad, bad_eps = self.broken[knob]
+            good_eps = inc.eps
+            if not bad < current or not good_eps > floor:
+                return None
+            share = 0.5 if good_eps <= bad_eps else min(0.5, (good_eps - floor) / (good_eps - bad_eps))
+            log_step = share * math.log(current / bad)
+            why = f"back off: at most halfway from {current} toward {bad}, which broke the floor"
+        else:
+            log_step, why = MAX_STEP, "fourfold (no throughput cost measured yet)"
+            move = self.moves.get(knob)
+            if move is not None and move.end == current and move.end_eps < move.start_eps and math.isfinite(floor):
+                used = math.log(move.start / move.end)
+                slope = (move.start_eps - move.end_eps) / used
+                room = move.end_eps - floor
+                if room <= 0:
+                    return None
+                log_step = min(MAX_STEP, room / slope)
+                why = (
+                    "fourfold (the headroom the last move's slope predicts allows it)"
+                    if log_step == MAX_STEP
+                    else f"to where the last move's slope reaches the floor + {FLOOR_MARGIN:.0%}"
+                )
+                if move.start_eps - move.end_eps > 0.5 * (move.start_eps - self.floor_eps):
+                    log_step = min(log_step, used / 2)
+                    why += ", halved (the last move used most of the headroom)"
+        if log_step < MIN_STEP:
+            return None
+        k = next(k for k in self.problem.knobs if k.knob_id == knob)
+        new = int(k.clip(round(current / math.exp(log_step))))
+        if new >= current:
+            return None
+        self.rules.append(f"{knob.rsplit('/', 1)[-1]}: {current} -> {new}, {why}")
+        return new
 
     async def propose(self, history: Sequence[TrialRecord], tools: ArenaTools) -> Config:
         tunables = (await tools.call("list_tunables", {"only_allowed": True}))["tunables"]
         current: Config = {t["id"]: t["value"] for t in tunables if t["id"] in self.problem.knob_ids}
         config = {**self.problem.defaults(), **current}
-        if not history:
-            self.last = ()
+        if not history or self.incumbent is None:
+            self.pending = ("measure", None)
             return config  # first look: measure where the host is
+        if self.next_kind == "defaults":
+            self.pending = ("defaults", None)
+            self.rules.append("after a floor break: measure the defaults (they keep the floor by definition)")
+            return self.problem.defaults()
+        if self.next_kind == "recheck":
+            self.pending = ("recheck", None)
+            return dict(self.incumbent.config)
+        if self.next_kind == "again" and self.candidate is not None:
+            self.pending = ("again", self.pending[1])
+            return dict(self.candidate[0])
         # the agent's evidence, read as the real agent reads it: the host signature over MCP (its
         # rules fire on PSI and fault rates, so an empty signature would make it hold forever)
         telemetry = await tools.call(
@@ -184,24 +358,106 @@ class ExpertAgentStrategy:
         )
         signature = telemetry["signature"]
         mine = [t for t in tunables if t["id"] in self.problem.knob_ids]
-        # the arena knows which group is the latency-sensitive one (the real agent is told)
-        proposal = expert.propose(signature, mine, self.tried, frozenset({f"{self.problem.parent}/victim"}))
-        if proposal is None:
-            self.last = ()
-            self.rules.append("hold")
-            return config
-        self.last = tuple(proposal.changes)
-        self.rules.append(f"{proposal.rule}: {proposal.changes}")
-        for knob, value in proposal.changes.items():
-            config[knob] = value if isinstance(value, bool) else int(value)
-        return config
+        victim = frozenset({f"{self.problem.parent}/victim"})  # the arena says which group is latency-sensitive
+        skip = set(self.done)
+        while True:
+            proposal = expert.propose(signature, mine, skip, victim)
+            if proposal is None:
+                self.pending = ("hold", None)
+                self.rules.append("hold: no rule fires (the incumbent is measured again)")
+                return config
+            [(knob, value)] = proposal.changes.items()
+            if knob.endswith((".cpu_shares", ".cpu_weight")) and isinstance(config[knob], int):
+                start = int(config[knob])
+                new = self._step(knob, start)
+                if new is None:
+                    self.done.add(knob)
+                    skip.add(knob)
+                    self.rules.append(f"{knob.rsplit('/', 1)[-1]}: done at {start} (no step the floor allows)")
+                    continue
+                value = new
+            else:
+                self.rules.append(f"{proposal.rule}: {proposal.changes}")
+            inc_eps = self.incumbent.eps
+            self.pending = ("move", _Move(knob, int(config[knob]), inc_eps, int(value), math.nan))
+            return {**config, knob: value if isinstance(value, bool) else int(value)}
 
+    # ------------------------------------------------------------------ learning from a trial
     def observe(self, config: Config, record: TrialRecord) -> None:
-        worse = record.objective > self.incumbent * (1 + self.worse_tolerance) + 1e-4
-        if self.last and (not record.feasible or worse or record.action != "commit"):
-            self.tried.update(self.last)
-        if record.feasible and record.objective < self.incumbent:
-            self.incumbent = record.objective
+        kind, move = self.pending
+        seen = self._seen(config, record)
+        self.next_kind = ""
+        if kind == "again":
+            self.candidate = None
+        if kind == "measure" or self.incumbent is None:
+            self.incumbent = seen
+            if config == self.problem.defaults() and math.isfinite(seen.eps):
+                self.floor_eps = self.problem.floor_fraction * seen.eps
+            return
+        if not record.feasible:
+            self.next_kind = "defaults"  # whatever broke it, the defaults keep the floor
+            if move is not None and kind in ("move", "again"):
+                self.broken[move.knob] = (move.end, seen.eps)
+            if math.isfinite(seen.eps):
+                self.floor_eps = max(self.floor_eps, seen.eps) if math.isfinite(self.floor_eps) else seen.eps
+            return
+        if kind == "defaults" and math.isfinite(seen.eps):
+            self.floor_eps = self.problem.floor_fraction * seen.eps  # re-based in the current regime
+            self.rules.append(f"floor re-based: {self.floor_eps:.0f} ev/s")
+        if record.action == "commit":
+            if move is not None:
+                self.moves[move.knob] = _Move(move.knob, move.start, move.start_eps, move.end, seen.eps)
+                if seen.eps > move.start_eps and move.knob not in self.neighbours:
+                    self.neighbours.add(move.knob)
+                    self.rules.append(
+                        f"{move.knob.rsplit('/', 1)[-1]}: lowering it raised the batch job's throughput: "
+                        "a neighbour competing with it, not the batch job"
+                    )
+            self.incumbent = seen
+            return
+        if record.action == "unchanged":  # the incumbent measured again (a hold, a re-check)
+            self._remeasured(seen, record)
+            return
+        # reverted, and kept the floor
+        if kind == "defaults":
+            return  # measured for the floor's sake: the incumbent stays
+        if self.verdict == "maybe":
+            self.next_kind = "again"
+            return
+        if self.verdict in ("worse", "shift"):
+            self.next_kind = "recheck"  # a worse move, or a shift: is it the move or the regime?
+            self.suspect = move.knob if move is not None and self.verdict == "worse" else None
+        elif move is not None:
+            self.done.add(move.knob)
+            self.rules.append(
+                f"{move.knob.rsplit('/', 1)[-1]}: lowering it did not measurably reduce the victim's tail: "
+                "set aside (nothing shows it competes with the victim)"
+            )
+
+    def _remeasured(self, seen: _Seen, record: TrialRecord) -> None:
+        inc = self.incumbent
+        assert inc is not None
+        suspect, self.suspect = self.suspect, None
+        c = self._compare(inc.samples, seen.samples)
+        if self._shifted(record) or c.verdict != "no evidence":
+            ratio = seen.eps / inc.eps if inc.eps > 0 and math.isfinite(seen.eps) else 1.0
+            if math.isfinite(self.floor_eps):
+                self.floor_eps *= ratio
+            self.rules.append(
+                f"shift: the incumbent measured again is {c.verdict} than before (rate {inc.rate:.0f} -> "
+                f"{seen.rate:.0f}/s): re-based, search resumes"
+            )
+            self.incumbent = seen
+            self.done.clear()  # set aside in the old regime; the floor breaks seen (`broken`) still count
+            self.moves.clear()
+            return
+        inc.samples = (inc.samples + seen.samples)[-4 * max(1, len(seen.samples)) :]
+        if suspect is not None:
+            self.done.add(suspect)
+            self.rules.append(
+                f"{suspect.rsplit('/', 1)[-1]}: lowering it made the victim's tail worse (the incumbent did not "
+                "change): not a batch job, left alone"
+            )
 
 
 class LLMAgentStrategy:
