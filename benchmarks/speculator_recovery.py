@@ -455,9 +455,17 @@ class RequestStream:
     """The probe client in a child process (one open-loop run for the whole window); every
     request's scheduled wall time and latency, kept here as they arrive (timed out: inf)."""
 
-    def __init__(self, address: str, seconds: float, rate_hz: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        seconds: float,
+        rate_hz: float,
+        *,
+        cgroups: CgroupManager | None = None,
+        cgroup: str | None = None,
+    ) -> None:
         argv = [sys.executable, str(Path(__file__).resolve()), "requests", address, str(seconds), str(rate_hz)]
-        self.proc = procs.spawn(argv, workload="probe-requests", env=procs.python_env())
+        self.proc = procs.spawn(argv, workload="probe-requests", env=procs.python_env(), cgroups=cgroups, cgroup=cgroup)
         self.times: list[float] = []
         self.lat_ms: list[float] = []
         self.lock = threading.Lock()
@@ -530,7 +538,15 @@ def set_committed(service: Service, knob: str, value: int, actor: str) -> None:
 
 
 def jump_run(
-    service: Service, knob: str, address: str, arm: str, cfg: JumpConfig, seed: int, *, round_no: int = 0
+    service: Service,
+    knob: str,
+    address: str,
+    arm: str,
+    cfg: JumpConfig,
+    seed: int,
+    *,
+    round_no: int = 0,
+    client_cgroup: tuple[CgroupManager, str] | None = None,
 ) -> dict[str, Any]:
     """One run of one arm: the knob starts at ``cfg.low``; at ``cfg.perturb_at_s`` its weight jumps
     to ``cfg.high`` (a committed write by actor ``perturbation``, through the service); the arm's
@@ -544,7 +560,8 @@ def jump_run(
     events: list[dict[str, Any]] = []
     spec: Speculator | None = None
     total = cfg.perturb_at_s + cfg.after_s
-    s = RequestStream(address, total + 1.0, cfg.rate_hz)
+    cgroups, cgroup = client_cgroup if client_cgroup is not None else (None, None)
+    s = RequestStream(address, total + 1.0, cfg.rate_hz, cgroups=cgroups, cgroup=cgroup)
     t0 = time.time()
 
     def log(**e: Any) -> None:
@@ -645,7 +662,7 @@ def jump_summary(run: dict[str, Any]) -> dict[str, Any]:
         "arm": run["arm"],
         "round": run["round"],
         "recover_s": rec,
-        "censored_at_s": round(end - p - cfg.hold_s, 3),
+        "censored_at_s": round(float(end - p - cfg.hold_s), 3),
         "peak_share_first_s": round(peak_share(t, lat, start=p, stop=p + 1.0, **measure), 4),
         "before_share": round(float(np.mean(before > cfg.slo_ms)), 4) if before.size else None,
         "last10s_share": round(float(np.mean(tail > cfg.slo_ms)), 4) if tail.size else None,
@@ -684,13 +701,13 @@ def compare_arms(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cmd_jump(args: Any) -> int:
-    cfg = JumpConfig(after_s=args.after, perturb_at_s=args.perturb_at)
+    cfg = JumpConfig(after_s=args.after, perturb_at_s=args.perturb_at, slo_ms=args.slo_ms)
     arms = args.arms.split(",")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cg = CgroupManager(KernelRoot("/"))
     state = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="lumos-spec-jump-"))
-    with ArenaCgroups(cg, ["victim", "batch"], parent=args.parent) as groups:
+    with ArenaCgroups(cg, ["victim", "batch", "client"], parent=args.parent) as groups:
         knob = f"cgroup.{groups['batch']}.cpu_shares"
         service = Service(
             ServiceConfig(
@@ -698,14 +715,21 @@ def cmd_jump(args: Any) -> int:
                 state_dir=state,
                 policy=ROOT / "policies" / "speculate.toml",
                 host_root=Path("/"),
-                cgroups=(groups["batch"],),
+                cgroups=(groups["batch"], args.parent),
                 perf=False,
             )
         )
         service.start()
         original = service.backend.read(knob).value
         assert isinstance(original, int)
+        parent_knob = f"cgroup.{args.parent}.cpu_shares"
+        parent_original = service.backend.read(parent_knob).value
+        assert isinstance(parent_original, int)
         try:
+            if args.parent_shares:
+                # a shared host: the experiment's own parent group weighted up, so other users' load
+                # (in the root group) moves the probe's tail less; it changes nothing on a quiet host
+                set_committed(service, parent_knob, args.parent_shares, "benchmark")
             with (
                 ProbeWorkload(cfg.rate_hz, cfg.work_us, groups["victim"], cgroups=cg) as probe,
                 BatchWorkload(cfg.batch_threads, groups["batch"], cgroups=cg),
@@ -714,13 +738,23 @@ def cmd_jump(args: Any) -> int:
                 for r in range(args.rounds):
                     for arm in arms:  # interleaved: A B C A B C ...; one seed per round, shared by its arms
                         print(f"[round {r + 1}/{args.rounds}] {arm} ...", file=sys.stderr, flush=True)
-                        run = jump_run(service, knob, probe.address, arm, cfg, args.seed * 1000 + r, round_no=r)
+                        run = jump_run(
+                            service,
+                            knob,
+                            probe.address,
+                            arm,
+                            cfg,
+                            args.seed * 1000 + r,
+                            round_no=r,
+                            client_cgroup=(cg, groups["client"]),
+                        )
                         run["loadavg"] = os.getloadavg()
                         with out.open("a") as f:
                             f.write(json.dumps(run) + "\n")
                         print(f"  {jump_summary(run)}", file=sys.stderr, flush=True)
         finally:
             restore(service, knob, original)
+            restore(service, parent_knob, parent_original)
             service.close()
     print(f"journal and audit: {state}", file=sys.stderr)
     return 0
@@ -768,6 +802,10 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--after", type=float, default=JumpConfig.after_s, help="seconds each run goes on after the jump")
     j.add_argument("--perturb-at", type=float, default=JumpConfig.perturb_at_s)
     j.add_argument("--parent", default="lumos-speculate-jump")
+    j.add_argument("--slo-ms", type=float, default=JumpConfig.slo_ms)
+    j.add_argument(
+        "--parent-shares", type=int, default=0, help="cpu.shares of the experiment's parent group (0: leave)"
+    )
     j.add_argument("--warmup", type=float, default=2.0, help="seconds of probe and batch job before the first run")
     j.add_argument("--state-dir", default=None, help="the service's journal and audit (default: a new temp dir)")
     j.add_argument("--out", default=str(ROOT / "docs" / "speculator" / "jump-runs.jsonl"))

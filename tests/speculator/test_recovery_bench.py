@@ -145,6 +145,8 @@ def test_live_jump_session_writes_through_the_service_and_leaves_no_cgroup_or_pr
         out=str(out),
         warmup=0.5,
         state_dir=str(tmp_path / "state"),
+        slo_ms=1.0,
+        parent_shares=2048,
     )
     assert bench.cmd_jump(args) == 0
     (run,) = [json.loads(line) for line in out.read_text().splitlines()]
@@ -153,5 +155,8 @@ def test_live_jump_session_writes_through_the_service_and_leaves_no_cgroup_or_pr
     assert len(run["requests"][0]) > 1000
     audit = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
     assert {"perturbation", "benchmark"} <= {r.get("actor") for r in audit}
+    # the parent's weight was set through the service too, and put back
+    parent_writes = [r for r in audit if f"{parent}.cpu_shares" in json.dumps(r) and r.get("actor") == "benchmark"]
+    assert len(parent_writes) >= 2
     assert not CgroupManager(KernelRoot("/")).exists(parent)
     assert psutil.Process().children(recursive=True) == []
