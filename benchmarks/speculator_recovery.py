@@ -616,7 +616,7 @@ def jump_run(
             if not perturbed and now >= cfg.perturb_at_s:
                 set_committed(service, knob, cfg.high, "perturbation")
                 perturbed = True
-                log(who="perturbation", value=cfg.high)
+                log(who="perturbation", value=cfg.high, issued_at=round(now, 3))
             live = service.backend.read(knob).value
             assert isinstance(live, int)
             shares.append((round(now, 3), live))
@@ -631,14 +631,13 @@ def jump_run(
         s.stop()
         restore(service, knob, cfg.low)
     times, lat = s.arrays()
-    perturb = next((e["t"] for e in events if e["who"] == "perturbation"), cfg.perturb_at_s)
     return {
         "scenario": "weight-jump",
         "arm": arm,
         "round": round_no,
         "seed": seed,
         "config": asdict(cfg),
-        "perturb_at": perturb,
+        "perturb_at": perturbed_at(events, shares, cfg),
         "end": round(times[-1] - t0, 3) if times.size else 0.0,
         "agent_phase_s": round(phase, 3),
         "requests": [np.round(times - t0, 4).tolist(), np.round(lat, 4).tolist()],
@@ -648,12 +647,22 @@ def jump_run(
     }
 
 
+def perturbed_at(events: Sequence[dict[str, Any]], shares: Sequence[Sequence[float]], cfg: JumpConfig) -> float:
+    """When the jump was issued (the write starts then; under load the commit that follows can take
+    a second): the event's ``issued_at``, else the first knob sample showing the high weight (sampled
+    in the same loop just before the write), else the configured time."""
+    for e in events:
+        if e["who"] == "perturbation" and "issued_at" in e:
+            return float(e["issued_at"])
+    return next((float(t) for t, v in shares if v == cfg.high), cfg.perturb_at_s)
+
+
 def jump_summary(run: dict[str, Any]) -> dict[str, Any]:
     """The recovery figures of one weight-jump run, from its timestamped requests."""
     cfg = JumpConfig(**{**run["config"], "deliberate_s": tuple(run["config"]["deliberate_s"])})
     t = np.asarray(run["requests"][0], dtype=float)
     lat = np.asarray(run["requests"][1], dtype=float)
-    p, end = run["perturb_at"], run["end"]
+    p, end = perturbed_at(run["events"], run["shares"], cfg), run["end"]
     measure = {"slo_ms": cfg.slo_ms, "window_s": cfg.window_s, "step_s": cfg.step_s}
     rec = recovery_time(t, lat, perturb_at=p, end=end, allowed=cfg.allowed, hold_s=cfg.hold_s, **measure)
     before = lat[(t > p - 3.0) & (t <= p)]

@@ -160,3 +160,13 @@ def test_live_jump_session_writes_through_the_service_and_leaves_no_cgroup_or_pr
     assert len(parent_writes) >= 2
     assert not CgroupManager(KernelRoot("/")).exists(parent)
     assert psutil.Process().children(recursive=True) == []
+
+
+def test_the_jump_is_timed_when_issued_not_when_its_commit_returns() -> None:
+    cfg = bench.JumpConfig()
+    events = [{"t": 4.8, "who": "perturbation", "value": cfg.high, "issued_at": 4.09}]
+    shares = [(3.9, 64), (4.1, cfg.high)]
+    assert bench.perturbed_at(events, shares, cfg) == 4.09
+    # runs recorded before issued_at existed: the loop's sample taken just before the write
+    assert bench.perturbed_at([{"t": 4.8, "who": "perturbation"}], shares, cfg) == 4.1
+    assert bench.perturbed_at([], [], cfg) == cfg.perturb_at_s
