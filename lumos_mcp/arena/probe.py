@@ -214,6 +214,7 @@ def run_client(
     sel = selectors.SelectSelector()
     sel.register(sock, selectors.EVENT_READ)
     buf = bytearray()
+    reported: set[int] = set()
     next_seq = sent = received = late = expired = in_flight = 0
     t0 = time.perf_counter_ns() + 2_000_000
     end_ns = t0 + int((n - 1) * period_ns) + timeout_ns
@@ -229,6 +230,7 @@ def run_client(
                     expired += 1  # never sent: it would already be too late
                     if on_answer is not None:
                         on_answer(next_seq, scheduled(next_seq), math.inf)
+                        reported.add(next_seq)
                 else:
                     if now - scheduled(next_seq) > period_ns:
                         late += 1
@@ -258,15 +260,20 @@ def run_client(
                     expired += 1
                     if on_answer is not None:
                         on_answer(seq, scheduled(seq), math.inf)
+                        reported.add(seq)
                 else:
                     lat[seq] = elapsed / 1000.0
                     received += 1
                     if on_answer is not None:
                         on_answer(seq, scheduled(seq), elapsed / 1000.0)
+                        reported.add(seq)
             del buf[:whole]
     finally:
         sel.close()
         sock.close()
+    if on_answer is not None:  # never answered (or never sent) before the end: timed out too
+        for seq in sorted(set(range(n)) - reported):
+            on_answer(seq, scheduled(seq), math.inf)
     answered = lat[~np.isnan(lat)]
     return ProbeResult(
         latencies_us=answered,
