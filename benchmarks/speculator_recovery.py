@@ -681,7 +681,7 @@ def jump_summary(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def compare_arms(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def compare_arms(rows: Sequence[dict[str, Any]], *, noisy_above: float = 0.01) -> dict[str, Any]:
     """Per arm the bootstrap median recovery time with its 95% interval (a censored run counts at its
     censoring time: a lower bound, which favours the slower arm); P(both beats agent) (the
     probability that both's median recovery is shorter); and the per-round speed-up agent/both."""
@@ -695,6 +695,9 @@ def compare_arms(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         arm: {
             **asdict(bootstrap_median(values)),
             "censored": sum(1 for r in rows if r["arm"] == arm and r["recover_s"] is None),
+            # runs whose 3 s before the jump already had more than 1% over the SLO: the host's own
+            # noise, not the jump, set their tail (a loaded host); on a quiet one this is 0
+            "noisy_baseline": sum(1 for r in rows if r["arm"] == arm and (r.get("before_share") or 0.0) > noisy_above),
             "per_run": values,
         }
         for arm, values in by_arm.items()
@@ -783,7 +786,7 @@ def cmd_jump_report(args: Any) -> int:
     for arm, a in compared["arms"].items():
         print(
             f"{arm:>10}: recovery median {a['median']:.2f} s [{a['low']:.2f}, {a['high']:.2f}] "
-            f"n={a['n']} censored={a['censored']} per run {a['per_run']}"
+            f"n={a['n']} censored={a['censored']} noisy baseline={a['noisy_baseline']} per run {a['per_run']}"
         )
     for key, value in compared.items():
         if key != "arms":

@@ -86,11 +86,12 @@ def test_arms_are_compared_by_bootstrap_medians_with_censored_runs_at_their_boun
     rows = []
     for r, (agent, both, spec) in enumerate([(20.0, 4.0, 5.0), (18.0, 5.0, None), (22.0, 3.0, 4.0)]):
         for arm, value in (("agent", agent), ("both", both), ("speculator", spec)):
-            rows.append({"arm": arm, "round": r, "recover_s": value, "censored_at_s": 30.0})
+            rows.append({"arm": arm, "round": r, "recover_s": value, "censored_at_s": 30.0, "before_share": 0.02 * r})
     out = bench.compare_arms(rows)
     assert out["arms"]["agent"]["median"] == 20.0 and out["arms"]["both"]["median"] == 4.0
     assert out["arms"]["speculator"]["per_run"] == [5.0, 30.0, 4.0] and out["arms"]["speculator"]["censored"] == 1
     assert out["p_both_beats_agent"] == 1.0
+    assert out["arms"]["agent"]["noisy_baseline"] == 2  # rounds 1 and 2: 2% and 4% over the SLO before the jump
     assert out["speedup_agent_over_both"]["median"] == pytest.approx(5.0)  # 20/4, 18/5, 22/3
     assert out["arms"]["agent"]["low"] <= 20.0 <= out["arms"]["agent"]["high"]
 
