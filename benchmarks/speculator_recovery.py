@@ -22,6 +22,14 @@ on Ctrl-C.
 
     PYTHONPATH=. python benchmarks/speculator_recovery.py run --seed 1
     PYTHONPATH=. python benchmarks/speculator_recovery.py report
+
+A second scenario, the weight jump (``jump`` / ``jump-report``): the batch job's weight jumps
+from 128 to 2048 beside the probe; recovery is measured from every request's timestamp; agent
+only, speculator only and both run in interleaved rounds and are compared with bootstrap
+intervals (docs/speculator.md, "A perturbation that always hurts"):
+
+    PYTHONPATH=. python benchmarks/speculator_recovery.py jump --rounds 10
+    PYTHONPATH=. python benchmarks/speculator_recovery.py jump-report
 """
 
 from __future__ import annotations
@@ -481,6 +489,16 @@ class RequestStream:
                     self.times.extend(d["t"])
                     self.lat_ms.extend(v / 1000 for v in d["l"])
 
+    def wait_for_data(self, timeout_s: float) -> bool:
+        """Wait (bounded) until the first requests are in; False when none came in time."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.times:
+                    return True
+            time.sleep(0.02)
+        return False
+
     def p99_since(self, start: float, stop: float) -> float | None:
         """p99 (ms) of the requests scheduled in ``(start, stop]`` answered so far."""
         with self.lock:
@@ -561,7 +579,8 @@ def jump_run(
     spec: Speculator | None = None
     total = cfg.perturb_at_s + cfg.after_s
     cgroups, cgroup = client_cgroup if client_cgroup is not None else (None, None)
-    s = RequestStream(address, total + 1.0, cfg.rate_hz, cgroups=cgroups, cgroup=cgroup)
+    s = RequestStream(address, total + 6.0, cfg.rate_hz, cgroups=cgroups, cgroup=cgroup)
+    s.wait_for_data(5.0)  # the client's start-up (seconds under load) is not part of the run
     t0 = time.time()
 
     def log(**e: Any) -> None:
