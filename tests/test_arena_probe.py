@@ -55,6 +55,24 @@ def test_requests_not_answered_in_time_are_timed_out_not_dropped(slow_server: st
     assert stats.frac_over_slo > 0.5
 
 
+def test_each_answer_and_each_timeout_is_reported_with_its_scheduled_time(slow_server: str) -> None:
+    seen: list[tuple[int, int, float]] = []
+    result = run_client(
+        slow_server,
+        rate_hz=1000,
+        duration_s=0.1,
+        max_outstanding=4,
+        timeout_s=0.03,
+        on_answer=lambda seq, at, us: seen.append((seq, at, us)),
+    )
+    assert sorted(seq for seq, _, _ in seen) == list(range(100))
+    assert sum(1 for _, _, us in seen if us == float("inf")) == result.timed_out
+    answered = sorted((seq, us) for seq, _, us in seen if us != float("inf"))
+    assert np.array_equal(np.asarray([us for _, us in answered]), result.latencies_us)
+    at = dict((seq, ns) for seq, ns, _ in seen)
+    assert at[99] - at[0] == pytest.approx(99e6, abs=1)  # scheduled 1 ms apart
+
+
 def test_measure_runs_the_client_as_its_own_process() -> None:
     with ProbeWorkload(rate_hz=500, work_us=20) as probe:
         tail = probe.measure(0.4)

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import ctypes
 import json
+import math
 import selectors
 import socket
 import struct
@@ -184,12 +185,17 @@ def run_client(
     *,
     max_outstanding: int = 64,
     timeout_s: float = 5.0,
+    on_answer: Callable[[int, int, float], None] | None = None,
 ) -> ProbeResult:
     """Send ``rate_hz * duration_s`` requests on schedule and time each from its scheduled send.
 
     At most ``max_outstanding`` requests are in flight; a due request waits for a free slot
     and its wait counts in its latency. Returns after every request is answered or timed out
     (at most ``duration_s + timeout_s`` plus a little).
+
+    ``on_answer(seq, scheduled_ns, latency_us)``, when given, is called as each request is
+    answered (``latency_us`` = inf when it timed out), ``scheduled_ns`` on the
+    `time.perf_counter_ns` clock: for a live stream of timestamped latencies.
 
     Raises:
         ValueError: a bad address, rate, duration, bound or timeout.
@@ -208,6 +214,7 @@ def run_client(
     sel = selectors.SelectSelector()
     sel.register(sock, selectors.EVENT_READ)
     buf = bytearray()
+    reported: set[int] = set()
     next_seq = sent = received = late = expired = in_flight = 0
     t0 = time.perf_counter_ns() + 2_000_000
     end_ns = t0 + int((n - 1) * period_ns) + timeout_ns
@@ -221,6 +228,9 @@ def run_client(
             while next_seq < n and scheduled(next_seq) <= now and in_flight < max_outstanding:
                 if now - scheduled(next_seq) > timeout_ns:
                     expired += 1  # never sent: it would already be too late
+                    if on_answer is not None:
+                        on_answer(next_seq, scheduled(next_seq), math.inf)
+                        reported.add(next_seq)
                 else:
                     if now - scheduled(next_seq) > period_ns:
                         late += 1
@@ -248,13 +258,22 @@ def run_client(
                 elapsed = now - scheduled(seq)
                 if elapsed > timeout_ns:
                     expired += 1
+                    if on_answer is not None:
+                        on_answer(seq, scheduled(seq), math.inf)
+                        reported.add(seq)
                 else:
                     lat[seq] = elapsed / 1000.0
                     received += 1
+                    if on_answer is not None:
+                        on_answer(seq, scheduled(seq), elapsed / 1000.0)
+                        reported.add(seq)
             del buf[:whole]
     finally:
         sel.close()
         sock.close()
+    if on_answer is not None:  # never answered (or never sent) before the end: timed out too
+        for seq in sorted(set(range(n)) - reported):
+            on_answer(seq, scheduled(seq), math.inf)
     answered = lat[~np.isnan(lat)]
     return ProbeResult(
         latencies_us=answered,
