@@ -340,3 +340,46 @@ def test_the_replay_reads_past_a_record_without_a_transaction_and_honours_a_take
         old.id: ["vm.dirty_ratio"],
         new.id: ["vm.swappiness", "vm.swappiness"],
     }
+
+
+# ---------------------------------------------------------------------------- gaps the re-run of issue 21 found
+def test_a_committed_alias_writing_the_older_transactions_own_target_is_not_restored_over_by_the_next_start(
+    fake: FakeKernel, backend: Backend, manager: TransactionManager, journal_path: Path
+) -> None:
+    # as above, but the commit through the other view (cpu_weight 50 = cpu.shares 512) leaves the file
+    # holding exactly what the older transaction wrote, so only the commit's claim on the file keeps
+    # the next start from "restoring" the older transaction's original over it
+    shares = "sys/fs/cgroup/cpu/batch/cpu.shares"
+    first = manager.apply(manager.stage({"cgroup.batch.cpu_shares": 512}).id, confirm_within_s=60)
+    fake.rule(shares, reject=["1024"])
+    _, results = manager.revert(first.id)
+    assert [r.action for r in results] == ["error"]
+    fake.rule(shares, reject=[])
+    manager.commit(manager.apply(manager.stage({"cgroup.batch.cpu_weight": 50}).id, confirm_within_s=60).id)
+    assert fake.read(shares) == "512\n"
+    manager.close()
+    fresh = TransactionManager(backend, journal_path)
+    report = fresh.recover()
+    fresh.close()
+    assert fake.read(shares) == "512\n"
+    assert [k.knob for k in report.knobs] == []
+
+
+def test_a_takeover_refused_because_the_holders_value_changed_names_what_the_holder_wrote(
+    fake: FakeKernel, manager: TransactionManager
+) -> None:
+    holder = manager.apply(manager.stage({"vm.swappiness": 30}, speculative=True).id, 60)
+    taker = manager.stage({"vm.swappiness": 40})
+    fake.root.write_text(SWAPPINESS, "35")
+    with pytest.raises(ExternalChangeError) as info:
+        manager.apply(taker.id, confirm_within_s=60, take_over=lambda h: h.id == holder.id)
+    assert info.value.fields == {"knob": "vm.swappiness", "expected": 30, "actual": 35}
+
+
+def test_a_choice_the_kernel_does_not_offer_is_refused_naming_the_value(
+    fake: FakeKernel, manager: TransactionManager
+) -> None:
+    fake.block("vdb", scheduler="[mq-deadline] none")
+    with pytest.raises(InvalidValueError) as info:
+        manager.stage({"block.vdb.scheduler": "bfq"})
+    assert info.value.fields == {"knob": "block.vdb.scheduler", "value": "bfq"}
