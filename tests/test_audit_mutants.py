@@ -324,3 +324,60 @@ def test_format_record_writes_utc_whatever_the_local_time_zone(tmp_path: Path, m
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_listing_the_rotated_files_where_the_directory_is_a_file_names_that_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file, not a directory")
+    err = audit_error(lambda: rotated_files(blocker / "audit.jsonl"))
+    assert (err.code, err.fields["path"]) == ("audit_error", str(blocker))
+    assert isinstance(err.detail, str) and err.detail
+
+
+def test_an_append_whose_write_fails_carries_the_oses_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    assert audit_error(lambda: log.append("stage")).detail == os.strerror(errno.ENOSPC)
+
+
+def test_a_rotated_file_ending_in_bytes_that_are_not_a_record_is_reported_torn_there(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, max_bytes=1024)
+    for i in range(20):
+        _probe(log, i)
+    victim = rotated_files(path)[0]
+    with victim.open("ab") as f:
+        f.write(b'{"seq": 99, "to')
+    report = verify(path)
+    lines = victim.read_bytes().count(b"\n") + 1
+    assert (report.ok, report.problem, report.file, report.line) == (False, "torn", str(victim), lines)
+    assert isinstance(report.detail, str) and report.detail
+
+
+def _pruned_log(path: Path) -> None:
+    log = AuditLog(path, max_bytes=1024, keep_files=3)
+    for i in range(60):
+        _probe(log, i)
+    assert rotated_files(path)[0].name != "audit.jsonl.1"
+
+
+def test_a_kept_file_deleted_after_pruning_is_reported_at_the_oldest_file_left(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _pruned_log(path)
+    rotated_files(path)[0].unlink()
+    report = verify(path)
+    assert (report.ok, report.problem, report.file) == (False, "deleted", str(rotated_files(path)[0]))
+
+
+def test_an_unreadable_oldest_rotated_file_after_pruning_is_named_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _pruned_log(path)
+    oldest = rotated_files(path)[0]
+    oldest.unlink()
+    oldest.mkdir()  # listed as the oldest file, and reading it fails
+    err = audit_error(lambda: verify(path))
+    assert (err.code, err.fields["path"]) == ("audit_error", str(oldest))
