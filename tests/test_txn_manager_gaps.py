@@ -383,3 +383,31 @@ def test_a_choice_the_kernel_does_not_offer_is_refused_naming_the_value(
     with pytest.raises(InvalidValueError) as info:
         manager.stage({"block.vdb.scheduler": "bfq"})
     assert info.value.fields == {"knob": "block.vdb.scheduler", "value": "bfq"}
+
+
+def test_the_committed_state_is_what_the_journal_shows_committed(manager: TransactionManager, clock: FakeClock) -> None:
+    assert manager.committed_state() == {}
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    clock.now = 1005.0
+    manager.commit(tx.id)
+    manager.apply(manager.stage({"vm.dirty_ratio": 30}).id, confirm_within_s=60)  # armed, not committed
+    state = manager.committed_state()
+    assert list(state) == ["vm.swappiness"]
+    assert (state["vm.swappiness"]["value"], state["vm.swappiness"]["tx"]) == (10, tx.id)
+
+
+def test_seeding_the_committed_state_journals_one_state_record_stamped_by_the_clock(
+    manager: TransactionManager, journal_path: Path, clock: FakeClock
+) -> None:
+    entry = {"value": 10, "tx": "tx-old", "at": 900.0, "files": [SWAPPINESS], "codec": "plain", "original": 60}
+    clock.now = 1234.5
+    manager.seed_committed({"vm.swappiness": entry})
+    assert scan(journal_path).records[-1] == {"t": "state", "ts": 1234.5, "knobs": {"vm.swappiness": entry}}
+    assert manager.committed_state()["vm.swappiness"]["value"] == 10
+
+
+def test_a_committed_transaction_says_committed(manager: TransactionManager, clock: FakeClock) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    clock.now = 1010.0
+    done = manager.commit(tx.id)
+    assert (done.state, done.outcome, done.closed_at) == (TxState.COMMITTED, "committed", 1010.0)
