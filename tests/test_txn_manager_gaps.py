@@ -10,11 +10,19 @@ from typing import Any
 
 import pytest
 
-from lumos_mcp.errors import ConflictError, ExternalChangeError, InvalidValueError, JournalError, TransactionStateError
+from lumos_mcp.errors import (
+    ApplyFailedError,
+    ConflictError,
+    ExternalChangeError,
+    InvalidValueError,
+    JournalError,
+    TransactionStateError,
+)
 from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.txn import TransactionManager, TxState
 from lumos_mcp.txn.journal import Journal, scan
+from lumos_mcp.txn.manager import change_digest
 from tests.txn_helpers import FakeClock
 
 SWAPPINESS = "proc/sys/vm/swappiness"
@@ -411,3 +419,65 @@ def test_a_committed_transaction_says_committed(manager: TransactionManager, clo
     clock.now = 1010.0
     done = manager.commit(tx.id)
     assert (done.state, done.outcome, done.closed_at) == (TxState.COMMITTED, "committed", 1010.0)
+
+
+def test_a_revert_of_a_knob_already_back_at_its_original_reports_unchanged(
+    fake: FakeKernel, manager: TransactionManager
+) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    fake.root.write_text(SWAPPINESS, "60")  # someone put the original back
+    _, results = manager.revert(tx.id, force=True)
+    assert [(r.knob, r.action) for r in results] == [("vm.swappiness", "unchanged")]
+
+
+def test_compaction_keeps_an_empty_state_record_and_adds_none_to_a_journal_that_never_had_one(
+    manager: TransactionManager, journal_path: Path
+) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    manager.revert(tx.id)
+    manager.compact()
+    assert [r["t"] for r in scan(journal_path).records] == []  # never committed: stays empty
+    manager.seed_committed({})  # marks the journal as complete
+    manager.compact()
+    assert [(r["t"], r["knobs"]) for r in scan(journal_path).records] == [("state", {})]
+
+
+def test_a_value_the_kernel_clamps_fails_the_apply_naming_the_knob_in_its_cause(
+    fake: FakeKernel, manager: TransactionManager
+) -> None:
+    fake.rule(SWAPPINESS, clamp=[0, 50])
+    staged = manager.stage({"vm.swappiness": 80})
+    with pytest.raises(ApplyFailedError) as info:
+        manager.apply(staged.id, confirm_within_s=60)
+    cause = info.value.fields["cause"]
+    assert (cause["code"], cause["knob"], cause["expected"], cause["actual"]) == (
+        "readback_mismatch",
+        "vm.swappiness",
+        80,
+        50,
+    )
+
+
+def test_applying_a_transaction_that_is_not_staged_names_the_state_wanted(manager: TransactionManager) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    with pytest.raises(TransactionStateError) as info:
+        manager.apply(tx.id, confirm_within_s=60)
+    assert info.value.fields == {"txid": tx.id, "state": "applied", "wanted": "staged"}
+
+
+def test_a_change_writing_one_file_through_two_knob_ids_is_refused_naming_the_second(
+    manager: TransactionManager,
+) -> None:
+    with pytest.raises(InvalidValueError) as info:
+        manager.stage({"cgroup.batch.cpu_shares": 512, "cgroup.batch.cpu_weight": 50})
+    assert info.value.fields == {"knob": "cgroup.batch.cpu_weight", "value": ""}
+
+
+def test_a_staged_change_carries_the_digest_of_its_changes_into_its_begin_record(
+    manager: TransactionManager, journal_path: Path
+) -> None:
+    staged = manager.stage({"vm.swappiness": 10, "vm.dirty_ratio": 30})
+    assert staged.digest == change_digest(staged.changes) and len(staged.digest) == 64
+    manager.apply(staged.id, confirm_within_s=60)
+    (begin,) = [r for r in scan(journal_path).records if r["t"] == "begin"]
+    assert begin["digest"] == staged.digest
