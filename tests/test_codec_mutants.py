@@ -237,3 +237,27 @@ def test_a_value_longer_than_the_limit_is_refused_naming_the_knob() -> None:
         normalize(SWAPPINESS, long)
     assert info.value.fields == {"knob": "vm.swappiness", "value": long}
     assert normalize(SWAPPINESS, " " * (codec_mod.MAX_VALUE_CHARS - 2) + "10") == 10  # at the limit: read
+
+
+# --------------------------------------------------------------------------- gaps the re-run of issue 21 found
+NICE = CATALOG.spec("task.{sel}.nice")
+
+
+def test_a_task_knobs_state_decodes_to_the_value_most_tasks_hold() -> None:
+    assert codec_mod.decode("task", NICE, ["5\n"]) == 5
+    assert codec_mod.decode("task", NICE, ["5 except 42/1000=0 43/1001=-3\n"]) == 5
+
+
+@pytest.mark.parametrize("text", ["", "5 except", "5 except 42=0", "5 and 42/1000=0"])
+def test_a_task_knobs_state_that_is_not_one_is_refused_as_an_invalid_value_naming_the_knob(text: str) -> None:
+    with pytest.raises(InvalidValueError) as info:
+        codec_mod.decode("task", NICE, [text])
+    assert (info.value.fields["knob"], info.value.fields["value"]) == (NICE.id, text.strip())
+    assert isinstance(info.value.detail, str) and info.value.detail
+
+
+def test_an_integer_knob_whose_kernel_text_is_not_a_number_is_refused_saying_why() -> None:
+    with pytest.raises(InvalidValueError) as info:
+        codec_mod.decode("plain", SWAPPINESS, ["sixty\n"])
+    assert (info.value.fields["knob"], info.value.fields["value"]) == ("vm.swappiness", "sixty\n")
+    assert isinstance(info.value.detail, str) and info.value.detail

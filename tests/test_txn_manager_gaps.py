@@ -10,11 +10,19 @@ from typing import Any
 
 import pytest
 
-from lumos_mcp.errors import ConflictError, ExternalChangeError, InvalidValueError, JournalError, TransactionStateError
+from lumos_mcp.errors import (
+    ApplyFailedError,
+    ConflictError,
+    ExternalChangeError,
+    InvalidValueError,
+    JournalError,
+    TransactionStateError,
+)
 from lumos_mcp.kernelfs.backend import Backend
 from lumos_mcp.kernelfs.fake import FakeKernel
 from lumos_mcp.txn import TransactionManager, TxState
 from lumos_mcp.txn.journal import Journal, scan
+from lumos_mcp.txn.manager import change_digest
 from tests.txn_helpers import FakeClock
 
 SWAPPINESS = "proc/sys/vm/swappiness"
@@ -340,3 +348,136 @@ def test_the_replay_reads_past_a_record_without_a_transaction_and_honours_a_take
         old.id: ["vm.dirty_ratio"],
         new.id: ["vm.swappiness", "vm.swappiness"],
     }
+
+
+# ---------------------------------------------------------------------------- gaps the re-run of issue 21 found
+def test_a_committed_alias_writing_the_older_transactions_own_target_is_not_restored_over_by_the_next_start(
+    fake: FakeKernel, backend: Backend, manager: TransactionManager, journal_path: Path
+) -> None:
+    # as above, but the commit through the other view (cpu_weight 50 = cpu.shares 512) leaves the file
+    # holding exactly what the older transaction wrote, so only the commit's claim on the file keeps
+    # the next start from "restoring" the older transaction's original over it
+    shares = "sys/fs/cgroup/cpu/batch/cpu.shares"
+    first = manager.apply(manager.stage({"cgroup.batch.cpu_shares": 512}).id, confirm_within_s=60)
+    fake.rule(shares, reject=["1024"])
+    _, results = manager.revert(first.id)
+    assert [r.action for r in results] == ["error"]
+    fake.rule(shares, reject=[])
+    manager.commit(manager.apply(manager.stage({"cgroup.batch.cpu_weight": 50}).id, confirm_within_s=60).id)
+    assert fake.read(shares) == "512\n"
+    manager.close()
+    fresh = TransactionManager(backend, journal_path)
+    report = fresh.recover()
+    fresh.close()
+    assert fake.read(shares) == "512\n"
+    assert [k.knob for k in report.knobs] == []
+
+
+def test_a_takeover_refused_because_the_holders_value_changed_names_what_the_holder_wrote(
+    fake: FakeKernel, manager: TransactionManager
+) -> None:
+    holder = manager.apply(manager.stage({"vm.swappiness": 30}, speculative=True).id, 60)
+    taker = manager.stage({"vm.swappiness": 40})
+    fake.root.write_text(SWAPPINESS, "35")
+    with pytest.raises(ExternalChangeError) as info:
+        manager.apply(taker.id, confirm_within_s=60, take_over=lambda h: h.id == holder.id)
+    assert info.value.fields == {"knob": "vm.swappiness", "expected": 30, "actual": 35}
+
+
+def test_a_choice_the_kernel_does_not_offer_is_refused_naming_the_value(
+    fake: FakeKernel, manager: TransactionManager
+) -> None:
+    fake.block("vdb", scheduler="[mq-deadline] none")
+    with pytest.raises(InvalidValueError) as info:
+        manager.stage({"block.vdb.scheduler": "bfq"})
+    assert info.value.fields == {"knob": "block.vdb.scheduler", "value": "bfq"}
+
+
+def test_the_committed_state_is_what_the_journal_shows_committed(manager: TransactionManager, clock: FakeClock) -> None:
+    assert manager.committed_state() == {}
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    clock.now = 1005.0
+    manager.commit(tx.id)
+    manager.apply(manager.stage({"vm.dirty_ratio": 30}).id, confirm_within_s=60)  # armed, not committed
+    state = manager.committed_state()
+    assert list(state) == ["vm.swappiness"]
+    assert (state["vm.swappiness"]["value"], state["vm.swappiness"]["tx"]) == (10, tx.id)
+
+
+def test_seeding_the_committed_state_journals_one_state_record_stamped_by_the_clock(
+    manager: TransactionManager, journal_path: Path, clock: FakeClock
+) -> None:
+    entry = {"value": 10, "tx": "tx-old", "at": 900.0, "files": [SWAPPINESS], "codec": "plain", "original": 60}
+    clock.now = 1234.5
+    manager.seed_committed({"vm.swappiness": entry})
+    assert scan(journal_path).records[-1] == {"t": "state", "ts": 1234.5, "knobs": {"vm.swappiness": entry}}
+    assert manager.committed_state()["vm.swappiness"]["value"] == 10
+
+
+def test_a_committed_transaction_says_committed(manager: TransactionManager, clock: FakeClock) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    clock.now = 1010.0
+    done = manager.commit(tx.id)
+    assert (done.state, done.outcome, done.closed_at) == (TxState.COMMITTED, "committed", 1010.0)
+
+
+def test_a_revert_of_a_knob_already_back_at_its_original_reports_unchanged(
+    fake: FakeKernel, manager: TransactionManager
+) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    fake.root.write_text(SWAPPINESS, "60")  # someone put the original back
+    _, results = manager.revert(tx.id, force=True)
+    assert [(r.knob, r.action) for r in results] == [("vm.swappiness", "unchanged")]
+
+
+def test_compaction_keeps_an_empty_state_record_and_adds_none_to_a_journal_that_never_had_one(
+    manager: TransactionManager, journal_path: Path
+) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    manager.revert(tx.id)
+    manager.compact()
+    assert [r["t"] for r in scan(journal_path).records] == []  # never committed: stays empty
+    manager.seed_committed({})  # marks the journal as complete
+    manager.compact()
+    assert [(r["t"], r["knobs"]) for r in scan(journal_path).records] == [("state", {})]
+
+
+def test_a_value_the_kernel_clamps_fails_the_apply_naming_the_knob_in_its_cause(
+    fake: FakeKernel, manager: TransactionManager
+) -> None:
+    fake.rule(SWAPPINESS, clamp=[0, 50])
+    staged = manager.stage({"vm.swappiness": 80})
+    with pytest.raises(ApplyFailedError) as info:
+        manager.apply(staged.id, confirm_within_s=60)
+    cause = info.value.fields["cause"]
+    assert (cause["code"], cause["knob"], cause["expected"], cause["actual"]) == (
+        "readback_mismatch",
+        "vm.swappiness",
+        80,
+        50,
+    )
+
+
+def test_applying_a_transaction_that_is_not_staged_names_the_state_wanted(manager: TransactionManager) -> None:
+    tx = manager.apply(manager.stage({"vm.swappiness": 10}).id, confirm_within_s=60)
+    with pytest.raises(TransactionStateError) as info:
+        manager.apply(tx.id, confirm_within_s=60)
+    assert info.value.fields == {"txid": tx.id, "state": "applied", "wanted": "staged"}
+
+
+def test_a_change_writing_one_file_through_two_knob_ids_is_refused_naming_the_second(
+    manager: TransactionManager,
+) -> None:
+    with pytest.raises(InvalidValueError) as info:
+        manager.stage({"cgroup.batch.cpu_shares": 512, "cgroup.batch.cpu_weight": 50})
+    assert info.value.fields == {"knob": "cgroup.batch.cpu_weight", "value": ""}
+
+
+def test_a_staged_change_carries_the_digest_of_its_changes_into_its_begin_record(
+    manager: TransactionManager, journal_path: Path
+) -> None:
+    staged = manager.stage({"vm.swappiness": 10, "vm.dirty_ratio": 30})
+    assert staged.digest == change_digest(staged.changes) and len(staged.digest) == 64
+    manager.apply(staged.id, confirm_within_s=60)
+    (begin,) = [r for r in scan(journal_path).records if r["t"] == "begin"]
+    assert begin["digest"] == staged.digest

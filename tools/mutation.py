@@ -149,7 +149,10 @@ def prepare_workdir(target: Target, workdir: Path, with_children: bool = True) -
         'source_paths = ["lumos_mcp"]\n'
         f"only_mutate = {_toml_list([target.path])}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "--hypothesis-profile=mutation"]\n'
+        # its own pytest temporary directory: sessions sharing /tmp/pytest-of-USER remove each other's old
+        # directories at exit, and the warning that raises (an error here) would count as a caught mutant
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "--hypothesis-profile=mutation", '
+        f'"--basetemp={workdir / ".pytest-tmp"}"]\n'
         'also_copy = ["schemas", "policies"]\n'
         "use_git_change_detection = false\n"
         # a mutant that loops is stopped after 4x the CPU time of its tests (mutmut's default is 30x)
@@ -239,7 +242,8 @@ def child_reach(workdir: Path, target: Target, child_ids: list[str], log: Any) -
     env = dict(os.environ)
     env["PYTHONPATH"] = str(workdir)
     cov = [sys.executable, "-m", "coverage"]
-    pytest = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutation", *child_ids]
+    pytest = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutation"]
+    pytest += [f"--basetemp={workdir / '.pytest-tmp'}", *child_ids]
     run = subprocess.run([*cov, "run", f"--rcfile={rc}", *pytest], cwd=workdir, env=env, stdout=log, stderr=log)
     if run.returncode != 0:  # e.g. a crash worker past its time on an overloaded machine: lines unknown
         return None
