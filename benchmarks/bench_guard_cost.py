@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in results
     ]
     header = ("guards", "CPU per evaluation (mean)", "p50", "% of a core at 1 Hz", "/ full signature", "/ sampler read")
-    print(f"## {SECTION}\n\n{conditions()}\n- Command: `{command_line('benchmarks.bench_guard_cost', sys.argv[1:] if argv is None else argv)}`")
+    command = command_line("benchmarks.bench_guard_cost", sys.argv[1:] if argv is None else argv)
+    print(f"## {SECTION}\n\n{conditions()}\n- Command: `{command}`")
     print(f"- Goal: under {GOAL_PCT_AT_1HZ}% of a core at 1 Hz\n")
     print(table(header, rows))
     if args.json is not None:

@@ -293,8 +293,12 @@ class GuardWatch:
         for guard, streak in zip(self.guards, self._streaks, strict=True):
             value = sample.values.get(guard.metric)
             limit = guard.limit(self.baselines.get(guard.metric))
-            if value is None or not guard.breached(value, limit):
-                streak.clear()  # a missing sample proves nothing either way: the hold starts over
+            if value is None:
+                # a missing sample proves nothing either way: it neither breaks the hold nor adds to
+                # it (a harm that starves the metric's reporter makes gaps; they must not blind the guard)
+                continue
+            if not guard.breached(value, limit):
+                streak.clear()  # a calm sample: the hold starts over
                 continue
             streak.append((sample.t, value))
             del streak[: max(0, len(streak) - max(guard.hold_samples, 64))]

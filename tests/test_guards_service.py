@@ -154,7 +154,7 @@ def test_a_guard_that_holds_leaves_the_change_armed_until_its_commit(
 ) -> None:
     service, source, _ = setup()
     tx = service.apply(service.stage({"vm.swappiness": 10}).tx.id)
-    for value in (5.0, 9.0, 5.0, 9.0, None, 9.0, 5.0):  # never two breaching samples in a row
+    for value in (5.0, 9.0, 5.0, 9.0, None, 5.0, 9.0, 5.0):  # never two breaching samples without a calm one between
         source.add(value)
         assert service.check_guards() == []
     armed = service.status()["armed"][0]
