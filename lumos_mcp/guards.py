@@ -309,8 +309,9 @@ class GuardWatch:
 
 # --------------------------------------------------------------------------- the live source
 class MetricSource(Protocol):
-    """Where the service reads guard samples: each is (time, signature) with the signature's
-    window one sampler interval, oldest first."""
+    """Where the service reads guard samples: each is (time, values) with the values' window one
+    sampler interval, oldest first; values are whatever :func:`lookup` reads (a signature, its
+    data as dicts, or a :class:`~lumos_mcp.telemetry.paths.PathValues`)."""
 
     def samples_after(self, t: float, limit: int = 64) -> list[tuple[float, Any]]:
         """The samples taken after ``t`` (at most the newest ``limit``)."""
@@ -338,7 +339,8 @@ class TelemetrySource:
         self._cache: dict[float, PairValues] = {}
 
     def _pairs(self, snaps: Sequence[Snapshot]) -> list[tuple[float, PairValues]]:
-        """One view per consecutive pair of ``snaps`` (oldest first), keyed by the later one's wall time."""
+        """One view per consecutive pair of ``snaps`` (oldest first), with the later one's wall time
+        (cached by its clock time: a sample's values are read once, however many checks see it)."""
         out = []
         for a, b in itertools.pairwise(snaps):
             view = self._cache.get(b.t)
