@@ -7,24 +7,47 @@ tasks of this shared host weigh less than the hog), starts an in-process ``Servi
 on a temporary state directory with its real sampler at 1 Hz, and feeds the probe's p99 (over
 the last second, reported every 0.5 s) in as the app metric ``probe_p99_ms``. The policy
 allows only ``cgroup.lumos-guards-hog.cpu_shares`` and guards every change with
-``app.probe_p99_ms.last <= RATIO x baseline + SLACK ms`` held for HOLD samples.
+``app.probe_p99_ms.last <= RATIO x baseline + SLACK ms`` held for HOLD samples, the baseline
+being the median of the BASELINE samples before apply.
 
 - Reaction: the hog starts at shares 128 (the probe's tail is short); each trial applies
   shares 262144 (the tail grows by 10x or more here) and waits for the guard's revert. Figures:
   the time from the first breaching sample to the revert verified (the audit evidence's
-  ``reaction_s``), the time from apply to the first breaching sample, and the time from the
-  revert to the probe's first report back under the limit (reports are 1 s windows every 0.5 s).
+  ``reaction_s``), split into the hold itself (first to last breaching sample), the hand-off
+  (last breaching sample to the guard's check) and the revert (journal, write, read-back);
+  the time from apply to the first breaching sample; and the time from the revert to the
+  probe's first report back under the limit (reports are 1 s windows every 0.5 s).
 - False trips: no-op transactions (shares 128 -> 128), each armed for WINDOW seconds and then
-  committed; a guard revert in one is a false trip.
-- Cost: CPU time (thread time) of ``Service.check_guards`` (the per-sample signature and the
-  rule engine, from the sample loop and the deadline loop's polls) during the no-op windows,
-  per second, in % of one core.
+  committed; a guard revert in one is a false trip. What the guard saw in each window (and the
+  15 samples before apply) is replayed through the rule engine for other ratios, holds and
+  baseline lengths.
+- The server's CPU: the benchmark's own process (the server) runs in a group
+  ``lumos-guards-server`` with shares 262144, the most the policy lets the hog have, as a
+  server must be deployed for a guard to be quick (``--server-shares 0`` leaves it where it
+  was started, to measure a starved server).
+- Cost: CPU time (thread time) of ``Service.check_guards`` during the no-op windows, per
+  second armed, in % of one core (``benchmarks.bench_guard_cost`` measures it per evaluation).
+
+The default rule, and why (ratio 3, slack 1 ms, hold 3, baseline median of 10): at the 1 Hz
+sampler a hold of H samples spends H - 1 seconds waiting before the revert can start, so the
+reaction is (H - 1) s plus the hand-off and the revert. Those took seconds in the first runs
+(revert p50 0.43 s, p99 1.45 s; hold 2 reacted in 2.27 s p50, 3.72 s p99) because the server
+ran in the root group beside the hog at shares 262144 and the hurt starved the server's own
+sampling and revert. With the server in a group of that weight (below) a smoke run under a
+load of 14-16 measured per sample 1.00 s apart, 2-3 ms from sample to check and 12-13 ms of
+revert: hold 3 then reacts in about 2.0 s, under the 2.5 s goal, and its false trips were the
+lowest of the rules replayed in the first run's 200 no-op windows under a load of 20-60 (3x:
+0.5% at hold 3, 2.5% at hold 2; 4x: 0.0% and 1.5%). Hold 2 would react in about 1.0 s but
+relies on the host being quiet for its false trips. The baseline is the median of 10 samples,
+not 5, so one calm or one noisy stretch before apply moves the limit less (a median of 10
+ignores up to 4 outliers); the quiet run's replay table gives each ratio, hold and baseline.
 
 Everything it made (cgroups, processes, the state directory) is removed in ``finally``; the hog's
 shares are the cgroup's own, never a host knob.
 
-Run from the worktree root as root: ``python -m benchmarks.bench_guards`` (defaults: 30 trials,
-200 windows of 8 s: about 35 minutes); ``--quick`` for a smoke run.
+Run from the worktree root as root: ``python -m benchmarks.bench_guards --json guards.json``
+(defaults: 30 trials, 200 windows of 8 s, ratio 3, hold 3, baseline 10: about 36 minutes);
+``--quick`` (3 trials, 5 windows of 4 s, about 2 minutes) for a smoke run.
 """
 
 from __future__ import annotations
@@ -51,7 +74,7 @@ import numpy as np
 from lumos_mcp.arena import procs
 from lumos_mcp.arena.probe import run_client
 from lumos_mcp.arena.workloads import BatchWorkload, ProbeWorkload
-from lumos_mcp.guards import Guard, GuardWatch, Sample, lookup
+from lumos_mcp.guards import Guard, GuardWatch, Sample, baseline, lookup
 from lumos_mcp.kernelfs.cgroups import CgroupManager
 from lumos_mcp.kernelfs.root import KernelRoot
 from lumos_mcp.service import Service, ServiceConfig
@@ -63,13 +86,21 @@ KNOB = f"cgroup.{HOG}.cpu_shares"
 CALM = 128
 HURT = 262144  # the hard max: the hog's two threads then take the probe's CPU whenever they want it
 PROBE_SHARES = 10240  # the probe's group outweighs the other engineers' tasks on this shared host
+SERVER = "lumos-guards-server"
+SERVER_SHARES = HURT
+"""The benchmark's own process (the server, its sampler and its guard loop) runs in a group of
+the largest weight the policy lets the hog have: a server the guarded change can out-weigh
+is starved by the very hurt it must revert (in the root group, beside the hog at 262144, its
+sampling and its revert took seconds)."""
 METRIC = "probe_p99_ms"
 GUARD_PATH = f"app.{METRIC}.last"
 REPLAY_HOLDS = (1, 2, 3, 4)
-REPLAY_RATIOS = (2.0, 3.0, 4.0)
+REPLAY_RATIOS = (2.0, 3.0, 4.0, 5.0)
+REPLAY_BASELINES = (5, 10, 15)
+PRE_SAMPLES = max(REPLAY_BASELINES)
 
 
-def policy_text(ratio: float, slack_ms: float, hold: int) -> str:
+def policy_text(ratio: float, slack_ms: float, hold: int, baseline_samples: int) -> str:
     return f"""name = "bench-guards"
 [global]
 confirm_within_s = 120
@@ -79,7 +110,7 @@ min = 2
 max = 262144
 approval = "never"
 [guards]
-baseline_samples = 5
+baseline_samples = {baseline_samples}
 [[guards.rules]]
 metric = "app.{METRIC}.last"
 op = "<="
@@ -110,6 +141,8 @@ class Results:
     detect_s: list[float] = field(default_factory=list)
     tail_back_s: list[float | None] = field(default_factory=list)
     not_tripped: int = 0
+    untripped: list[dict[str, Any]] = field(default_factory=list)
+    """Per trial the guard did not trip: its baseline and the (s after apply, value) samples it saw."""
     windows: int = 0
     false_trips: list[dict[str, Any]] = field(default_factory=list)
     guard_cpu_s: float = 0.0
@@ -118,8 +151,13 @@ class Results:
     baselines: list[float] = field(default_factory=list)
     revert_s: list[float] = field(default_factory=list)
     """From the guard's check seeing the breach to the revert verified (the rest is the hold)."""
-    window_samples: list[tuple[float, list[tuple[float, float | None]]]] = field(default_factory=list)
-    """Per no-op window: the baseline and the (time, value) samples the guard saw."""
+    hold_wait_s: list[float] = field(default_factory=list)
+    """From the first to the last breaching sample (the hold itself: (hold - 1) sampler intervals)."""
+    sample_to_check_s: list[float] = field(default_factory=list)
+    """From the last breaching sample's time to the guard's check seeing it (sampler read, hand-off)."""
+    window_samples: list[tuple[list[float | None], list[tuple[float, float | None]]]] = field(default_factory=list)
+    """Per no-op window: the metric in the samples before apply (oldest first) and the (time, value)
+    samples the guard saw after it."""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -162,18 +200,40 @@ async def run_trials(service: Service, feed: Feed, out: Results, trials: int, se
         staged = service.stage({KNOB: HURT}, actor="bench")
         tx = service.apply(staged.tx.id, actor="bench")
         applied = time.time()
+        watch = service._watches.get(tx.id)
         if not await _wait(lambda tx=tx: tx.state is not TxState.APPLIED, 30.0):
+            # what the guard saw, to tell noise (a high baseline, a tail under the limit) from a fault
+            seen = [
+                (round(t - applied, 3), lookup(v, GUARD_PATH))
+                for t, v in service.metrics.samples_after(watch.since if watch else applied)
+            ]
+            base = watch.baselines.get(GUARD_PATH) if watch else None
             service.revert(tx.id, actor="bench")
             out.not_tripped += 1
+            out.untripped.append({"watched": watch is not None, "baseline": base, "seen": seen})
+            print(
+                f"trial {n + 1}/{trials}: NOT TRIPPED within 30 s: watched {watch is not None}, "
+                f"baseline {base}, limit {watch.limits() if watch else None}, seen {seen}",
+                file=sys.stderr,
+                flush=True,
+            )
             continue
-        evidence = service.guard_reverts.get(tx.id)
-        if evidence is None:
+        # the evidence is there when the state turns; its timings once the revert is done
+        await _wait(lambda tx=tx: "reaction_s" in service.guard_reverts.get(tx.id, {}), 5.0)
+        evidence = service.guard_reverts.get(tx.id, {})
+        if "reaction_s" not in evidence:
             out.not_tripped += 1
+            print(
+                f"trial {n + 1}/{trials}: reverted ({tx.outcome}) with no guard evidence", file=sys.stderr, flush=True
+            )
             continue
         out.reaction_s.append(evidence["reaction_s"])
         out.detect_s.append(evidence["first_breach_t"] - applied)
         out.baselines.append(evidence["baseline"])
         out.revert_s.append(evidence["revert_s"])
+        breached = [s["t"] for s in evidence["samples"]]
+        out.hold_wait_s.append(breached[-1] - breached[0])
+        out.sample_to_check_s.append(evidence["detected_t"] - breached[-1])
         done, limit = evidence["revert_done_t"], evidence["limit"]
         await _wait(lambda done=done, limit=limit: feed.first_under(done, limit) is not None, 6.0)
         back = feed.first_under(done, limit)
@@ -189,14 +249,13 @@ async def run_trials(service: Service, feed: Feed, out: Results, trials: int, se
 async def run_windows(service: Service, out: Results, windows: int, window_s: float) -> None:
     for n in range(windows):
         staged = service.stage({KNOB: CALM}, actor="bench")
+        pre = [lookup(v, GUARD_PATH) for _, v in service.metrics.recent(PRE_SAMPLES)]
         tx = service.apply(staged.tx.id, actor="bench")
         watch = service._watches.get(tx.id)
-        base = watch.baselines.get(GUARD_PATH) if watch is not None else None
         since = watch.since if watch is not None else time.time()
         await anyio.sleep(window_s)
-        seen = [(t, lookup(sig, GUARD_PATH)) for t, sig in service.metrics.samples_after(since) if t <= time.time()]
-        if base is not None:
-            out.window_samples.append((base, seen))
+        seen = [(t, lookup(v, GUARD_PATH)) for t, v in service.metrics.samples_after(since) if t <= time.time()]
+        out.window_samples.append((pre, seen))
         out.windows += 1
         if tx.state is TxState.APPLIED:
             service.commit(tx.id, actor="bench")
@@ -220,17 +279,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--windows", type=int, default=200)
     parser.add_argument("--window-s", type=float, default=8.0)
-    parser.add_argument("--settle-s", type=float, default=7.0)
+    parser.add_argument("--settle-s", type=float, default=None, help="before each trial (default: baseline + 2 s)")
     parser.add_argument("--ratio", type=float, default=3.0)
     parser.add_argument("--slack-ms", type=float, default=1.0)
-    parser.add_argument("--hold", type=int, default=3, help="hold_samples (3: under 1%% false trips here; see README)")
+    parser.add_argument("--hold", type=int, default=3, help="hold_samples (see the module docstring for why 3)")
+    parser.add_argument("--baseline-samples", type=int, default=10, help="the baseline: median of this many samples")
+    parser.add_argument(
+        "--server-shares",
+        type=int,
+        default=SERVER_SHARES,
+        help=f"cpu.shares of the group the server runs in (default {SERVER_SHARES}; 0: stay where it is)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--quick", action="store_true", help="3 trials, 5 windows of 4 s")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 trials, 5 windows of 4 s")
     args = parser.parse_args(argv)
     if args.cmd == "client":
         return client_main(args.address)
     if args.quick:
         args.trials, args.windows, args.window_s = 3, 5, 4.0
+    if args.settle_s is None:  # the baseline's samples all come after the last revert's tail is back
+        args.settle_s = args.baseline_samples * 1.0 + 2.0
     if os.geteuid() != 0:
         print("bench_guards needs root (live cgroups)", file=sys.stderr)
         return 2
@@ -251,6 +319,10 @@ async def _bench(args: argparse.Namespace, out: Results) -> None:
     client: procs.Popen | None = None
     service: Service | None = None
     try:
+        if args.server_shares:
+            cgroups.create(SERVER)
+            root.write_text(cgroups.rel(SERVER, "cpu.shares"), str(args.server_shares))
+            cgroups.attach(SERVER, os.getpid())
         cgroups.create(HOG)
         cgroups.create(PROBE)
         root.write_text(cgroups.rel(HOG, "cpu.shares"), str(CALM))
@@ -265,7 +337,7 @@ async def _bench(args: argparse.Namespace, out: Results) -> None:
             env=procs.python_env(),
         )
         policy = state / "policy.toml"
-        policy.write_text(policy_text(args.ratio, args.slack_ms, args.hold))
+        policy.write_text(policy_text(args.ratio, args.slack_ms, args.hold, args.baseline_samples))
         service = Service(
             ServiceConfig(
                 mode="live",
@@ -281,7 +353,7 @@ async def _bench(args: argparse.Namespace, out: Results) -> None:
         feed = Feed(service, client)
         async with service.telemetry.running(), anyio.create_task_group() as tg:
             tg.start_soon(service.run_deadlines)
-            await anyio.sleep(8.0)  # the probe warms up, the baseline's samples fill
+            await anyio.sleep(max(8.0, PRE_SAMPLES + 2.0))  # the probe warms up, the baseline's samples fill
             await run_trials(service, feed, out, args.trials, args.settle_s)
             # the cost is the steady state's: sample after sample with a change armed, no revert
             out.guard_cpu_s, out.guard_calls = 0.0, 0
@@ -298,8 +370,8 @@ async def _bench(args: argparse.Namespace, out: Results) -> None:
             procs.stop(client, grace_s=1.0)
         hog.stop()
         probe.stop()
-        for name in (HOG, PROBE):
-            cgroups.remove(name)
+        for name in (HOG, PROBE, SERVER):
+            cgroups.remove(name)  # this process moves back to the parent group first
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -323,7 +395,9 @@ def report(args: argparse.Namespace, out: Results, elapsed_s: float) -> None:
     rate = len(out.false_trips) / out.windows if out.windows else float("nan")
     cost_pct = 100.0 * out.guard_cpu_s / out.armed_s if out.armed_s else float("nan")
     figures = {
-        "guard": f"app.{METRIC}.last <= {args.ratio:g} x baseline + {args.slack_ms:g} ms, {args.hold} samples",
+        "guard": f"app.{METRIC}.last <= {args.ratio:g} x baseline + {args.slack_ms:g} ms, {args.hold} samples, "
+        f"baseline median of {args.baseline_samples}",
+        "server_shares": args.server_shares,
         "trials": len(out.reaction_s),
         "not_tripped": out.not_tripped,
         "reaction_p50_s": pct(out.reaction_s, 50),
@@ -338,10 +412,15 @@ def report(args: argparse.Namespace, out: Results, elapsed_s: float) -> None:
         "window_s": args.window_s,
         "false_trips": len(out.false_trips),
         "false_trip_rate": rate,
+        "hold_wait_p50_s": pct(out.hold_wait_s, 50),
+        "hold_wait_p99_s": pct(out.hold_wait_s, 99),
+        "sample_to_check_p50_s": pct(out.sample_to_check_s, 50),
+        "sample_to_check_p99_s": pct(out.sample_to_check_s, 99),
         "revert_p50_s": pct(out.revert_s, 50),
         "revert_p99_s": pct(out.revert_s, 99),
         "guard_cpu_pct_of_core": cost_pct,
         "guard_calls": out.guard_calls,
+        "guard_cpu_s_per_call": out.guard_cpu_s / out.guard_calls if out.guard_calls else float("nan"),
         "armed_s": out.armed_s,
         "elapsed_s": elapsed_s,
         "load1_at_end": os.getloadavg()[0],
@@ -353,28 +432,38 @@ def report(args: argparse.Namespace, out: Results, elapsed_s: float) -> None:
     replay = replay_false_trips(out, args.slack_ms)
     if replay:
         print("\n### False trips of other rules over the same no-op windows (replayed through GuardWatch)\n")
-        print("| ratio | " + " | ".join(f"hold {h}" for h in REPLAY_HOLDS) + " |")
-        print("|---|" + "---|" * len(REPLAY_HOLDS))
-        for ratio in REPLAY_RATIOS:
-            cells = [f"{replay[f'{ratio:g}/{h}']:.1%}" for h in REPLAY_HOLDS]
-            print(f"| {ratio:g} x baseline + {args.slack_ms:g} ms | " + " | ".join(cells) + " |")
+        for n in REPLAY_BASELINES:
+            print(f"\nBaseline: median of the {n} samples before apply\n")
+            print("| rule | " + " | ".join(f"hold {h}" for h in REPLAY_HOLDS) + " |")
+            print("|---|" + "---|" * len(REPLAY_HOLDS))
+            for ratio in REPLAY_RATIOS:
+                cells = [f"{replay[f'{ratio:g}/{h}/{n}']:.1%}" for h in REPLAY_HOLDS]
+                print(f"| {ratio:g} x baseline + {args.slack_ms:g} ms | " + " | ".join(cells) + " |")
     if args.json is not None:
-        args.json.write_text(json.dumps({**figures, "replayed_false_trip_rate": replay}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({**figures, "replayed_false_trip_rate": replay, "untripped": out.untripped}, indent=2) + "\n"
+        )
 
 
 def replay_false_trips(out: Results, slack_ms: float) -> dict[str, float]:
-    """The false-trip rate each (ratio, hold) rule would have had over the recorded no-op windows."""
-    if not out.window_samples:
+    """The false-trip rate each (ratio, hold, baseline samples) rule would have had over the
+    recorded no-op windows (key ``ratio/hold/baseline``)."""
+    windows = [(pre, seen) for pre, seen in out.window_samples if any(v is not None for v in pre)]
+    if not windows:
         return {}
     rates = {}
-    for ratio in REPLAY_RATIOS:
-        for hold in REPLAY_HOLDS:
-            guard = Guard(metric=GUARD_PATH, ratio=ratio, slack=slack_ms, hold_samples=hold)
-            trips = 0
-            for base, seen in out.window_samples:
-                watch = GuardWatch([guard], {GUARD_PATH: base}, since=-1.0)
-                trips += any(watch.observe(Sample(t, {GUARD_PATH: v})) is not None for t, v in seen)
-            rates[f"{ratio:g}/{hold}"] = trips / len(out.window_samples)
+    for n in REPLAY_BASELINES:
+        for ratio in REPLAY_RATIOS:
+            for hold in REPLAY_HOLDS:
+                guard = Guard(metric=GUARD_PATH, ratio=ratio, slack=slack_ms, hold_samples=hold)
+                trips = 0
+                for pre, seen in windows:
+                    base = baseline(pre[-n:])
+                    if base is None:
+                        continue
+                    watch = GuardWatch([guard], {GUARD_PATH: base}, since=-1.0)
+                    trips += any(watch.observe(Sample(t, {GUARD_PATH: v})) is not None for t, v in seen)
+                rates[f"{ratio:g}/{hold}/{n}"] = trips / len(windows)
     return rates
 
 

@@ -24,17 +24,17 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from lumos_mcp.errors import GuardLoosensError, LumosError
+from lumos_mcp.telemetry.paths import IDENTITY_FIELDS
+from lumos_mcp.telemetry.paths import lookup as lookup  # re-exported: the guards' metric lookup
 from lumos_mcp.telemetry.signature import Signature
 
 if TYPE_CHECKING:
-    from lumos_mcp.telemetry.facade import Telemetry
+    from lumos_mcp.telemetry.facade import PairValues, Telemetry
     from lumos_mcp.telemetry.readers import Snapshot
 
 Op = Literal["<=", "<", ">=", ">"]
 UPPER: frozenset[str] = frozenset({"<=", "<"})
 """Ops that put a ceiling on the metric (the others put a floor)."""
-IDENTITY_FIELDS = ("name", "device", "interface", "cpu")
-"""How a path picks one item of a list section: ``cgroups.batch``, ``io.vda``, ``cpu.per_core.0``."""
 
 
 class Guard(BaseModel):
@@ -168,42 +168,6 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
-def lookup(data: Any, path: str) -> float | None:
-    """The number at ``path`` in a signature (the model, or dumped as data); None when it is
-    absent or null."""
-    parts = path.split(".")
-    node: Any = data
-    i = 0
-    while i < len(parts):
-        if isinstance(node, BaseModel):
-            node = getattr(node, parts[i], None) if parts[i] in type(node).model_fields else None
-            i += 1
-        elif isinstance(node, Mapping):
-            node = node.get(parts[i])
-            i += 1
-        elif isinstance(node, list):
-            # the identity is every part but the field (an app metric may be called "db.p99")
-            ident = ".".join(parts[i:-1])
-            node = next((item for item in node if _identity(item) == ident), None)
-            i = len(parts) - 1
-        else:
-            return None
-        if node is None:
-            return None
-    if isinstance(node, bool) or not isinstance(node, int | float) or not math.isfinite(node):
-        return None
-    return float(node)
-
-
-def _identity(item: Any) -> str | None:
-    for key in IDENTITY_FIELDS:
-        if isinstance(item, BaseModel) and key in type(item).model_fields:
-            return str(getattr(item, key))
-        if isinstance(item, Mapping) and key in item:
-            return str(item[key])
-    return None
-
-
 # --------------------------------------------------------------------------- tightening
 _INHERITED = ("slack", "hold_samples", "hold_s")
 
@@ -329,8 +293,12 @@ class GuardWatch:
         for guard, streak in zip(self.guards, self._streaks, strict=True):
             value = sample.values.get(guard.metric)
             limit = guard.limit(self.baselines.get(guard.metric))
-            if value is None or not guard.breached(value, limit):
-                streak.clear()  # a missing sample proves nothing either way: the hold starts over
+            if value is None:
+                # a missing sample proves nothing either way: it neither breaks the hold nor adds to
+                # it (a harm that starves the metric's reporter makes gaps; they must not blind the guard)
+                continue
+            if not guard.breached(value, limit):
+                streak.clear()  # a calm sample: the hold starts over
                 continue
             streak.append((sample.t, value))
             del streak[: max(0, len(streak) - max(guard.hold_samples, 64))]
@@ -341,8 +309,9 @@ class GuardWatch:
 
 # --------------------------------------------------------------------------- the live source
 class MetricSource(Protocol):
-    """Where the service reads guard samples: each is (time, signature) with the signature's
-    window one sampler interval, oldest first."""
+    """Where the service reads guard samples: each is (time, values) with the values' window one
+    sampler interval, oldest first; values are whatever :func:`lookup` reads (a signature, its
+    data as dicts, or a :class:`~lumos_mcp.telemetry.paths.PathValues`)."""
 
     def samples_after(self, t: float, limit: int = 64) -> list[tuple[float, Any]]:
         """The samples taken after ``t`` (at most the newest ``limit``)."""
@@ -361,27 +330,23 @@ _CACHE = 128
 
 
 class TelemetrySource:
-    """Guard samples from the running sampler: one full signature per sampler interval (the
-    window between two consecutive snapshots), computed once per snapshot."""
+    """Guard samples from the running sampler: one :class:`PairValues` per sampler interval (the
+    window between two consecutive snapshots), made once per snapshot and computing only the
+    paths the guards read (see ``Telemetry.pair_values``)."""
 
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
-        self._cache: dict[float, Signature] = {}
+        self._cache: dict[float, PairValues] = {}
 
-    def _pairs(self, count: int, snaps: Sequence[Snapshot] | None = None) -> list[tuple[float, Signature]]:
-        """One signature per consecutive pair of the last ``count + 1`` snapshots (of ``snaps``,
-        when the caller already copied the sampler's buffer)."""
-        snaps = (self.telemetry.sampler.samples() if snaps is None else snaps)[-(count + 1) :]
+    def _pairs(self, snaps: Sequence[Snapshot]) -> list[tuple[float, PairValues]]:
+        """One view per consecutive pair of ``snaps`` (oldest first), with the later one's wall time
+        (cached by its clock time: a sample's values are read once, however many checks see it)."""
         out = []
         for a, b in itertools.pairwise(snaps):
-            sig = self._cache.get(b.t)
-            if sig is None:
-                try:
-                    sig = self.telemetry.signature_between(a.wall, b.wall)
-                except LumosError:
-                    continue  # fewer than two snapshots in the span (evicted meanwhile): no sample
-                self._cache[b.t] = sig
-            out.append((b.wall, sig))
+            view = self._cache.get(b.t)
+            if view is None or view.a.t != a.t:
+                view = self._cache[b.t] = self.telemetry.pair_values(a, b)
+            out.append((b.wall, view))
         while len(self._cache) > _CACHE:
             del self._cache[next(iter(self._cache))]  # the oldest snapshot's
         return out
@@ -389,14 +354,17 @@ class TelemetrySource:
     def samples_after(self, t: float, limit: int = 64) -> list[tuple[float, Any]]:
         latest = self.telemetry.sampler.latest()
         if latest is None or latest.wall <= t:
-            return []  # the common case between samples: nothing copied, nothing computed
-        snaps = self.telemetry.sampler.samples()[-(limit + 1) :]  # the buffer, copied once
-        newer = sum(1 for s in snaps if s.wall > t)
-        return [p for p in self._pairs(min(newer, limit), snaps) if p[0] > t]
+            return []  # the common case between samples: nothing read, nothing computed
+        return [p for p in self._pairs(self.telemetry.sampler.newest(limit + 1, after_wall=t)) if p[0] > t]
 
     def recent(self, n: int) -> list[tuple[float, Any]]:
-        return self._pairs(n)
+        return self._pairs(self.telemetry.sampler.newest(n + 1))
 
     def unavailable(self) -> Mapping[str, str]:
-        found = self._pairs(1)
-        return dict(found[-1][1].unavailable) if found else {"telemetry": "fewer than two samples taken yet"}
+        snaps = self.telemetry.sampler.newest(2)
+        if len(snaps) == 2:
+            try:
+                return dict(self.telemetry.signature_between(snaps[0].wall, snaps[1].wall).unavailable)
+            except LumosError:
+                pass  # evicted meanwhile
+        return {"telemetry": "fewer than two samples taken yet"}

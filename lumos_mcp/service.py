@@ -195,6 +195,8 @@ class Service:
         self.guard_reverts: dict[str, dict[str, Any]] = {}
         """txid -> the evidence of the guard that reverted it (for the agent's next call on it)."""
         self._guard_lock = threading.Lock()
+        self._guard_loop_running = False
+        """The per-sample guard loop runs (the deadline loop then leaves the guards to it)."""
         self._staged: dict[str, StagedChange] = {}
         self._expired: dict[str, bool] = {}  # txid -> dropped for age (True) or for room (False)
         self._histories = Histories()
@@ -418,23 +420,29 @@ class Service:
                 log.exception("deadline loop: %s (the loop goes on)", e)
 
     async def _guard_forever(self) -> None:
-        """Check the guards as soon as each new sample is in (the deadline loop checks them too,
-        every poll: this only makes the reaction a sample's, not a poll's)."""
+        """Check the guards once per new sample, as soon as it is in. While this loop runs, the
+        deadline loop's polls leave the guards to it (they checked them four times a second, to
+        find nothing new three times out of four)."""
         sampler = self.telemetry.sampler
         last = -1.0
-        while True:
-            snap = await sampler.wait_for_sample(after_t=last)
-            last = snap.t
-            if not self._watches:
-                continue
-            try:
-                await anyio.to_thread.run_sync(self.check_guards)
-            except Exception as e:  # the guard loop's top level: it must outlive any one failure
-                self.deadline_loop_error = f"{type(e).__name__}: {e}"
-                log.exception("guard loop: %s (the loop goes on)", e)
+        self._guard_loop_running = True
+        try:
+            while True:
+                snap = await sampler.wait_for_sample(after_t=last)
+                last = snap.t
+                if not self._watches:
+                    continue
+                try:
+                    await anyio.to_thread.run_sync(self.check_guards)
+                except Exception as e:  # the guard loop's top level: it must outlive any one failure
+                    self.deadline_loop_error = f"{type(e).__name__}: {e}"
+                    log.exception("guard loop: %s (the loop goes on)", e)
+        finally:
+            self._guard_loop_running = False
 
     def _tick(self) -> None:
-        self.check_guards()
+        if not self._guard_loop_running:  # a source with no sampler to wait on (tests, the crash test)
+            self.check_guards()
         self.finish_probations()
         self.expire_due()
         self._sync_watchdog()
@@ -567,12 +575,20 @@ class Service:
 
     def _revert_for_guard(self, txid: str, breach: Breach) -> Transaction | None:
         detected = self.clock()
-        done = self.txns.revert_armed("guard", only={txid})
+        # The evidence is in place before the state turns reverted, so whoever sees the state
+        # (the agent's next call, get_status) also sees the guard; the timings are added after.
+        self.guard_reverts[txid] = {**breach.as_data(), "detected_t": round(detected, 3)}
+        done: list[tuple[Transaction, list[Restored]]] = []
+        try:
+            done = self.txns.revert_armed("guard", only={txid})
+        finally:
+            if not done:  # committed or reverted meanwhile, or the revert raised (the watch stays)
+                self.guard_reverts.pop(txid, None)
         with self._guard_lock:
             self._watches.pop(txid, None)
             self._probation.pop(txid, None)
         if not done:
-            return None  # committed or reverted meanwhile
+            return None
         tx, results = done[0]
         finished = self.clock()
         evidence = {

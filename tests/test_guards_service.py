@@ -128,12 +128,33 @@ def test_a_breach_held_for_its_hold_reverts_at_once_with_evidence_in_status_audi
     assert '"reason":"guard"' in journal
 
 
+def test_a_guard_reverts_evidence_is_in_place_before_its_change_turns_reverted(
+    setup: Callable[..., tuple[Service, FakeSource, Clock]],
+) -> None:
+    # The benchmark read the evidence as soon as it saw the state turn reverted, and found none
+    # 8 times in 30 under load: the evidence was recorded after the state changed.
+    service, source, _ = setup()
+    tx = service.apply(service.stage({"vm.swappiness": 10}).tx.id)
+    seen: dict[str, Any] = {}
+
+    def probe(label: str) -> None:
+        if label == "guard:after-revert":  # the last moment before the state turns reverted
+            seen["evidence"] = service.guard_reverts.get(tx.id)
+
+    service.txns.probe = probe
+    source.add(9.0)
+    source.add(9.0)
+    assert [t.id for t in service.check_guards()] == [tx.id]
+    assert seen["evidence"] is not None and [s["value"] for s in seen["evidence"]["samples"]] == [9.0, 9.0]
+    assert service.guard_reverts[tx.id]["reaction_s"] >= 0  # the timings are added once the revert is done
+
+
 def test_a_guard_that_holds_leaves_the_change_armed_until_its_commit(
     setup: Callable[..., tuple[Service, FakeSource, Clock]], fake: FakeKernel
 ) -> None:
     service, source, _ = setup()
     tx = service.apply(service.stage({"vm.swappiness": 10}).tx.id)
-    for value in (5.0, 9.0, 5.0, 9.0, None, 9.0, 5.0):  # never two breaching samples in a row
+    for value in (5.0, 9.0, 5.0, 9.0, None, 5.0, 9.0, 5.0):  # never two breaching samples without a calm one between
         source.add(value)
         assert service.check_guards() == []
     armed = service.status()["armed"][0]

@@ -345,6 +345,34 @@ class AppMetrics:
             )
         return out, missing
 
+    def summary(self, name: str, since: float, now: float) -> dict[str, Any] | None:
+        """``summaries(since, now)``'s entry for ``name`` alone (None: no value there), reading only
+        the points from ``since`` on: reports are stamped in clock order under the lock, so the
+        walk back stops at the first older one (the guards' per-sample cost; no copy of the series)."""
+        points: list[tuple[float, float]] = []
+        with self._lock:
+            series = self._series.get(name)
+            if series is None:
+                return None
+            unit = self._units[name]
+            for point in reversed(series):
+                if point[0] < since:
+                    break
+                points.append(point)
+        points.reverse()
+        values = [v for t, v in points if t <= now]
+        if not values:
+            return None
+        return {
+            "name": name,
+            "unit": unit,
+            "last": values[-1],
+            "mean": sum(values) / len(values),
+            "p95": percentile(values, 95),
+            "count": len(values),
+            "last_age_s": max(0.0, now - points[-1][0]),
+        }
+
 
 def _sum_intervals(intervals: Iterable[_Interval]) -> dict[tuple[float, ...], list[int]]:
     """Histogram intervals summed per bucket layout (cumulative counts add up)."""

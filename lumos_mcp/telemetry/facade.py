@@ -15,6 +15,7 @@ from lumos_mcp.errors import InvalidTelemetryRequestError, LumosError, Telemetry
 from lumos_mcp.kernelfs import KernelRoot
 from lumos_mcp.telemetry.app import AppMetrics, PromSample, app_metric_name, prometheus_histograms
 from lumos_mcp.telemetry.metrics import SECTIONS, Data, interval_metrics, sections_between
+from lumos_mcp.telemetry.paths import PathValues, lookup, number, split
 from lumos_mcp.telemetry.perf import PerfInterval, PerfStat
 from lumos_mcp.telemetry.readers import Snapshot
 from lumos_mcp.telemetry.sampler import Clock, Sampler
@@ -84,6 +85,76 @@ def _perf_section(intervals: Sequence[PerfInterval], interval_ms: int, unavailab
         "intervals": len(intervals),
         "interval_ms": interval_ms,
     }
+
+
+_PAIR_FIELDS = frozenset({"window_s", "covered_s", "samples_used", "interval_s", "start_unix_s", "end_unix_s"})
+
+
+class PairValues(PathValues):
+    """The signature between two consecutive snapshots, one path at a time: what
+    ``signature_between(a.wall, b.wall)`` holds at a path, computing only the section that path
+    is in (an app metric: that metric's points in the window alone), each once.
+
+    This is the guards' per-sample read: a full signature per sample (every section, every app
+    series copied, a pydantic model) cost a guard most of its CPU. App metrics are summarised up
+    to ``now`` (the later of ``b`` and the clock when this view was made), as the full signature
+    made at that moment would.
+    """
+
+    def __init__(self, telemetry: Telemetry, a: Snapshot, b: Snapshot) -> None:
+        self._telemetry = telemetry
+        self.a = a
+        self.b = b
+        self.now = max(b.t, telemetry.clock())
+        self._sections: dict[str, Any] = {}
+        self._values: dict[str, float | None] = {}
+
+    def value(self, path: str) -> float | None:
+        try:
+            return self._values[path]
+        except KeyError:
+            pass
+        parts = split(path)
+        head = parts[0]
+        found: float | None
+        if head == "app":
+            found = self._app(parts) if len(parts) >= 3 else None
+        elif head in _PAIR_FIELDS:
+            found = self._pair_field(head) if len(parts) == 1 else None
+        elif head in SECTIONS:
+            found = lookup({head: self._section(head)}, path)
+        else:
+            found = None
+        self._values[path] = found
+        return found
+
+    def _app(self, parts: tuple[str, ...]) -> float | None:
+        window = self.b.t - self.a.t
+        summary = self._telemetry.app.summary(".".join(parts[1:-1]), since=self.b.t - window, now=self.now)
+        return None if summary is None or parts[-1] == "name" else number(summary.get(parts[-1]))
+
+    def _pair_field(self, name: str) -> float:
+        a, b = self.a, self.b
+        return {
+            "window_s": b.t - a.t,
+            "covered_s": b.t - a.t,
+            "samples_used": 2.0,
+            "interval_s": self._telemetry.interval_s,
+            "start_unix_s": a.wall,
+            "end_unix_s": b.wall,
+        }[name]
+
+    def _section(self, name: str) -> Any:
+        if name not in self._sections:
+            if name == "perf":
+                self._sections[name] = self._telemetry._perf_data(self.a.t, self.b.t, {})
+            else:
+                data, _ = sections_between(self.a, self.b, only={name})
+                perf = self._section("perf") if name == "sched" else None
+                if perf is not None and perf["cpu_migrations_per_s"] is not None:
+                    data["sched"]["migrations_per_s"] = perf["cpu_migrations_per_s"]  # as _signature does
+                self._sections[name] = data[name]
+        return self._sections[name]
 
 
 class Telemetry:
@@ -268,6 +339,11 @@ class Telemetry:
         snaps = [s for s in self.sampler.samples() if start_unix_s <= s.wall <= end_unix_s]
         window = snaps[-1].t - snaps[0].t if len(snaps) >= 2 else 0.0
         return self._signature(snaps, window, chosen)
+
+    def pair_values(self, a: Snapshot, b: Snapshot) -> PairValues:
+        """The signature between two consecutive snapshots as a :class:`PairValues`: each path
+        computed on first read, alone (what a guard reads once per sample)."""
+        return PairValues(self, a, b)
 
     def _signature(self, snaps: list[Snapshot], window: float, sections: set[str]) -> Signature:
         if len(snaps) < 2:

@@ -9,7 +9,7 @@ replaced) gives no rate rather than a negative one; a counter the kernel lacks g
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from lumos_mcp.telemetry.parsers import CpuTimes, PressureLine
@@ -320,8 +320,9 @@ def _cgroups(a: Snapshot, b: Snapshot, dt: float, unavailable: dict[str, str]) -
     return groups
 
 
-def sections_between(a: Snapshot, b: Snapshot) -> tuple[Data, dict[str, str]]:
-    """Every /proc section between snapshot ``a`` and a later ``b``, and what is unavailable.
+def sections_between(a: Snapshot, b: Snapshot, only: Collection[str] | None = None) -> tuple[Data, dict[str, str]]:
+    """Every /proc section between snapshot ``a`` and a later ``b`` (or only those named in
+    ``only``), and what is unavailable.
 
     Raises:
         ValueError: ``b`` is not later than ``a``.
@@ -330,15 +331,16 @@ def sections_between(a: Snapshot, b: Snapshot) -> tuple[Data, dict[str, str]]:
     if dt <= 0:
         raise ValueError(f"snapshots out of order: dt={dt}")
     unavailable: dict[str, str] = {}
-    data: Data = {
-        "cpu": _cpu(a, b, unavailable),
-        "sched": _sched(a, b, dt, unavailable),
-        "psi": _psi(a, b, dt, unavailable),
-        "memory": _memory(a, b, dt, unavailable),
-        "io": _io(a, b, dt, unavailable),
-        "network": _network(a, b, dt, unavailable),
-        "cgroups": _cgroups(a, b, dt, unavailable),
+    makers: dict[str, Callable[[], Any]] = {
+        "cpu": lambda: _cpu(a, b, unavailable),
+        "sched": lambda: _sched(a, b, dt, unavailable),
+        "psi": lambda: _psi(a, b, dt, unavailable),
+        "memory": lambda: _memory(a, b, dt, unavailable),
+        "io": lambda: _io(a, b, dt, unavailable),
+        "network": lambda: _network(a, b, dt, unavailable),
+        "cgroups": lambda: _cgroups(a, b, dt, unavailable),
     }
+    data: Data = {name: make() for name, make in makers.items() if only is None or name in only}
     return data, unavailable
 
 

@@ -117,6 +117,21 @@ class Sampler:
             return items
         return [s for s in items if s.t >= since]
 
+    def newest(self, n: int, after_wall: float | None = None) -> list[Snapshot]:
+        """The newest ``n`` snapshots, oldest first, read from the end of the buffer (no copy of
+        the whole ring); with ``after_wall``, only those taken after that wall-clock time plus the
+        one just before them (the first of a pair)."""
+        out: list[Snapshot] = []
+        with self._lock:
+            for snap in reversed(self._buffer):
+                if len(out) >= n:
+                    break
+                out.append(snap)
+                if after_wall is not None and snap.wall <= after_wall:
+                    break
+        out.reverse()
+        return out
+
     def latest(self) -> Snapshot | None:
         with self._lock:
             return self._buffer[-1] if self._buffer else None
