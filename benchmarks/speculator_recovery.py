@@ -83,16 +83,18 @@ def stream(address: str, rate_hz: float, seconds: int) -> int:
     return 0
 
 
-class Stream:
-    """The probe client in a child process; per-second p95 kept here."""
+class _ChildLines:
+    """A child process of this script writing one JSON object per line; each line is handed to
+    ``_take`` under ``lock`` by a reader thread (lines that are not such objects are skipped)."""
 
-    def __init__(self, address: str, seconds: int) -> None:
-        argv = [sys.executable, str(Path(__file__).resolve()), "stream", address, str(seconds)]
-        self.proc = procs.spawn(argv, workload="probe-stream", env=procs.python_env())
-        self.points: list[tuple[float, float, float]] = []  # (wall t, p95 ms, p99 ms)
+    def __init__(self, argv: list[str], workload: str, **spawn: Any) -> None:
         self.lock = threading.Lock()
+        self.proc = procs.spawn(argv, workload=workload, env=procs.python_env(), **spawn)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
+
+    def _take(self, d: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -100,7 +102,23 @@ class Stream:
             with contextlib.suppress(ValueError, KeyError):
                 d = json.loads(raw)
                 with self.lock:
-                    self.points.append((d["t"], d["p95_us"] / 1000, d["p99_us"] / 1000))
+                    self._take(d)
+
+    def stop(self) -> None:
+        procs.stop(self.proc, grace_s=2.0)
+        self.thread.join(timeout=5.0)
+
+
+class Stream(_ChildLines):
+    """The probe client in a child process; per-second p95 kept here."""
+
+    def __init__(self, address: str, seconds: int) -> None:
+        self.points: list[tuple[float, float, float]] = []  # (wall t, p95 ms, p99 ms)
+        argv = [sys.executable, str(Path(__file__).resolve()), "stream", address, str(seconds)]
+        super().__init__(argv, "probe-stream")
+
+    def _take(self, d: dict[str, Any]) -> None:
+        self.points.append((d["t"], d["p95_us"] / 1000, d["p99_us"] / 1000))
 
     def latest(self, max_age_s: float = 2.5) -> float | None:
         with self.lock:
@@ -111,10 +129,6 @@ class Stream:
     def since(self, t: float) -> list[float]:
         with self.lock:
             return [p for (ts, p, _) in self.points if ts > t]
-
-    def stop(self) -> None:
-        procs.stop(self.proc, grace_s=2.0)
-        self.thread.join(timeout=5.0)
 
 
 # ---------------------------------------------------------------------------- actors
@@ -459,7 +473,7 @@ def peak_share(
     return float(np.nanmax(share)) if np.isfinite(share).any() else math.nan
 
 
-class RequestStream:
+class RequestStream(_ChildLines):
     """The probe client in a child process (one open-loop run for the whole window); every
     request's scheduled wall time and latency, kept here as they arrive (timed out: inf)."""
 
@@ -472,22 +486,15 @@ class RequestStream:
         cgroups: CgroupManager | None = None,
         cgroup: str | None = None,
     ) -> None:
-        argv = [sys.executable, str(Path(__file__).resolve()), "requests", address, str(seconds), str(rate_hz)]
-        self.proc = procs.spawn(argv, workload="probe-requests", env=procs.python_env(), cgroups=cgroups, cgroup=cgroup)
         self.times: list[float] = []
         self.lat_ms: list[float] = []
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
+        argv = [sys.executable, str(Path(__file__).resolve()), "requests", address, str(seconds), str(rate_hz)]
+        super().__init__(argv, "probe-requests", cgroups=cgroups, cgroup=cgroup)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            with contextlib.suppress(ValueError, KeyError):
-                d = json.loads(raw)
-                with self.lock:
-                    self.times.extend(d["t"])
-                    self.lat_ms.extend(v / 1000 for v in d["l"])
+    def _take(self, d: dict[str, Any]) -> None:
+        times, lat_us = d["t"], d["l"]  # both read before either list grows
+        self.times.extend(times)
+        self.lat_ms.extend(v / 1000 for v in lat_us)
 
     def wait_for_data(self, timeout_s: float) -> bool:
         """Wait (bounded) until the first requests are in; False when none came in time."""
@@ -515,10 +522,6 @@ class RequestStream:
             lat = np.asarray(self.lat_ms, dtype=float)
         order = np.argsort(t, kind="stable")
         return t[order], lat[order]
-
-    def stop(self) -> None:
-        procs.stop(self.proc, grace_s=2.0)
-        self.thread.join(timeout=5.0)
 
 
 def stream_requests(address: str, seconds: float, rate_hz: float) -> int:
