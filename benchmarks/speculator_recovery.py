@@ -40,6 +40,7 @@ import json
 import math
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -98,15 +99,22 @@ class _ChildLines:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            with contextlib.suppress(ValueError, KeyError):
-                d = json.loads(raw)
-                with self.lock:
-                    self._take(d)
+        # ValueError/OSError around the loop: the pipe closed under the read (stop() gave up waiting)
+        with contextlib.suppress(ValueError, OSError):
+            for raw in self.proc.stdout:
+                with contextlib.suppress(ValueError, KeyError):
+                    d = json.loads(raw)
+                    with self.lock:
+                        self._take(d)
 
     def stop(self) -> None:
-        procs.stop(self.proc, grace_s=2.0)
+        """End the child, let the reader drain its pipe to EOF, then sweep the group and close the
+        pipes (closing them while the reader reads raised in its thread)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         self.thread.join(timeout=5.0)
+        procs.stop(self.proc, grace_s=2.0)
+        self.thread.join(timeout=1.0)
 
 
 class Stream(_ChildLines):
