@@ -3,6 +3,7 @@ the full signature gives at that path, and evaluated once per new sample."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ def _leaf_paths(data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
             yield path
 
 
+KINDS = ("value", "values", "histogram")
+"""How a drawn report feeds its metric: one value, a batch of samples, or a histogram."""
 ABSENT = ["app.never_reported.last", "cgroups.nope.throttled_pct", "io.nodisk.util_pct", "psi.cpu", "nope.x", "app.x"]
 
 
@@ -85,6 +88,7 @@ ABSENT = ["app.never_reported.last", "cgroups.nope.throttled_pct", "io.nodisk.ut
             st.floats(0.0, 1.0),
             st.sampled_from(APP_NAMES),
             st.floats(-1e6, 1e6, allow_nan=False),
+            st.sampled_from(KINDS),
         ),
         max_size=40,
     ),
@@ -94,7 +98,7 @@ ABSENT = ["app.never_reported.last", "cgroups.nope.throttled_pct", "io.nodisk.ut
 )
 def test_the_per_sample_read_gives_at_every_path_what_the_full_signature_gives(
     tmp_path_factory: pytest.TempPathFactory,
-    reports: list[tuple[int, float, str, float]],
+    reports: list[tuple[int, float, str, float, str]],
     pair: int,
     late_s: float,
     with_perf: bool,
@@ -116,9 +120,15 @@ def test_the_per_sample_read_gives_at_every_path_what_the_full_signature_gives(
 
     def report_during(interval: int) -> None:
         """The drawn reports of ``interval`` (the one ending at sample ``interval``), in clock order."""
-        for _, frac, name, value in sorted(r for r in reports if r[0] == interval):
+        for _, frac, name, value, kind in sorted(r for r in reports if r[0] == interval):
             clock.now = times[interval - 1] + frac * (times[interval] - times[interval - 1])
-            telemetry.report_app_metric(name, value, "ms")
+            if kind == "value":
+                telemetry.report_app_metric(name, value, "ms")
+            elif kind == "values":  # a batch, one of them older than the report
+                telemetry.app.report_samples(name, [value, value / 2], "ms", ages_s=[0.0, 0.3])
+            else:  # a histogram's own interval: the count scales with the drawn value
+                n = int(abs(value)) % 50 + 1
+                telemetry.app.report_histogram(name, [(1.0, n), (math.inf, 2 * n)], "ms", "this_interval")
 
     for n, (index, when) in enumerate(steps):
         shutil.copytree(STEP / index, base / "proc", dirs_exist_ok=True)

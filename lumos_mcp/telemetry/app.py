@@ -320,58 +320,59 @@ class AppMetrics:
         with self._lock:
             units = dict(self._units)
         for name in sorted(units):
-            points, intervals = self._window(name, since, now)
-            if not points and not intervals:
+            entry = _summarise(name, units[name], *self._window(name, since, now), now)
+            if entry is None:
                 missing[f"app.{name}"] = "no value reported in the window"
-                continue
-            values = [v for _, v in points]
-            count = len(values)
-            last_t, last = (points[-1][0], points[-1][1]) if points else (-math.inf, math.nan)
-            for bounds, summed in _sum_intervals(intervals).items():
-                values.extend(expand_histogram(list(zip(bounds, summed, strict=True)), max_samples=2_000))
-                count += int(summed[-1])
-            if intervals and intervals[-1].t >= last_t:
-                last_t, last = intervals[-1].t, statistics.median(intervals[-1].expanded(2_000))
-            out.append(
-                {
-                    "name": name,
-                    "unit": units[name],
-                    "last": last,
-                    "mean": sum(values) / len(values),
-                    "p95": percentile(values, 95),
-                    "count": count,
-                    "last_age_s": max(0.0, now - last_t),
-                }
-            )
+            else:
+                out.append(entry)
         return out, missing
 
     def summary(self, name: str, since: float, now: float) -> dict[str, Any] | None:
-        """``summaries(since, now)``'s entry for ``name`` alone (None: no value there), reading only
-        the points from ``since`` on: reports are stamped in clock order under the lock, so the
-        walk back stops at the first older one (the guards' per-sample cost; no copy of the series)."""
-        points: list[tuple[float, float]] = []
+        """``summaries(since, now)``'s entry for ``name`` alone (None: no value there). A name fed only
+        single values reads just the points from ``since`` on: reports are stamped in clock order
+        under the lock, so the walk back stops at the first older one (the guards' per-sample cost;
+        no copy of the series). Batches and histograms are read as ``summaries`` reads them."""
         with self._lock:
-            series = self._series.get(name)
-            if series is None:
+            unit = self._units.get(name)
+            if unit is None:
                 return None
-            unit = self._units[name]
-            for point in reversed(series):
-                if point[0] < since:
-                    break
-                points.append(point)
-        points.reverse()
-        values = [v for t, v in points if t <= now]
-        if not values:
-            return None
-        return {
-            "name": name,
-            "unit": unit,
-            "last": values[-1],
-            "mean": sum(values) / len(values),
-            "p95": percentile(values, 95),
-            "count": len(values),
-            "last_age_s": max(0.0, now - points[-1][0]),
-        }
+            if name not in self._chunks and name not in self._intervals:
+                points: list[tuple[float, float]] = []
+                for point in reversed(self._series.get(name, ())):
+                    if point[0] < since:
+                        break
+                    if point[0] <= now:
+                        points.append(point)
+                points.reverse()
+                return _summarise(name, unit, points, [], now)
+        return _summarise(name, unit, *self._window(name, since, now), now)
+
+
+def _summarise(
+    name: str, unit: str, points: list[tuple[float, float]], intervals: list[_Interval], now: float
+) -> dict[str, Any] | None:
+    """One metric's summary over a window from its ``(t, value)`` points and histogram intervals
+    there (None when both are empty). A histogram's observations count in ``count``, ``mean`` and
+    ``p95`` (spread inside their buckets); its ``last`` is the median of its newest interval."""
+    if not points and not intervals:
+        return None
+    values = [v for _, v in points]
+    count = len(values)
+    last_t, last = (points[-1][0], points[-1][1]) if points else (-math.inf, math.nan)
+    for bounds, summed in _sum_intervals(intervals).items():
+        values.extend(expand_histogram(list(zip(bounds, summed, strict=True)), max_samples=2_000))
+        count += int(summed[-1])
+    if intervals and intervals[-1].t >= last_t:
+        last_t, last = intervals[-1].t, statistics.median(intervals[-1].expanded(2_000))
+    return {
+        "name": name,
+        "unit": unit,
+        "last": last,
+        "mean": sum(values) / len(values),
+        "p95": percentile(values, 95),
+        "count": count,
+        "last_age_s": max(0.0, now - last_t),
+    }
 
 
 def _sum_intervals(intervals: Iterable[_Interval]) -> dict[tuple[float, ...], list[int]]:
