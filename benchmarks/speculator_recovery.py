@@ -436,6 +436,12 @@ def rolling_share_over(
     return np.where(n > 0, share, np.nan)
 
 
+def _grid(start: float, stop: float, step_s: float) -> FloatArray:
+    """``start, start + step_s, ...`` up to ``stop`` (included when it falls on the grid)."""
+    grid: FloatArray = start + np.arange(math.floor((stop - start) / step_s + 1e-9) + 1, dtype=np.float64) * step_s
+    return grid
+
+
 def recovery_time(
     times_s: Sequence[float] | FloatArray,
     lat_ms: Sequence[float] | FloatArray,
@@ -454,8 +460,8 @@ def recovery_time(
     ``allowed=0.01``: the rolling p99 is within the SLO). None when that never happens with the hold
     complete by ``end`` (censored). A window with no request does not count as recovered.
     Resolution ``step_s``; the rolling window adds a lag of at most ``window_s``."""
-    steps = math.floor((end - perturb_at) / step_s + 1e-9)
-    grid: FloatArray = perturb_at + np.arange(steps + 1, dtype=np.float64) * step_s
+    grid = _grid(perturb_at, end, step_s)
+    steps = len(grid) - 1
     share = rolling_share_over(times_s, lat_ms, grid, slo_ms=slo_ms, window_s=window_s)
     ok = np.nan_to_num(share, nan=math.inf) <= allowed
     hold = round(hold_s / step_s)
@@ -476,8 +482,7 @@ def peak_share(
     step_s: float = 0.1,
 ) -> float:
     """The largest rolling share over the SLO at grid times in ``[start, stop]`` (did it hurt?)."""
-    grid: FloatArray = start + np.arange(math.floor((stop - start) / step_s + 1e-9) + 1, dtype=np.float64) * step_s
-    share = rolling_share_over(times_s, lat_ms, grid, slo_ms=slo_ms, window_s=window_s)
+    share = rolling_share_over(times_s, lat_ms, _grid(start, stop, step_s), slo_ms=slo_ms, window_s=window_s)
     return float(np.nanmax(share)) if np.isfinite(share).any() else math.nan
 
 
