@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from lumos_mcp.compare import Statistic
+from lumos_mcp.compare import Statistic, Verdict
 from lumos_mcp.errors import InvalidArgumentsError
 from lumos_mcp.server.common import READ_ONLY, REPORTING, domain_errors, ok
 from lumos_mcp.service import Service
@@ -91,7 +91,7 @@ class WindowComparisonResult(BaseModel):
 
     metric: str
     unit: str
-    verdict: Literal["better", "worse", "no evidence"] = Field(
+    verdict: Verdict = Field(
         description="better/worse: the whole interval of the change lies on that side (beyond min_effect); "
         "no evidence: it reaches no change, or either window had fewer than 3 samples."
     )
