@@ -161,3 +161,24 @@ def test_the_report_still_reads_results_made_before_evaluation_existed(tmp_path:
     assert "over 2 repeats" in text or "over 1 repeats" in text  # the sweep's best carries its interval
     # every grid point is listed; a sweep paired with the default (the slice sweeps) shows the pairing
     assert "| objective, median [range] |" in text and "vs default: objective, 95% CI" in text
+
+
+def test_a_sweep_point_measured_in_one_round_says_it_has_no_interval_instead_of_printing_nan() -> None:
+    def point(shares: int, rounds: int) -> dict[str, object]:
+        ci = [0.01, 0.03] if rounds > 1 else [math.nan, math.nan]
+        return {
+            "config": {"cgroup.x/batch.cpu_shares": shares},
+            "objective": 0.02,
+            "p99_us": 900.0,
+            "batch_eps": 100.0,
+            "noise_cpus_max": 0.02,
+            "feasible": True,
+            "vs_default": {"objective": 0.02, "objective_ci95": ci, "batch_rel": -0.1, "batch_rel_ci95": ci},
+        }
+
+    text = report.landscape_points_md(
+        {"knobs": ["cgroup.x/batch.cpu_shares"], "points": [point(2, rounds=1), point(64, rounds=3)]}
+    )
+    one, three = text.splitlines()[2:4]
+    assert "nan" not in text
+    assert "(1 round: no interval)" in one and "[+0.0100, +0.0300]" in three

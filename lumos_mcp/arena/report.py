@@ -274,6 +274,13 @@ def landscape_md(land: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _bracket(low: float, high: float, fmt: str) -> str:
+    """`` [low, high]``, or a note that one round gives no interval (the bootstrap needs two)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return " (1 round: no interval)"
+    return f" [{low:{fmt}}, {high:{fmt}}]"
+
+
 def landscape_points_md(land: dict[str, Any]) -> str:
     """One row per grid point: its objective (median [range] over repeats), p99, batch throughput,
     and, for sweeps that paired every point with the default in the same rounds, the paired
@@ -299,8 +306,8 @@ def landscape_points_md(land: dict[str, Any]) -> str:
             lo, hi = vs.get("objective_ci95", [math.nan, math.nan])
             blo, bhi = vs.get("batch_rel_ci95", [math.nan, math.nan])
             cells += [
-                f"{vs.get('objective', math.nan):+.4f} [{lo:+.4f}, {hi:+.4f}]",
-                f"{vs.get('batch_rel', math.nan):+.0%} [{blo:+.0%}, {bhi:+.0%}]",
+                f"{vs.get('objective', math.nan):+.4f}" + _bracket(lo, hi, "+.4f"),
+                f"{vs.get('batch_rel', math.nan):+.0%}" + _bracket(blo, bhi, "+.0%"),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
