@@ -13,7 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lumos_mcp.arena import report
-from lumos_mcp.arena.evaluation import Window, bootstrap_median, config_key, evaluate_kept, interleaved, prob_beats
+from lumos_mcp.arena.evaluation import (
+    Window,
+    bootstrap_median,
+    config_key,
+    evaluate_kept,
+    interleaved,
+    paired_differences,
+    prob_beats,
+    prob_paired_beats,
+)
 from lumos_mcp.arena.problems import PROBLEMS, Config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +152,23 @@ def _runs_with_evaluation() -> dict:
     }
 
 
+def test_seeds_are_averaged_within_a_round_so_two_seeds_that_kept_one_configuration_are_not_counted_twice() -> None:
+    same = [{"improvements": [0.01, 0.03, -0.02]}, {"improvements": [0.01, 0.03, -0.02]}]
+    assert report.pooled(same) == pytest.approx([0.01, 0.03, -0.02])
+    assert report.pooled([{"improvements": [0.0, 0.2]}, {"improvements": [0.2, 0.0]}, {"improvements": []}]) == [
+        pytest.approx(0.1),
+        pytest.approx(0.1),
+    ]
+
+
+def test_winning_every_round_by_a_little_beats_a_noisy_rival_that_shares_the_rounds() -> None:
+    rival = [0.05, -0.04, 0.06, -0.05, 0.05]  # large swings: the rounds' default windows
+    steady = [x + 0.01 for x in rival]  # the same rounds, 0.01 better in each
+    assert prob_paired_beats(paired_differences(steady, rival)) == 1.0
+    assert prob_beats(steady, rival) < 0.9  # treated as independent, the shared noise hides it
+    assert prob_paired_beats(paired_differences(rival, rival)) == 0.5
+
+
 def test_the_evaluation_table_leads_with_improvement_and_intervals_and_compares_strategies() -> None:
     text = report.evaluation_table(_runs_with_evaluation())
     assert "| expert | +0.04" in text and "(better)" in text
@@ -153,8 +179,8 @@ def test_the_evaluation_table_leads_with_improvement_and_intervals_and_compares_
 
 @pytest.mark.slow
 def test_the_report_still_reads_results_made_before_evaluation_existed(tmp_path: Path) -> None:
-    out = tmp_path / "arena"
-    shutil.copytree(ROOT / "docs" / "arena", out)
+    out = tmp_path / "arena"  # shares-1d of the full run of 2026-11-24 (signatures dropped), a slice sweep
+    shutil.copytree(ROOT / "tests" / "data" / "arena-before-evaluation", out)
     path = report.write(out)
     text = path.read_text()
     assert "## Overview" in text and "Evaluation (" not in text

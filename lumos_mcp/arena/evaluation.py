@@ -12,7 +12,8 @@ Per configuration: the improvement over the default (default objective minus its
 is better) per pair, summarised by its median with a 95% percentile-bootstrap interval over pairs;
 the relative improvement (that median over the median default objective); the batch job's throughput
 ratio against the default with its interval (the floor); and, between two configurations, the
-probability that one's median improvement beats the other's, from independent bootstrap resamples.
+probability that one beats the other: the median of their round-by-round differences (the round's
+default window cancels) above zero, over bootstrap resamples of the rounds.
 With few pairs the bootstrap of a median is coarse (with 5 pairs its 95% interval is about the range of
 the pairs): the interval is then wide, and the verdict says "no evidence" rather than guess.
 """
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lumos_mcp.arena.problems import Config, Problem
-from lumos_mcp.compare import Interval, bootstrap_median, prob_beats
+from lumos_mcp.compare import Interval, bootstrap_median, prob_beats, prob_paired_beats
 
 
 def config_key(config: Config) -> str:
@@ -78,6 +79,12 @@ class Evaluated:
 
 
 Measure = Callable[[Config], Window]
+
+
+def paired_differences(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """Round by round, ``a``'s improvement minus ``b``'s (both measured in the same rounds, so the
+    round's default window cancels): what P(a beats b) is drawn from."""
+    return [x - y for x, y in zip(a, b, strict=False)]
 
 
 def interleaved(
@@ -137,7 +144,11 @@ def evaluate_kept(
     evaluated = {key: Evaluated(unique[key], owners[key], measured[key]) for key in unique}
     summaries = {key: e.summary(problem) for key, e in evaluated.items()}
     beats = {
-        a: {b: prob_beats(evaluated[a].improvements(), evaluated[b].improvements()) for b in evaluated if b != a}
+        a: {
+            b: prob_paired_beats(paired_differences(evaluated[a].improvements(), evaluated[b].improvements()))
+            for b in evaluated
+            if b != a
+        }
         for a in evaluated
     }
     return {
@@ -157,5 +168,7 @@ __all__ = [
     "config_key",
     "evaluate_kept",
     "interleaved",
+    "paired_differences",
     "prob_beats",
+    "prob_paired_beats",
 ]

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from lumos_mcp.arena.evaluation import bootstrap_median, config_key, prob_beats
+from lumos_mcp.arena.evaluation import bootstrap_median, config_key, paired_differences, prob_paired_beats
 from lumos_mcp.arena.landscape import objective_interval, rescore, tied_with_best
 from lumos_mcp.arena.problems import PROBLEMS
 
@@ -153,8 +153,14 @@ def _ci(interval: dict[str, Any] | None, fmt: str = "+.4f") -> str:
 
 
 def pooled(rows: list[dict[str, Any]]) -> list[float]:
-    """Every evaluation pair's improvement over the strategy's runs (its seeds' kept configurations)."""
-    return [x for r in rows for x in r["improvements"]]
+    """A strategy's improvement per evaluation round: the mean over its runs' kept configurations of
+    that round's improvement. The rounds are the independent units (every configuration of a round
+    shares its default window, and seeds that kept the same configuration share its windows), so
+    the seeds are pooled within a round, not counted as more pairs."""
+    series = [r["improvements"] for r in rows if r["improvements"]]
+    if not series:
+        return []
+    return [statistics.fmean(values) for values in zip(*series, strict=False)]
 
 
 def evaluation_table(data: dict[str, Any]) -> str:
@@ -172,10 +178,11 @@ def evaluation_table(data: dict[str, Any]) -> str:
     lines = [
         f"Evaluation ({data['problem']}): each kept configuration against the default in "
         f"{evaluation['pairs']} interleaved rounds of {evaluation.get('window_s', math.nan):.0f} s windows. "
-        f"Improvement = default objective minus the kept one's (higher is better), median over pairs "
-        f"[95% bootstrap interval]. Default against itself (the noise floor): {_ci(noise)}.",
+        f"Improvement = default objective minus the kept one's (higher is better), median over rounds "
+        f"[95% bootstrap interval over rounds]; a strategy's seeds are averaged within each round. "
+        f"Default against itself (the noise floor): {_ci(noise)}.",
         "",
-        "| strategy | improvement, seeds pooled | relative | per seed (verdict) | batch kept (eval) "
+        "| strategy | improvement, seeds averaged per round | relative | per seed (verdict) | batch kept (eval) "
         "| floor breaks (search) | most in a row |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -191,11 +198,19 @@ def evaluation_table(data: dict[str, Any]) -> str:
         )
     names = list(by)
     if len(names) > 1:
-        lines += ["", "P(row's kept configurations beat column's), from bootstrap resamples of their pairs:", ""]
+        lines += [
+            "",
+            "P(row's kept configurations beat column's): the median of their round-by-round difference "
+            "above zero, over bootstrap resamples of the rounds (0.50: the same configuration, or no difference):",
+            "",
+        ]
         lines.append("| | " + " | ".join(names) + " |")
         lines.append("|---" * (len(names) + 1) + "|")
         for a in names:
-            cells = ["-" if a == b else f"{prob_beats(pooled(by[a]), pooled(by[b])):.2f}" for b in names]
+            cells = [
+                "-" if a == b else f"{prob_paired_beats(paired_differences(pooled(by[a]), pooled(by[b]))):.2f}"
+                for b in names
+            ]
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
     lines.append("")
     return "\n".join(lines)
@@ -457,8 +472,8 @@ def write(out: Path, *, quick: bool = False) -> Path:
         if any(r["improvements"] for rs in rows.values() for r in rs):
             lead = [
                 "Improvement over the default of the configuration each run kept, measured apart from the "
-                "search in interleaved rounds against the default (median over pairs, seeds pooled, "
-                "[95% bootstrap interval]; higher is better; `*`: the interval excludes zero):",
+                "search in interleaved rounds against the default (median over rounds of the seeds' mean, "
+                "[95% bootstrap interval over rounds]; higher is better; `*`: the interval excludes zero):",
                 "",
                 improvement_overview(rows, skipped),
                 "Secondary: regret against the sweep's best, from the search's own windows.",
