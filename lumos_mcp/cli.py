@@ -261,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
             "--problems", nargs="*", default=None, help="problem names (default: the full run, all but shares-1d-85)"
         )
         x.add_argument("--quick", action="store_true", help="probe workload only, 1 problem, short budget (~5 min)")
-        x.add_argument("--seeds", type=AT_LEAST_ONE, default=3, help="seeds per strategy (default 3)")
+        x.add_argument("--seeds", type=AT_LEAST_ONE, default=2, help="seeds per strategy (default 2)")
         x.add_argument("--strategies", nargs="*", default=None, help="strategy names (default: all)")
         x.add_argument("--resweep", action="store_true", help="sweep again even if a landscape is saved")
         _verbose(x)

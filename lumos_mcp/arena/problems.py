@@ -108,7 +108,7 @@ class Problem:
     repeats: int = 1
     trials: int = 5
     sweep_repeats: int = 2
-    eval_pairs: int = 6
+    eval_pairs: int = 5
     """Evaluation of each run's kept configuration: interleaved rounds (default and each kept one)."""
     eval_window_s: float = 10.0
     """Each evaluation window (long enough for the tail, unlike the search's ``window_s``)."""
