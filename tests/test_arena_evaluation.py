@@ -208,3 +208,15 @@ def test_a_sweep_point_measured_in_one_round_says_it_has_no_interval_instead_of_
     one, three = text.splitlines()[2:4]
     assert "nan" not in text
     assert "(1 round: no interval)" in one and "[+0.0100, +0.0300]" in three
+
+
+def test_the_overview_says_when_a_kept_configuration_bought_its_improvement_by_breaking_the_floor() -> None:
+    def row(name: str, floor_ok: bool) -> dict[str, object]:
+        return {"strategy": name, "improvements": [0.03, 0.04, 0.05, 0.04, 0.03], "eval_floor_ok": floor_ok}
+
+    text = report.improvement_overview(
+        {"p": [row("bold", False), row("bold", True), row("careful", True), row("careful", True)]}, {}
+    )
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines()[2:]}
+    assert "(floor broken by 1 of 2)" in lines["bold"] and "*" in lines["bold"]
+    assert "floor broken" not in lines["careful"]

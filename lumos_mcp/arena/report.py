@@ -236,7 +236,9 @@ def improvement_overview(summaries: dict[str, list[dict[str, Any]]], skipped: di
                 cells.append("skipped" if name in skipped.get(p, {}) else "-")
                 continue
             mark = " *" if pool.verdict() != "no evidence" else ""
-            cells.append(pool.text("+.4f") + mark)
+            broken = sum(1 for r in rows if r["eval_floor_ok"] is False)
+            floor = f" (floor broken by {broken} of {len(rows)})" if broken else ""
+            cells.append(pool.text("+.4f") + mark + floor)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -473,7 +475,9 @@ def write(out: Path, *, quick: bool = False) -> Path:
             lead = [
                 "Improvement over the default of the configuration each run kept, measured apart from the "
                 "search in interleaved rounds against the default (median over rounds of the seeds' mean, "
-                "[95% bootstrap interval over rounds]; higher is better; `*`: the interval excludes zero):",
+                "[95% bootstrap interval over rounds]; higher is better; `*`: the interval excludes zero; "
+                '"floor broken": kept configurations whose batch throughput in the evaluation fell under the '
+                "problem's floor, so their improvement was bought with a broken constraint):",
                 "",
                 improvement_overview(rows, skipped),
                 "Secondary: regret against the sweep's best, from the search's own windows.",
