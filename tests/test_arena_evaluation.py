@@ -220,3 +220,21 @@ def test_the_overview_says_when_a_kept_configuration_bought_its_improvement_by_b
     lines = {line.split("|")[1].strip(): line for line in text.splitlines()[2:]}
     assert "(floor broken by 1 of 2)" in lines["bold"] and "*" in lines["bold"]
     assert "floor broken" not in lines["careful"]
+
+
+def test_head_to_head_pairs_rounds_and_says_better_only_when_the_interval_excludes_zero() -> None:
+    shared = [0.05, -0.04, 0.06, -0.05, 0.05]  # what every configuration's round shares (its default window)
+
+    def row(name: str, gain: float, floor_ok: bool = True) -> dict[str, object]:
+        return {"strategy": name, "improvements": [x + gain for x in shared], "eval_floor_ok": floor_ok}
+
+    summaries = {
+        "wins": [row("expert", 0.02), row("optuna-tpe", 0.0), row("optuna-gp", 0.0, floor_ok=False)],
+        "ties": [row("expert", 0.0), row("optuna-tpe", 0.0), row("optuna-gp", 0.0)],
+    }
+    text = report.head_to_head(summaries)
+    lines = {line.split("|")[1].strip(): line.split("|")[2:4] for line in text.splitlines()[2:]}
+    assert "+0.0200 [+0.0200, +0.0200] (better)" in lines["optuna-tpe"][0]
+    assert "floor broken: optuna-gp" in lines["optuna-gp"][0]
+    assert "(no evidence)" in lines["optuna-tpe"][1]
+    assert report.head_to_head({"p": [row("random", 0.0)]}) == ""  # no expert: no table

@@ -243,6 +243,39 @@ def improvement_overview(summaries: dict[str, list[dict[str, Any]]], skipped: di
     return "\n".join(lines) + "\n"
 
 
+def head_to_head(
+    summaries: dict[str, list[dict[str, Any]]],
+    focus: str = "expert",
+    rivals: tuple[str, ...] = ("optuna-tpe", "optuna-gp"),
+) -> str:
+    """One row per rival, one column per problem: ``focus``'s improvement minus the rival's, round by
+    round (both measured in the same evaluation rounds, so the default window cancels), median with
+    its 95% bootstrap interval over rounds; ``better``/``worse`` only when the interval excludes zero,
+    and a note when either side's kept configuration broke the floor in the evaluation."""
+    problems = [p for p, rows in summaries.items() if any(r["strategy"] == focus and r["improvements"] for r in rows)]
+    if not problems:
+        return ""
+    lines = [f"| {focus} minus | " + " | ".join(problems) + " |", "|---" * (len(problems) + 1) + "|"]
+    for rival in rivals:
+        cells = []
+        for p in problems:
+            mine = [r for r in summaries[p] if r["strategy"] == focus]
+            theirs = [r for r in summaries[p] if r["strategy"] == rival]
+            diff = bootstrap_median(paired_differences(pooled(mine), pooled(theirs))) if theirs else None
+            if diff is None or diff.n == 0:
+                cells.append("-")
+                continue
+            broken = [
+                name
+                for name, rows in ((focus, mine), (rival, theirs))
+                if any(r["eval_floor_ok"] is False for r in rows)
+            ]
+            note = f"; floor broken: {', '.join(broken)}" if broken else ""
+            cells.append(f"{diff.text('+.4f')} ({diff.verdict()}{note})")
+        lines.append(f"| {rival} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def overview(summaries: dict[str, list[dict[str, Any]]], key: str, skipped: dict[str, dict[str, str]]) -> str:
     """One row per strategy, one column per problem: the median over seeds of ``key`` (a regret),
     with the trials that broke the floor summed over seeds when there were any."""
@@ -480,6 +513,11 @@ def write(out: Path, *, quick: bool = False) -> Path:
                 "problem's floor, so their improvement was bought with a broken constraint):",
                 "",
                 improvement_overview(rows, skipped),
+                "The expert against Bayesian optimisation at equal budget: the expert's improvement minus the "
+                "rival's, round by round in the same evaluation (median [95% bootstrap interval over rounds]; "
+                "`better`/`worse` only when the interval excludes zero):",
+                "",
+                head_to_head(rows),
                 "Secondary: regret against the sweep's best, from the search's own windows.",
                 "",
             ]
@@ -510,4 +548,12 @@ def write(out: Path, *, quick: bool = False) -> Path:
     return out / "results.md"
 
 
-__all__ = ["evaluation_table", "improvement_overview", "max_consecutive", "summarise_run", "table", "write"]
+__all__ = [
+    "evaluation_table",
+    "head_to_head",
+    "improvement_overview",
+    "max_consecutive",
+    "summarise_run",
+    "table",
+    "write",
+]
